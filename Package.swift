@@ -1,0 +1,61 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "ReliableDB",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ReliableDB", targets: ["ReliableDB"]),
+        .library(name: "ReliableDBSQLite", targets: ["ReliableDBSQLite"]),
+        .executable(name: "reliabledb", targets: ["reliabledb"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        .target(
+            name: "ReliableDB",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBSQLite",
+            dependencies: [
+                "ReliableDB",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "reliabledb",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBTests",
+            dependencies: ["ReliableDB"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBSQLiteTests",
+            dependencies: ["ReliableDB", "ReliableDBSQLite"],
+            swiftSettings: strictSwift
+        ),
+    ]
+)

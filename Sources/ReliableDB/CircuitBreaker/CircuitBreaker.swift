@@ -1,0 +1,122 @@
+import Foundation
+import Synchronization
+
+/// A thread-safe circuit breaker: the ``CircuitBreakerStateMachine`` behind a lock, with events.
+///
+/// Taking a permit is synchronous (no actor hop, no allocation): a caller either gets the permit
+/// or is rejected before any `await`, so a herd of callers cannot slip through a half-open breaker
+/// between a check and a suspension point.
+public final class CircuitBreaker: Sendable {
+    public let configuration: CircuitBreakerConfiguration
+    private let machine: Mutex<CircuitBreakerStateMachine>
+    private let clock: any ReliabilityClock
+    private let wallClockAnchor: (wall: Date, monotonic: MonotonicTime)
+    /// State changes, for alerting, metrics and logs.
+    public let transitions = EventBroadcaster<CircuitTransition>()
+
+    public init(configuration: CircuitBreakerConfiguration = .init(), clock: any ReliabilityClock = SystemClock()) {
+        self.configuration = configuration
+        self.clock = clock
+        machine = Mutex(CircuitBreakerStateMachine(configuration: configuration))
+        wallClockAnchor = (Date(), clock.now)
+    }
+
+    /// Takes a permit for one call, or says why not.
+    @inlinable
+    public func acquire() -> CircuitBreakerStateMachine.Decision {
+        acquire(at: currentTime)
+    }
+
+    @usableFromInline
+    var currentTime: MonotonicTime { clock.now }
+
+    @usableFromInline
+    func acquire(at now: MonotonicTime) -> CircuitBreakerStateMachine.Decision {
+        let (decision, transition) = machine.withLock { $0.acquire(at: now) }
+        if let transition { transitions.emit(transition) }
+        return decision
+    }
+
+    /// Reports how a permitted call ended.
+    public func record(_ permit: CircuitBreakerStateMachine.Permit, outcome: CircuitCallOutcome, duration: Duration) {
+        guard permit.isCounted else { return }
+        let now = clock.now
+        let transition = machine.withLock { $0.record(permit, outcome: outcome, duration: duration, at: now) }
+        if let transition { transitions.emit(transition) }
+    }
+
+    /// The current state. An open breaker whose timeout has elapsed still reads `OPEN` until the
+    /// next call turns it half-open.
+    public var state: CircuitState {
+        machine.withLock { $0.state }
+    }
+
+    /// Puts the breaker into `state` on an operator's (or a test's) request.
+    public func forceState(_ state: CircuitState) {
+        let now = clock.now
+        let transition = machine.withLock { $0.force(state, at: now) }
+        if let transition { transitions.emit(transition) }
+    }
+
+    /// Closes the breaker and forgets the failures counted so far.
+    public func reset() {
+        let now = clock.now
+        let transition = machine.withLock { $0.reset(at: now) }
+        if let transition { transitions.emit(transition) }
+    }
+
+    /// A consistent snapshot of the breaker's state and counters.
+    public var metrics: CircuitBreakerMetrics {
+        let now = clock.now
+        return machine.withLock { machine in
+            let counters = machine.counters
+            return CircuitBreakerMetrics(
+                state: machine.state,
+                failures: machine.windowFailures(at: now),
+                successes: counters.successes,
+                requests: counters.requests,
+                rejected: counters.rejected,
+                totalFailures: counters.failures,
+                ignored: counters.ignored,
+                stale: counters.stale,
+                slowCalls: counters.slowCalls,
+                transitions: counters.transitions,
+                probesInFlight: machine.probesInFlight,
+                lastStateChange: machine.lastTransitionAt.map(wallTime(for:)),
+                nextAttempt: machine.openUntil.map(wallTime(for:)),
+                nextAttemptIn: machine.openUntil.map { max(.zero, $0 - now) }
+            )
+        }
+    }
+
+    /// Converts a monotonic instant into wall-clock time for display.
+    func wallTime(for instant: MonotonicTime) -> Date {
+        wallClockAnchor.wall.addingTimeInterval((instant - wallClockAnchor.monotonic).seconds)
+    }
+}
+
+/// A snapshot of a breaker: the seed's `getMetrics()` fields and the counters operators need.
+public struct CircuitBreakerMetrics: Sendable, Equatable {
+    public var state: CircuitState
+    /// Failures counted towards opening in the current window (zero unless closed).
+    public var failures: Int
+    /// Successful calls since start.
+    public var successes: Int
+    /// Calls permitted since start.
+    public var requests: Int
+    /// Calls rejected without reaching the database.
+    public var rejected: Int
+    /// Failed calls since start.
+    public var totalFailures: Int
+    /// Calls whose outcome said nothing about the database (caller errors, cancellations).
+    public var ignored: Int
+    /// Outcomes dropped because the call began before the last state change.
+    public var stale: Int
+    public var slowCalls: Int
+    public var transitions: Int
+    public var probesInFlight: Int
+    public var lastStateChange: Date?
+    /// When an open breaker will admit probes.
+    public var nextAttempt: Date?
+    public var nextAttemptIn: Duration?
+}

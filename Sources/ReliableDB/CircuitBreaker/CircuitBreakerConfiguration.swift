@@ -1,0 +1,89 @@
+/// How the circuit breaker decides to stop sending work to a failing database and when to try again.
+///
+/// The defaults follow the seed (`DB_CB_FAILURE_THRESHOLD=5`, `DB_CB_TIMEOUT=60000`): open after
+/// five failures within the one-minute `monitorWindow`, stay open for a minute, then let probes
+/// through. Setting ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
+public struct CircuitBreakerConfiguration: Sendable, Equatable {
+    /// Failures within the window that open the breaker (count mode).
+    public var failureThreshold: Int
+    /// Consecutive successful probes in half-open that close the breaker.
+    public var successThreshold: Int
+    /// How long the breaker stays open before admitting probes (the seed's `timeout`).
+    public var timeout: Duration
+    /// The window failures are counted over in count mode, and the default sliding window.
+    public var monitorWindow: Duration
+    /// When set, the breaker opens on the failure *rate* in percent (0-100] instead of a count.
+    public var failureRateThreshold: Double?
+    /// Calls that must be recorded in the window before a rate can open the breaker.
+    public var minimumNumberOfCalls: Int
+    /// The window rates are computed over: the last N calls or the last T of time.
+    /// `nil` means a time window of ``monitorWindow``.
+    public var slidingWindow: SlidingWindowKind?
+    /// Successful calls slower than this count as slow calls. `nil` disables slow-call counting.
+    public var slowCallDurationThreshold: Duration?
+    /// The slow-call rate in percent that opens the breaker.
+    public var slowCallRateThreshold: Double
+    /// Probes allowed in flight at once while half-open. Others are rejected, not queued, so a
+    /// recovering database sees a trickle instead of the whole backlog.
+    public var maxConcurrentProbes: Int
+    /// Retries of the operations this breaker protects (the seed keeps them here).
+    public var retry: RetryConfiguration
+
+    public init(
+        failureThreshold: Int = 5,
+        successThreshold: Int = 2,
+        timeout: Duration = .seconds(60),
+        monitorWindow: Duration = .seconds(60),
+        failureRateThreshold: Double? = nil,
+        minimumNumberOfCalls: Int = 10,
+        slidingWindow: SlidingWindowKind? = nil,
+        slowCallDurationThreshold: Duration? = nil,
+        slowCallRateThreshold: Double = 100,
+        maxConcurrentProbes: Int = 1,
+        retry: RetryConfiguration = .init()
+    ) {
+        self.failureThreshold = failureThreshold
+        self.successThreshold = successThreshold
+        self.timeout = timeout
+        self.monitorWindow = monitorWindow
+        self.failureRateThreshold = failureRateThreshold
+        self.minimumNumberOfCalls = minimumNumberOfCalls
+        self.slidingWindow = slidingWindow
+        self.slowCallDurationThreshold = slowCallDurationThreshold
+        self.slowCallRateThreshold = slowCallRateThreshold
+        self.maxConcurrentProbes = maxConcurrentProbes
+        self.retry = retry
+    }
+
+    /// The configuration problems, empty when valid.
+    public var validationProblems: [String] {
+        var problems: [String] = []
+        if failureThreshold < 1 { problems.append("failureThreshold must be at least 1, got \(failureThreshold)") }
+        if successThreshold < 1 { problems.append("successThreshold must be at least 1, got \(successThreshold)") }
+        if timeout <= .zero { problems.append("timeout must be positive") }
+        if monitorWindow <= .zero { problems.append("monitorWindow must be positive") }
+        if let rate = failureRateThreshold, !(rate > 0 && rate <= 100) {
+            problems.append("failureRateThreshold must be in (0, 100], got \(rate)")
+        }
+        if minimumNumberOfCalls < 1 { problems.append("minimumNumberOfCalls must be at least 1") }
+        if case .count(let size) = slidingWindow, size < 1 {
+            problems.append("a count sliding window needs at least 1 call")
+        }
+        if case .time(let span) = slidingWindow, span <= .zero {
+            problems.append("a time sliding window must be positive")
+        }
+        if !(slowCallRateThreshold > 0 && slowCallRateThreshold <= 100) {
+            problems.append("slowCallRateThreshold must be in (0, 100]")
+        }
+        if maxConcurrentProbes < 1 { problems.append("maxConcurrentProbes must be at least 1") }
+        return problems + retry.validationProblems
+    }
+}
+
+/// The span a breaker computes its counts and rates over.
+public enum SlidingWindowKind: Sendable, Equatable {
+    /// The last `n` recorded calls.
+    case count(Int)
+    /// The calls recorded within the last span of time.
+    case time(Duration)
+}

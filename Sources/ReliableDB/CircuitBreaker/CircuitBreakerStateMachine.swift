@@ -1,0 +1,176 @@
+/// The circuit breaker's decisions as a pure value: time comes in as an argument, decisions and
+/// transitions come out. The ``CircuitBreaker`` shell adds locking and event delivery.
+///
+/// Every transition bumps a generation counter. A permit remembers the generation it was taken in,
+/// and an outcome reported with a permit from an older generation is ignored: a slow call that
+/// started before the breaker opened must not count towards closing it again, or vice versa.
+public struct CircuitBreakerStateMachine: Sendable {
+    /// The right to make one call, returned to ``record(_:outcome:duration:at:)`` when it ends.
+    public struct Permit: Sendable, Equatable {
+        public let generation: UInt64
+        public let isProbe: Bool
+        /// Permits in the disabled state are not recorded at all.
+        public let isCounted: Bool
+    }
+
+    public enum Decision: Sendable, Equatable {
+        case permitted(Permit)
+        /// Rejected; `retryAfter` says when the breaker will admit probes, if it will on its own.
+        case rejected(state: CircuitState, retryAfter: Duration?)
+    }
+
+    public let configuration: CircuitBreakerConfiguration
+    public private(set) var state: CircuitState = .closed
+    public private(set) var generation: UInt64 = 0
+    public private(set) var openUntil: MonotonicTime?
+    public private(set) var lastTransitionAt: MonotonicTime?
+    public private(set) var probesInFlight = 0
+    private var halfOpenSuccesses = 0
+    private var window: SlidingWindow
+    private(set) var counters = Counters()
+
+    struct Counters: Sendable, Equatable {
+        var requests = 0
+        var successes = 0
+        var failures = 0
+        var slowCalls = 0
+        var ignored = 0
+        var stale = 0
+        var rejected = 0
+        var transitions = 0
+    }
+
+    public init(configuration: CircuitBreakerConfiguration = .init()) {
+        self.configuration = configuration
+        window = SlidingWindow(configuration.slidingWindow ?? .time(configuration.monitorWindow))
+    }
+
+    /// Asks to make a call. In the closed state this is a couple of comparisons.
+    public mutating func acquire(at now: MonotonicTime) -> (Decision, CircuitTransition?) {
+        switch state {
+        case .closed, .disabled:
+            counters.requests += 1
+            return (.permitted(Permit(generation: generation, isProbe: false, isCounted: state == .closed)), nil)
+        case .open:
+            guard let openUntil, now >= openUntil else {
+                counters.rejected += 1
+                return (.rejected(state: .open, retryAfter: (openUntil ?? now) - now), nil)
+            }
+            let transition = transition(to: .halfOpen, reason: .openTimeoutElapsed, at: now)
+            return (admitProbe(at: now), transition)
+        case .halfOpen:
+            return (admitProbe(at: now), nil)
+        case .forcedOpen:
+            counters.rejected += 1
+            return (.rejected(state: .forcedOpen, retryAfter: nil), nil)
+        }
+    }
+
+    private mutating func admitProbe(at now: MonotonicTime) -> Decision {
+        guard probesInFlight < configuration.maxConcurrentProbes else {
+            counters.rejected += 1
+            return .rejected(state: .halfOpen, retryAfter: nil)
+        }
+        probesInFlight += 1
+        counters.requests += 1
+        return .permitted(Permit(generation: generation, isProbe: true, isCounted: true))
+    }
+
+    /// Reports how a permitted call ended. Returns the transition it caused, if any.
+    public mutating func record(
+        _ permit: Permit,
+        outcome: CircuitCallOutcome,
+        duration: Duration,
+        at now: MonotonicTime
+    ) -> CircuitTransition? {
+        guard permit.isCounted else { return nil }
+        guard permit.generation == generation else {
+            counters.stale += 1
+            return nil
+        }
+        let slow = outcome == .success && configuration.slowCallDurationThreshold.map { duration > $0 } ?? false
+        switch outcome {
+        case .success: counters.successes += 1
+        case .failure: counters.failures += 1
+        case .ignored: counters.ignored += 1
+        }
+        if slow { counters.slowCalls += 1 }
+
+        switch state {
+        case .closed:
+            guard outcome != .ignored else { return nil }
+            window.record(failure: outcome == .failure, slow: slow, at: now)
+            guard outcome == .failure || slow, let reason = tripReason(at: now) else { return nil }
+            return transition(to: .open, reason: reason, at: now)
+        case .halfOpen:
+            if permit.isProbe { probesInFlight -= 1 }
+            switch outcome {
+            case .ignored:
+                return nil
+            case .failure:
+                return transition(to: .open, reason: .probeFailed, at: now)
+            case .success:
+                halfOpenSuccesses += 1
+                guard halfOpenSuccesses >= configuration.successThreshold else { return nil }
+                return transition(to: .closed, reason: .probesSucceeded, at: now)
+            }
+        case .open, .forcedOpen, .disabled:
+            return nil
+        }
+    }
+
+    private func tripReason(at now: MonotonicTime) -> CircuitTransitionReason? {
+        let totals = window.totals(at: now)
+        if let rate = configuration.failureRateThreshold {
+            if totals.calls >= configuration.minimumNumberOfCalls,
+                Double(totals.failures) * 100 >= rate * Double(totals.calls)
+            {
+                return .failureRate
+            }
+        } else if totals.failures >= configuration.failureThreshold {
+            return .failureThreshold
+        }
+        if configuration.slowCallDurationThreshold != nil, totals.calls >= configuration.minimumNumberOfCalls,
+            Double(totals.slowCalls) * 100 >= configuration.slowCallRateThreshold * Double(totals.calls)
+        {
+            return .slowCallRate
+        }
+        return nil
+    }
+
+    /// Failures currently counted towards opening (the seed's `failures`).
+    public func windowFailures(at now: MonotonicTime) -> Int {
+        state == .closed ? window.totals(at: now).failures : 0
+    }
+
+    /// Puts the breaker in `target` on an operator's request. `.open` behaves like a trip (it
+    /// recovers after the timeout); `.forcedOpen` holds until changed again.
+    public mutating func force(_ target: CircuitState, at now: MonotonicTime) -> CircuitTransition? {
+        transition(to: target, reason: .forced, at: now)
+    }
+
+    /// Back to closed with an empty window, as after a fresh start.
+    public mutating func reset(at now: MonotonicTime) -> CircuitTransition? {
+        let result = transition(to: .closed, reason: .reset, at: now)
+        window.reset()
+        return result
+    }
+
+    private mutating func transition(
+        to target: CircuitState,
+        reason: CircuitTransitionReason,
+        at now: MonotonicTime
+    ) -> CircuitTransition? {
+        let from = state
+        state = target
+        generation &+= 1
+        counters.transitions += 1
+        lastTransitionAt = now
+        probesInFlight = 0
+        halfOpenSuccesses = 0
+        openUntil = target == .open ? now + configuration.timeout : nil
+        if target == .closed { window.reset() }
+        guard from != target else { return nil }
+        return CircuitTransition(from: from, to: target, reason: reason, at: now, generation: generation)
+    }
+}

@@ -1,0 +1,101 @@
+import Synchronization
+
+/// A clock that moves only when told to, for testing timing logic without real sleeps.
+///
+/// Sleepers registered with ``sleep(until:)`` resume when ``advance(by:)`` moves time past their
+/// deadline. ``waitForSleepers(count:)`` lets a test wait until the code under test is parked in a
+/// sleep before moving time, so the test never races the code it drives.
+public final class ManualClock: ReliabilityClock {
+    private struct Sleeper {
+        var id: UInt64
+        var deadline: MonotonicTime
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var now: MonotonicTime
+        var nextID: UInt64 = 0
+        var sleepers: [Sleeper] = []
+        var cancelledBeforeRegistration: Set<UInt64> = []
+    }
+
+    private let state: Mutex<State>
+
+    public init(start: MonotonicTime = MonotonicTime(nanoseconds: 1_000_000_000)) {
+        state = Mutex(State(now: start))
+    }
+
+    public var now: MonotonicTime {
+        state.withLock { $0.now }
+    }
+
+    /// The number of tasks currently suspended in ``sleep(until:)``.
+    public var sleeperCount: Int {
+        state.withLock { $0.sleepers.count }
+    }
+
+    public func sleep(until deadline: MonotonicTime) async throws {
+        let id = state.withLock { state -> UInt64 in
+            state.nextID += 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let immediate: Result<Void, any Error>? = state.withLock { state in
+                    if state.cancelledBeforeRegistration.remove(id) != nil {
+                        return .failure(CancellationError())
+                    }
+                    if deadline <= state.now {
+                        return .success(())
+                    }
+                    state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
+                    return nil
+                }
+                if let immediate {
+                    continuation.resume(with: immediate)
+                }
+            }
+        } onCancel: {
+            let sleeper = state.withLock { state -> Sleeper? in
+                if let index = state.sleepers.firstIndex(where: { $0.id == id }) {
+                    return state.sleepers.remove(at: index)
+                }
+                state.cancelledBeforeRegistration.insert(id)
+                return nil
+            }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Moves time forward and wakes every sleeper whose deadline has passed, earliest first.
+    public func advance(by duration: Duration) {
+        advance(to: now + duration)
+    }
+
+    /// Moves time to `instant` (never backwards) and wakes the sleepers that are due.
+    public func advance(to instant: MonotonicTime) {
+        let due = state.withLock { state -> [Sleeper] in
+            if instant > state.now { state.now = instant }
+            let now = state.now
+            let due = state.sleepers.filter { $0.deadline <= now }.sorted { $0.deadline < $1.deadline }
+            state.sleepers.removeAll { $0.deadline <= now }
+            return due
+        }
+        for sleeper in due {
+            sleeper.continuation.resume()
+        }
+    }
+
+    /// Waits (by yielding, not sleeping) until at least `count` tasks sleep on this clock.
+    ///
+    /// Gives up after `maxYields` scheduler turns and returns false, so a broken test fails instead
+    /// of hanging.
+    @discardableResult
+    public func waitForSleepers(count: Int = 1, maxYields: Int = 1_000_000) async -> Bool {
+        for _ in 0..<maxYields {
+            if sleeperCount >= count { return true }
+            await Task.yield()
+        }
+        return sleeperCount >= count
+    }
+}

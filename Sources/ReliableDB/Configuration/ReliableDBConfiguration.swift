@@ -1,0 +1,278 @@
+import Foundation
+
+/// Everything ReliableDB reads from the environment (the seed's variables, units and defaults).
+///
+/// ``fromEnvironment(_:dotEnvPath:)`` validates every variable and throws one
+/// ``ConfigurationError`` listing all problems, so a bad deployment fails at start-up with the
+/// full list instead of at the first query, one fix per restart.
+public struct ReliableDBConfiguration: Sendable, Equatable {
+    /// `DATABASE_URL`.
+    public var database: DatabaseLocation
+    /// `DB_CONNECTION_LIMIT`: the most connections the pool opens.
+    public var connectionLimit: Int
+    /// `DB_POOL_TIMEOUT` (seconds): the longest wait for a free connection.
+    public var poolTimeout: Duration
+    /// `DB_CIRCUIT_BREAKER`.
+    public var circuitBreakerEnabled: Bool
+    /// `DB_MONITORING`.
+    public var monitoringEnabled: Bool
+    /// `DB_TIMEOUTS`.
+    public var timeoutsEnabled: Bool
+    /// `DB_CB_FAILURE_THRESHOLD`.
+    public var circuitBreakerFailureThreshold: Int
+    /// `DB_CB_TIMEOUT` (milliseconds): how long the breaker stays open.
+    public var circuitBreakerTimeout: Duration
+    /// `DB_HEALTH_CHECK_INTERVAL` (milliseconds).
+    public var healthCheckInterval: Duration
+    /// `DB_ALERT_WEBHOOK_URL`; the URL is a secret (it embeds the token).
+    public var alertWebhookURL: Secret<String>?
+    public var alertThresholds: AlertThresholds
+
+    public init(
+        database: DatabaseLocation = .sqlite(path: DatabaseLocation.defaultSQLitePath),
+        connectionLimit: Int = 10,
+        poolTimeout: Duration = .seconds(10),
+        circuitBreakerEnabled: Bool = true,
+        monitoringEnabled: Bool = true,
+        timeoutsEnabled: Bool = true,
+        circuitBreakerFailureThreshold: Int = 5,
+        circuitBreakerTimeout: Duration = .seconds(60),
+        healthCheckInterval: Duration = .seconds(30),
+        alertWebhookURL: Secret<String>? = nil,
+        alertThresholds: AlertThresholds = .init()
+    ) {
+        self.database = database
+        self.connectionLimit = connectionLimit
+        self.poolTimeout = poolTimeout
+        self.circuitBreakerEnabled = circuitBreakerEnabled
+        self.monitoringEnabled = monitoringEnabled
+        self.timeoutsEnabled = timeoutsEnabled
+        self.circuitBreakerFailureThreshold = circuitBreakerFailureThreshold
+        self.circuitBreakerTimeout = circuitBreakerTimeout
+        self.healthCheckInterval = healthCheckInterval
+        self.alertWebhookURL = alertWebhookURL
+        self.alertThresholds = alertThresholds
+    }
+
+    /// The pipeline settings these variables imply.
+    public var reliability: ReliabilityConfiguration {
+        var breaker = CircuitBreakerConfiguration()
+        breaker.failureThreshold = circuitBreakerFailureThreshold
+        breaker.timeout = circuitBreakerTimeout
+        var timeouts = TimeoutConfiguration()
+        timeouts.enabled = timeoutsEnabled
+        return ReliabilityConfiguration(
+            circuitBreakerEnabled: circuitBreakerEnabled,
+            circuitBreaker: breaker,
+            timeouts: timeouts,
+            slowQueryThreshold: alertThresholds.queryTime
+        )
+    }
+}
+
+/// The seed's alert thresholds (`DB_ALERT_*_THRESHOLD`).
+public struct AlertThresholds: Sendable, Equatable {
+    /// Alert when the health score falls below this (0-100).
+    public var healthScore: Double
+    /// Alert when pool utilization in percent exceeds this.
+    public var poolUtilization: Double
+    /// Alert when the average query time exceeds this; also the slow-query threshold.
+    public var queryTime: Duration
+    /// Alert when the error rate in percent exceeds this.
+    public var errorRate: Double
+
+    public init(
+        healthScore: Double = 70,
+        poolUtilization: Double = 80,
+        queryTime: Duration = .milliseconds(1000),
+        errorRate: Double = 5
+    ) {
+        self.healthScore = healthScore
+        self.poolUtilization = poolUtilization
+        self.queryTime = queryTime
+        self.errorRate = errorRate
+    }
+}
+
+extension ReliableDBConfiguration {
+    /// The variables this type reads, in the seed's order.
+    public static let variableNames = [
+        "DATABASE_URL", "DB_CONNECTION_LIMIT", "DB_POOL_TIMEOUT", "DB_CIRCUIT_BREAKER", "DB_MONITORING",
+        "DB_TIMEOUTS", "DB_CB_FAILURE_THRESHOLD", "DB_CB_TIMEOUT", "DB_HEALTH_CHECK_INTERVAL",
+        "DB_ALERT_WEBHOOK_URL", "DB_ALERT_HEALTH_SCORE_THRESHOLD", "DB_ALERT_POOL_UTILIZATION_THRESHOLD",
+        "DB_ALERT_QUERY_TIME_THRESHOLD", "DB_ALERT_ERROR_RATE_THRESHOLD",
+    ]
+
+    /// Reads the configuration from `environment`, with `dotEnvPath` (when the file exists) filling
+    /// in variables the environment does not set. Empty values count as unset.
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment,
+        dotEnvPath: String? = ".env"
+    ) throws(ConfigurationError) -> ReliableDBConfiguration {
+        var merged: [String: String] = [:]
+        var problems: [ConfigurationError.Problem] = []
+        if let dotEnvPath, FileManager.default.fileExists(atPath: dotEnvPath) {
+            do {
+                let contents = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
+                let parsed = DotEnv.parse(contents, path: dotEnvPath)
+                merged = parsed.values
+                problems += parsed.errors.map {
+                    .init(variable: dotEnvPath, value: "line \($0.line)", expected: $0.reason)
+                }
+            } catch {
+                problems.append(.init(variable: dotEnvPath, value: "", expected: "a readable UTF-8 file (\(error))"))
+            }
+        }
+        merged.merge(environment) { _, fromEnvironment in fromEnvironment }
+
+        var reader = EnvironmentReader(values: merged)
+        var config = ReliableDBConfiguration()
+        if let url = reader.string("DATABASE_URL") {
+            switch DatabaseLocation.parse(url) {
+            case .success(let location): config.database = location
+            case .failure(let problem): reader.problems.append(problem)
+            }
+        }
+        config.connectionLimit = reader.integer("DB_CONNECTION_LIMIT", in: 1...1000, default: 10)
+        config.poolTimeout = reader.duration("DB_POOL_TIMEOUT", unit: .seconds, in: 0.001...3600, default: .seconds(10))
+        config.circuitBreakerEnabled = reader.boolean("DB_CIRCUIT_BREAKER", default: true)
+        config.monitoringEnabled = reader.boolean("DB_MONITORING", default: true)
+        config.timeoutsEnabled = reader.boolean("DB_TIMEOUTS", default: true)
+        config.circuitBreakerFailureThreshold = reader.integer("DB_CB_FAILURE_THRESHOLD", in: 1...10_000, default: 5)
+        config.circuitBreakerTimeout = reader.duration(
+            "DB_CB_TIMEOUT",
+            unit: .milliseconds,
+            in: 1...86_400_000,
+            default: .seconds(60)
+        )
+        config.healthCheckInterval = reader.duration(
+            "DB_HEALTH_CHECK_INTERVAL",
+            unit: .milliseconds,
+            in: 100...86_400_000,
+            default: .seconds(30)
+        )
+        config.alertWebhookURL = reader.webhookURL("DB_ALERT_WEBHOOK_URL")
+        config.alertThresholds = AlertThresholds(
+            healthScore: reader.number("DB_ALERT_HEALTH_SCORE_THRESHOLD", in: 0...100, default: 70),
+            poolUtilization: reader.number("DB_ALERT_POOL_UTILIZATION_THRESHOLD", in: 0...100, default: 80),
+            queryTime: reader.duration(
+                "DB_ALERT_QUERY_TIME_THRESHOLD",
+                unit: .milliseconds,
+                in: 1...3_600_000,
+                default: .milliseconds(1000)
+            ),
+            errorRate: reader.number("DB_ALERT_ERROR_RATE_THRESHOLD", in: 0...100, default: 5)
+        )
+
+        problems += reader.problems
+        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+        return config
+    }
+}
+
+/// Reads typed values and collects every problem instead of stopping at the first.
+struct EnvironmentReader {
+    enum Unit {
+        case seconds
+        case milliseconds
+
+        var name: String { self == .seconds ? "seconds" : "milliseconds" }
+    }
+
+    let values: [String: String]
+    var problems: [ConfigurationError.Problem] = []
+
+    init(values: [String: String]) {
+        self.values = values
+    }
+
+    func string(_ name: String) -> String? {
+        guard let value = values[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    mutating func integer(_ name: String, in range: ClosedRange<Int>, default fallback: Int) -> Int {
+        guard let raw = string(name) else { return fallback }
+        guard let value = Int(raw), range.contains(value) else {
+            problems.append(
+                .init(
+                    variable: name,
+                    value: raw,
+                    expected: "a whole number from \(range.lowerBound) to \(range.upperBound)"
+                )
+            )
+            return fallback
+        }
+        return value
+    }
+
+    mutating func number(_ name: String, in range: ClosedRange<Double>, default fallback: Double) -> Double {
+        guard let raw = string(name) else { return fallback }
+        guard let value = Double(raw), value.isFinite, range.contains(value) else {
+            problems.append(
+                .init(
+                    variable: name,
+                    value: raw,
+                    expected: "a number from \(format(range.lowerBound)) to \(format(range.upperBound))"
+                )
+            )
+            return fallback
+        }
+        return value
+    }
+
+    mutating func duration(
+        _ name: String,
+        unit: Unit,
+        in range: ClosedRange<Double>,
+        default fallback: Duration
+    ) -> Duration {
+        guard let raw = string(name) else { return fallback }
+        guard let value = Double(raw), value.isFinite, range.contains(value) else {
+            problems.append(
+                .init(
+                    variable: name,
+                    value: raw,
+                    expected: "a number of \(unit.name) from \(format(range.lowerBound)) to \(format(range.upperBound))"
+                )
+            )
+            return fallback
+        }
+        let nanoseconds = value * (unit == .seconds ? 1e9 : 1e6)
+        return .nanoseconds(Int64(nanoseconds.rounded()))
+    }
+
+    mutating func boolean(_ name: String, default fallback: Bool) -> Bool {
+        guard let raw = string(name) else { return fallback }
+        switch raw.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default:
+            problems.append(.init(variable: name, value: raw, expected: "true or false (also 1/0, yes/no, on/off)"))
+            return fallback
+        }
+    }
+
+    mutating func webhookURL(_ name: String) -> Secret<String>? {
+        guard let raw = string(name) else { return nil }
+        let redacted = Self.redactWebhook(raw)
+        guard let url = URL(string: raw), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = url.host, !host.isEmpty
+        else {
+            problems.append(.init(variable: name, value: redacted, expected: "an http:// or https:// URL"))
+            return nil
+        }
+        return Secret(raw, redacted: redacted)
+    }
+
+    /// Keeps the scheme and host, hides the path and query (where webhook tokens live).
+    static func redactWebhook(_ raw: String) -> String {
+        guard let url = URL(string: raw), let scheme = url.scheme, let host = url.host else { return "<redacted>" }
+        let port = url.port.map { ":\($0)" } ?? ""
+        return "\(scheme)://\(host)\(port)/…"
+    }
+
+    private func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(value)
+    }
+}

@@ -1,0 +1,30 @@
+/// What the reliability pipeline needs from a database driver.
+///
+/// The core knows no driver: a backend module (SQLite, PostgreSQL) implements this protocol and
+/// adds typed `query`/`transaction` entry points on ``ReliableDatabase`` that feed its own
+/// connection type to the caller's closure.
+public protocol DatabaseBackend: ErrorClassifier {
+    /// A short name for logs and JSON: `sqlite`, `postgresql`.
+    var backendName: String { get }
+
+    /// Exact pool numbers, read without touching the database.
+    func poolStatistics() -> PoolStatistics
+
+    /// Runs the cheapest possible round trip (`SELECT 1`) and reports what it learned. Throws the
+    /// real cause when the database cannot be reached.
+    func probe() async throws -> ProbeResult
+
+    /// Closes every connection. Operations after this fail.
+    func shutdown() async throws
+}
+
+/// What one successful probe learned about the server.
+public struct ProbeResult: Sendable, Equatable {
+    public var serverVersion: String
+    public var roundTrip: Duration
+
+    public init(serverVersion: String, roundTrip: Duration) {
+        self.serverVersion = serverVersion
+        self.roundTrip = roundTrip
+    }
+}

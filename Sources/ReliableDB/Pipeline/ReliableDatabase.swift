@@ -1,0 +1,292 @@
+import Foundation
+import Synchronization
+
+/// A database client wrapped in the reliability pipeline.
+///
+/// Every operation goes: options resolved → deadline set → retry loop { breaker permit → backend
+/// call bounded by the remaining deadline → outcome classified and recorded } → metrics. The
+/// breaker sits inside the retry loop, so a breaker that opens stops further attempts at once, and
+/// one deadline bounds every attempt and every backoff sleep. Backend modules add typed `query`
+/// and `transaction` methods in extensions; ``execute(_:_:)`` is the shared core.
+public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
+    /// The wrapped backend, for work that must bypass the pipeline (the seed's `.raw`).
+    public let raw: Backend
+    public let configuration: ReliabilityConfiguration
+    public let circuitBreaker: CircuitBreaker
+    public let operationMetrics: OperationMetricsRecorder
+    public let events = EventBroadcaster<PipelineEvent>()
+    public let clock: any ReliabilityClock
+    private let retryBudget: Mutex<RetryBudget>
+    private let jitter: Mutex<SplitMix64>
+
+    /// - Parameters:
+    ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
+    public init(
+        backend: Backend,
+        configuration: ReliabilityConfiguration = .init(),
+        clock: any ReliabilityClock = SystemClock(),
+        jitterSeed: UInt64? = nil
+    ) {
+        raw = backend
+        self.configuration = configuration
+        self.clock = clock
+        circuitBreaker = CircuitBreaker(configuration: configuration.circuitBreaker, clock: clock)
+        operationMetrics = OperationMetricsRecorder(
+            slowQueryThreshold: configuration.slowQueryThreshold,
+            maxOperationNames: configuration.maxOperationNames
+        )
+        retryBudget = Mutex(RetryBudget(configuration.retryBudget))
+        jitter = Mutex(SplitMix64(seed: jitterSeed ?? UInt64.random(in: .min ... .max)))
+    }
+
+    /// Runs `operation` through the pipeline.
+    ///
+    /// `operation` may run more than once (see ``OperationOptions/idempotent``); each run is one
+    /// attempt and must do the whole unit of work, a transaction from its start.
+    public func execute<R: Sendable>(
+        _ options: OperationOptions,
+        _ operation: @escaping @Sendable () async throws -> R
+    ) async throws -> R {
+        let start = clock.now
+        operationMetrics.operationStarted()
+        let timeout = configuration.timeouts.timeout(for: options)
+        let deadline = timeout.map { start + $0 }
+        let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
+        let maxAttempts = options.retries ? configuration.circuitBreaker.retry.attempts : 1
+        if maxAttempts > 1 {
+            retryBudget.withLock { $0.recordRequest(at: start) }
+        }
+
+        var attempt = 0
+        var attemptStart = start
+        while true {
+            attempt += 1
+            var permit: CircuitBreakerStateMachine.Permit?
+            if useBreaker {
+                switch circuitBreaker.acquire() {
+                case .permitted(let granted):
+                    permit = granted
+                case .rejected(let state, let retryAfter):
+                    operationMetrics.operationFinished(options.name, duration: clock.now - start, outcome: .rejected)
+                    throw DatabaseCircuitBreakerError(
+                        operation: options.name,
+                        state: state,
+                        retryAfter: retryAfter,
+                        nextAttempt: retryAfter.map { Date().addingTimeInterval($0.seconds) }
+                    )
+                }
+            }
+
+            do {
+                let value = try await runAttempt(until: deadline, operation)
+                let end = clock.now
+                if let permit {
+                    circuitBreaker.record(permit, outcome: .success, duration: end - attemptStart)
+                }
+                operationMetrics.operationFinished(options.name, duration: end - start, outcome: .success)
+                return value
+            } catch {
+                let end = clock.now
+                let classification = classify(error)
+                let errorClass = classification.errorClass
+                if let permit {
+                    circuitBreaker.record(
+                        permit,
+                        outcome: errorClass.countsAgainstBreaker ? .failure : .ignored,
+                        duration: end - attemptStart
+                    )
+                }
+                if errorClass == .timeout, let timeout {
+                    operationMetrics.operationFinished(options.name, duration: end - start, outcome: .failure(.timeout))
+                    events.emit(.timedOut(operation: options.name, elapsed: end - start))
+                    throw DatabaseTimeoutError(
+                        operation: options.name,
+                        kind: options.kind,
+                        timeout: timeout,
+                        elapsed: end - start
+                    )
+                }
+
+                let verdict = retryVerdict(
+                    for: classification,
+                    options: options,
+                    attempt: attempt,
+                    maxAttempts: maxAttempts,
+                    now: end,
+                    deadline: deadline
+                )
+                guard case .retry(let delay) = verdict else {
+                    operationMetrics.operationFinished(
+                        options.name,
+                        duration: end - start,
+                        outcome: .failure(errorClass)
+                    )
+                    guard case .stop(let reason) = verdict, attempt > 1 || reason == .budgetExhausted else {
+                        throw error
+                    }
+                    throw DatabaseRetryError(
+                        operation: options.name,
+                        attempts: attempt,
+                        reason: reason,
+                        lastError: error,
+                        lastErrorClass: errorClass
+                    )
+                }
+                operationMetrics.retryScheduled(options.name)
+                events.emit(
+                    .retryScheduled(operation: options.name, attempt: attempt, delay: delay, errorClass: errorClass)
+                )
+                do {
+                    try await clock.sleep(until: end + delay)
+                } catch {
+                    operationMetrics.operationFinished(
+                        options.name,
+                        duration: clock.now - start,
+                        outcome: .failure(.cancelled)
+                    )
+                    throw error
+                }
+                attemptStart = clock.now
+            }
+        }
+    }
+
+    private enum RetryVerdict {
+        case retry(after: Duration)
+        case stop(DatabaseRetryError.Reason)
+        /// Not retryable at all: the caller sees the original error.
+        case giveUp
+    }
+
+    private func retryVerdict(
+        for classification: ErrorClassification,
+        options: OperationOptions,
+        attempt: Int,
+        maxAttempts: Int,
+        now: MonotonicTime,
+        deadline: MonotonicTime?
+    ) -> RetryVerdict {
+        let errorClass = classification.errorClass
+        guard errorClass.isRetryable else {
+            return attempt > 1 ? .stop(.notRetryable) : .giveUp
+        }
+        if errorClass == .connection, classification.mayHaveReachedServer, !options.idempotent {
+            return attempt > 1 ? .stop(.notRetryable) : .giveUp
+        }
+        guard attempt < maxAttempts else {
+            return maxAttempts > 1 ? .stop(.attemptsExhausted) : .giveUp
+        }
+        let delay = jitter.withLock { configuration.circuitBreaker.retry.delay(forRetry: attempt, using: &$0) }
+        if let deadline, now + delay >= deadline {
+            return .stop(.deadlineReached)
+        }
+        guard retryBudget.withLock({ $0.tryAcquireRetry(at: now) }) else {
+            return .stop(.budgetExhausted)
+        }
+        return .retry(after: delay)
+    }
+
+    /// Classifies errors the core itself produces, and leaves the rest to the backend.
+    public func classify(_ error: any Error) -> ErrorClassification {
+        switch error {
+        case is DeadlineExceeded, is DatabaseTimeoutError:
+            return ErrorClassification(.timeout)
+        case is DatabasePoolTimeoutError:
+            return ErrorClassification(.overload)
+        case is DatabaseCircuitBreakerError:
+            return ErrorClassification(.overload)
+        case is CancellationError:
+            return ErrorClassification(.cancelled)
+        default:
+            if Task.isCancelled { return ErrorClassification(.cancelled) }
+            return raw.classify(error)
+        }
+    }
+
+    /// Runs one attempt, cancelling it when the deadline passes.
+    ///
+    /// Cancellation is how the work is stopped (GRDB interrupts SQLite; the PostgreSQL backend
+    /// cancels the statement on the server), and the attempt is awaited until it has actually
+    /// stopped, so its connection is back in the pool before the caller sees the timeout.
+    private func runAttempt<R: Sendable>(
+        until deadline: MonotonicTime?,
+        _ operation: @escaping @Sendable () async throws -> R
+    ) async throws -> R {
+        guard let deadline else { return try await operation() }
+        let clock = self.clock
+        return try await withThrowingTaskGroup(of: AttemptResult<R>.self) { group in
+            group.addTask { .finished(try await operation()) }
+            group.addTask {
+                try await clock.sleep(until: deadline)
+                return .deadlinePassed
+            }
+            // `next()` cannot return nil: there are two children.
+            switch try await group.next()! {
+            case .finished(let value):
+                group.cancelAll()
+                return value
+            case .deadlinePassed:
+                group.cancelAll()
+                // The work finished in the same instant: its result stands (a committed write
+                // must not be reported as a failure).
+                if case .finished(let value)? = try? await group.next() {
+                    return value
+                }
+                throw DeadlineExceeded()
+            }
+        }
+    }
+
+    /// The combined snapshot: pipeline counters, pool statistics and breaker state.
+    public func metrics() -> MetricsSnapshot {
+        MetricsSnapshot(
+            queries: operationMetrics.snapshot(),
+            pool: raw.poolStatistics(),
+            circuitBreaker: circuitBreaker.metrics
+        )
+    }
+
+    /// Probes the database through the pipeline with the health-check timeout, outside the breaker.
+    /// Returns what the probe learned, or the error that explains why the database is unreachable.
+    public func probe() async -> Result<ProbeResult, any Error> {
+        do {
+            let backend = raw
+            return .success(try await execute(.healthCheck) { try await backend.probe() })
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Whether the database answers a probe within the health-check timeout (the seed's
+    /// `healthCheck()`).
+    public func healthCheck() async -> Bool {
+        if case .success = await probe() { return true }
+        return false
+    }
+
+    /// Closes the backend's connections.
+    public func shutdown() async throws {
+        try await raw.shutdown()
+    }
+}
+
+private enum AttemptResult<R: Sendable>: Sendable {
+    case finished(R)
+    case deadlinePassed
+}
+
+/// Thrown inside the pipeline when a deadline fires; callers see ``DatabaseTimeoutError``.
+struct DeadlineExceeded: Error {}
+
+/// Everything ``ReliableDatabase/metrics()`` reports. Query counters read through directly:
+/// `db.metrics().successfulQueries`.
+@dynamicMemberLookup
+public struct MetricsSnapshot: Sendable, Equatable {
+    public var queries: OperationMetricsSnapshot
+    public var pool: PoolStatistics
+    public var circuitBreaker: CircuitBreakerMetrics
+
+    public subscript<T>(dynamicMember keyPath: KeyPath<OperationMetricsSnapshot, T>) -> T {
+        queries[keyPath: keyPath]
+    }
+}
