@@ -54,7 +54,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReliableDBSQLiteTests",
-            dependencies: ["ReliableDB", "ReliableDBSQLite"],
+            dependencies: ["ReliableDB", "ReliableDBSQLite", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+
+@testable import ReliableDB
+
+@Suite("Configuration from the environment")
+struct ConfigurationTests {
+    func load(
+        _ environment: [String: String],
+        dotEnv: String? = nil
+    ) throws(ConfigurationError) -> ReliableDBConfiguration {
+        guard let dotEnv else {
+            return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reliabledb-\(UUID().uuidString).env")
+            .path
+        _ = FileManager.default.createFile(atPath: path, contents: Data(dotEnv.utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: path)
+    }
+
+    func problems(_ environment: [String: String]) -> [ConfigurationError.Problem] {
+        do {
+            _ = try load(environment)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test func defaultsAreTheSeeds() throws {
+        let config = try load([:])
+        #expect(config.database == .sqlite(path: "reliabledb.sqlite"))
+        #expect(config.connectionLimit == 10)
+        #expect(config.poolTimeout == .seconds(10))
+        #expect(config.circuitBreakerEnabled && config.monitoringEnabled && config.timeoutsEnabled)
+        #expect(config.circuitBreakerFailureThreshold == 5)
+        #expect(config.circuitBreakerTimeout == .seconds(60))
+        #expect(config.healthCheckInterval == .seconds(30))
+        #expect(config.alertWebhookURL == nil)
+        #expect(
+            config.alertThresholds
+                == AlertThresholds(healthScore: 70, poolUtilization: 80, queryTime: .seconds(1), errorRate: 5)
+        )
+    }
+
+    @Test func everyVariableIsReadInItsUnit() throws {
+        let config = try load([
+            "DATABASE_URL": "postgresql://app:s3cret@db.internal:5433/carmen",
+            "DB_CONNECTION_LIMIT": "25",
+            "DB_POOL_TIMEOUT": "2.5",
+            "DB_CIRCUIT_BREAKER": "false",
+            "DB_MONITORING": "off",
+            "DB_TIMEOUTS": "0",
+            "DB_CB_FAILURE_THRESHOLD": "3",
+            "DB_CB_TIMEOUT": "30000",
+            "DB_HEALTH_CHECK_INTERVAL": "5000",
+            "DB_ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX",
+            "DB_ALERT_HEALTH_SCORE_THRESHOLD": "80",
+            "DB_ALERT_POOL_UTILIZATION_THRESHOLD": "70",
+            "DB_ALERT_QUERY_TIME_THRESHOLD": "500",
+            "DB_ALERT_ERROR_RATE_THRESHOLD": "2.5",
+        ])
+        guard case .postgres(let url) = config.database else {
+            Issue.record("expected PostgreSQL")
+            return
+        }
+        #expect(url.value == "postgresql://app:s3cret@db.internal:5433/carmen")
+        #expect(config.connectionLimit == 25)
+        #expect(config.poolTimeout == .milliseconds(2500))
+        #expect(!config.circuitBreakerEnabled && !config.monitoringEnabled && !config.timeoutsEnabled)
+        #expect(config.circuitBreakerFailureThreshold == 3)
+        #expect(config.circuitBreakerTimeout == .seconds(30))
+        #expect(config.healthCheckInterval == .seconds(5))
+        #expect(config.alertWebhookURL?.value == "https://hooks.slack.com/services/T000/B000/XXXX")
+        #expect(
+            config.alertThresholds
+                == AlertThresholds(healthScore: 80, poolUtilization: 70, queryTime: .milliseconds(500), errorRate: 2.5)
+        )
+        let reliability = config.reliability
+        #expect(reliability.circuitBreaker.failureThreshold == 3)
+        #expect(reliability.circuitBreaker.timeout == .seconds(30))
+        #expect(!reliability.timeouts.enabled)
+        #expect(reliability.slowQueryThreshold == .milliseconds(500))
+    }
+
+    static let malformed: [(variable: String, value: String, expected: String)] = [
+        ("DATABASE_URL", "mysql://root:hunter2@localhost/db", "postgres://"),
+        ("DB_CONNECTION_LIMIT", "ten", "whole number from 1 to 1000"),
+        ("DB_POOL_TIMEOUT", "-1", "seconds"),
+        ("DB_CIRCUIT_BREAKER", "maybe", "true or false"),
+        ("DB_MONITORING", "enabled", "true or false"),
+        ("DB_TIMEOUTS", "2", "true or false"),
+        ("DB_CB_FAILURE_THRESHOLD", "0", "whole number from 1"),
+        ("DB_CB_TIMEOUT", "1m", "milliseconds"),
+        ("DB_HEALTH_CHECK_INTERVAL", "10", "milliseconds from 100"),
+        ("DB_ALERT_WEBHOOK_URL", "ftp://example.com/hook", "http:// or https://"),
+        ("DB_ALERT_HEALTH_SCORE_THRESHOLD", "120", "from 0 to 100"),
+        ("DB_ALERT_POOL_UTILIZATION_THRESHOLD", "eighty", "from 0 to 100"),
+        ("DB_ALERT_QUERY_TIME_THRESHOLD", "0", "milliseconds from 1"),
+        ("DB_ALERT_ERROR_RATE_THRESHOLD", "NaN", "from 0 to 100"),
+    ]
+
+    @Test(arguments: malformed)
+    func aMalformedValueNamesTheVariableAndWhatWasExpected(variable: String, value: String, expected: String) {
+        let found = problems([variable: value])
+        #expect(found.count == 1)
+        #expect(found.first?.variable == variable)
+        #expect(found.first?.expected.contains(expected) == true, "\(found.first?.expected ?? "")")
+    }
+
+    @Test func everyVariableIsCovered() {
+        #expect(Set(Self.malformed.map(\.variable)) == Set(ReliableDBConfiguration.variableNames))
+    }
+
+    @Test func allProblemsAreReportedAtOnce() {
+        var environment: [String: String] = [:]
+        for entry in Self.malformed { environment[entry.variable] = entry.value }
+        let found = problems(environment)
+        #expect(Set(found.map(\.variable)) == Set(ReliableDBConfiguration.variableNames))
+    }
+
+    @Test func secretsNeverAppearInErrors() {
+        let error = ConfigurationError(
+            problems: problems([
+                "DATABASE_URL": "mysql://root:hunter2@localhost/db",
+                "DB_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T000/B000/SECRETTOKEN",
+            ])
+        )
+        #expect(error.problems.count == 2)
+        #expect(!error.description.contains("hunter2"))
+        #expect(!error.description.contains("SECRETTOKEN"))
+        #expect(error.description.contains("mysql://root:***@localhost/db"))
+    }
+
+    @Test func secretsAreRedactedWhenPrinted() throws {
+        let config = try load([
+            "DATABASE_URL": "postgres://app:p%40ss@db/carmen",
+            "DB_ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/SECRETTOKEN",
+        ])
+        let printed = "\(config)"
+        #expect(!printed.contains("p%40ss"))
+        #expect(!printed.contains("SECRETTOKEN"))
+        #expect(config.database.description == "postgres://app:***@db/carmen")
+        #expect(config.alertWebhookURL?.description == "https://hooks.slack.com/…")
+    }
+
+    @Test(arguments: [
+        ("file:data/app.sqlite", "data/app.sqlite"),
+        ("sqlite:/var/lib/app.db", "/var/lib/app.db"),
+        ("sqlite:///var/lib/app.db", "/var/lib/app.db"),
+    ])
+    func sqliteURLsSelectTheEmbeddedBackend(url: String, path: String) throws {
+        #expect(try load(["DATABASE_URL": url]).database == .sqlite(path: path))
+    }
+
+    @Test func inMemorySQLiteIsRejectedWithAReason() {
+        let found = problems(["DATABASE_URL": "sqlite::memory:"])
+        #expect(found.first?.expected.contains("WAL") == true)
+    }
+
+    @Test func dotEnvFillsInWhatTheEnvironmentDoesNotSet() throws {
+        let config = try load(
+            ["DB_CONNECTION_LIMIT": "7"],
+            dotEnv: """
+                # comment
+                export DB_CONNECTION_LIMIT=3
+                DB_CB_FAILURE_THRESHOLD="9"   # inline comment
+                DB_ALERT_WEBHOOK_URL='https://example.com/hook'
+                DB_POOL_TIMEOUT=4 # seconds
+
+                """
+        )
+        #expect(config.connectionLimit == 7, "the process environment wins")
+        #expect(config.circuitBreakerFailureThreshold == 9)
+        #expect(config.alertWebhookURL?.value == "https://example.com/hook")
+        #expect(config.poolTimeout == .seconds(4))
+    }
+
+    @Test func badDotEnvLinesAreReportedWithTheirLineNumber() {
+        do {
+            _ = try load([:], dotEnv: "DB_CONNECTION_LIMIT=5\nnot a pair\nDB_TIMEOUTS=\"true\n")
+            Issue.record("expected errors")
+        } catch {
+            #expect(error.problems.count == 2)
+            #expect(error.problems.map(\.value) == ["line 2", "line 3"])
+        }
+    }
+
+    @Test func emptyValuesCountAsUnset() throws {
+        let config = try load(["DB_ALERT_WEBHOOK_URL": "", "DB_CONNECTION_LIMIT": " "])
+        #expect(config.alertWebhookURL == nil)
+        #expect(config.connectionLimit == 10)
+    }
+}

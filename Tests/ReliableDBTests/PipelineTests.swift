@@ -1,0 +1,235 @@
+import Testing
+
+@testable import ReliableDB
+
+@Suite("Reliability pipeline")
+struct PipelineTests {
+    let noTimeouts = TimeoutConfiguration(enabled: false)
+    let threeAttempts = RetryConfiguration(attempts: 3, initialDelay: .milliseconds(100), maxDelay: .seconds(1))
+
+    @Test func transientErrorsAreRetriedUntilSuccess() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        let script = Script([
+            .failure(.init(errorClass: .transientTransaction)), .failure(.init(errorClass: .overload)), .success(7),
+        ])
+        let value = try await driving(clock) {
+            try await db.execute(OperationOptions("transfer", kind: .transaction)) { try script.next() }
+        }
+        #expect(value == 7)
+        #expect(script.calls.count == 3)
+        let metrics = db.metrics()
+        #expect(metrics.retries == 2)
+        #expect(metrics.successfulQueries == 1)
+        #expect(metrics.failedQueries == 0)
+        #expect(
+            metrics.circuitBreaker.totalFailures == 1,
+            "overload counts against the breaker, a serialization failure does not"
+        )
+    }
+
+    @Test func callerErrorsAreNeitherRetriedNorCounted() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 1, retry: threeAttempts),
+            timeouts: noTimeouts
+        )
+        let script = Script([.failure(.init(errorClass: .caller))])
+        for _ in 0..<5 {
+            await #expect(throws: ClassifiedError(errorClass: .caller)) {
+                try await db.execute(OperationOptions("insert-user")) { try script.next() }
+            }
+        }
+        #expect(script.calls.count == 5, "one attempt per call")
+        #expect(db.circuitBreaker.state == .closed)
+        #expect(db.metrics().failedQueries == 5)
+        #expect(db.metrics().errorsByClass[.caller] == 5)
+    }
+
+    @Test func aWriteThatMayHaveReachedTheServerIsNotRetriedUnlessIdempotent() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        let lostReply = ClassifiedError(errorClass: .connection, mayHaveReachedServer: true)
+
+        let write = Script([.failure(lostReply), .success(1)])
+        await #expect(throws: lostReply) {
+            try await db.execute(OperationOptions("insert-order")) { try write.next() }
+        }
+        #expect(write.calls.count == 1)
+
+        let read = Script([.failure(lostReply), .success(1)])
+        let value = try await driving(clock) {
+            try await db.execute(.read("get-order")) { try read.next() }
+        }
+        #expect(value == 1)
+        #expect(read.calls.count == 2)
+
+        let unsent = Script([.failure(ClassifiedError(errorClass: .connection)), .success(1)])
+        _ = try await driving(clock) {
+            try await db.execute(OperationOptions("insert-order")) { try unsent.next() }
+        }
+        #expect(unsent.calls.count == 2, "a request that never left may always be retried")
+    }
+
+    @Test func exhaustedRetriesReportAttemptsAndTheLastError() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 100, retry: threeAttempts),
+            timeouts: noTimeouts
+        )
+        let script = Script([.failure(.init(errorClass: .connection))])
+        do {
+            _ = try await driving(clock) {
+                try await db.execute(OperationOptions("get-users")) { try script.next() }
+            }
+            Issue.record("expected a retry error")
+        } catch let error as DatabaseRetryError {
+            #expect(error.attempts == 3)
+            #expect(error.reason == .attemptsExhausted)
+            #expect(error.lastErrorClass == .connection)
+            #expect(error.lastError as? ClassifiedError == ClassifiedError(errorClass: .connection))
+            #expect(error.description.contains("failed after 3 attempts"))
+        }
+        #expect(script.calls.count == 3)
+    }
+
+    @Test func anOpeningBreakerStopsFurtherAttempts() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 2, retry: .init(attempts: 10, initialDelay: .milliseconds(10))),
+            timeouts: noTimeouts
+        )
+        let script = Script([.failure(.init(errorClass: .connection))])
+        do {
+            _ = try await driving(clock) {
+                try await db.execute(OperationOptions("get-users")) { try script.next() }
+            }
+            Issue.record("expected the breaker to reject")
+        } catch let error as DatabaseCircuitBreakerError {
+            #expect(error.state == .open)
+            #expect(error.retryAfter != nil)
+        }
+        #expect(script.calls.count == 2)
+        #expect(db.metrics().rejectedByCircuitBreaker == 1)
+    }
+
+    @Test func theRetryBudgetCapsRetriesDuringAnOutage() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 10_000, retry: .init(attempts: 5, initialDelay: .zero, maxDelay: .zero)),
+            timeouts: noTimeouts,
+            budget: .init(ratio: 0.1, minRetriesPerSecond: 0, window: .seconds(60))
+        )
+        let script = Script([.failure(.init(errorClass: .connection))])
+        for _ in 0..<100 {
+            _ = try? await db.execute(OperationOptions("get-users")) { try script.next() }
+        }
+        #expect(db.metrics().retries == 10, "10% of 100 requests")
+        #expect(script.calls.count == 110)
+    }
+
+    @Test func theDeadlineCancelsTheWorkAndReportsATimeout() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, timeouts: .init(query: .milliseconds(250)))
+        let cancelled = Flag()
+        let task = Task {
+            try await db.execute(OperationOptions("slow-report")) {
+                try await withTaskCancellationHandler {
+                    try await clock.sleep(for: .seconds(3600))
+                } onCancel: {
+                    cancelled.set()
+                }
+                return 1
+            }
+        }
+        await clock.waitForSleepers(count: 2)
+        clock.advance(by: .milliseconds(250))
+        do {
+            _ = try await task.value
+            Issue.record("expected a timeout")
+        } catch let error as DatabaseTimeoutError {
+            #expect(error.operation == "slow-report")
+            #expect(error.timeout == .milliseconds(250))
+            #expect(error.elapsed == .milliseconds(250))
+        }
+        #expect(cancelled.isSet, "the work itself was cancelled, not just abandoned")
+        #expect(db.metrics().timeouts == 1)
+        #expect(db.circuitBreaker.metrics.totalFailures == 1, "timeouts count against the breaker")
+    }
+
+    @Test func oneDeadlineBoundsAttemptsAndBackoff() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(
+                retry: .init(attempts: 10, initialDelay: .seconds(2), maxDelay: .seconds(2), backoffMultiplier: 1)
+            ),
+            timeouts: .init(query: .seconds(3))
+        )
+        let script = Script([.failure(.init(errorClass: .overload))])
+        do {
+            _ = try await driving(clock, step: .milliseconds(100)) {
+                try await db.execute(OperationOptions("get-users")) { try script.next() }
+            }
+            Issue.record("expected the deadline to stop retries")
+        } catch let error as DatabaseRetryError {
+            #expect(error.reason == .deadlineReached)
+        } catch let error as DatabaseTimeoutError {
+            #expect(error.elapsed <= .seconds(3))
+        }
+        #expect(script.calls.count < 10)
+        #expect(clock.now - MonotonicTime(nanoseconds: 1_000_000_000) <= .seconds(3))
+    }
+
+    @Test func callerCancellationIsNotHeldAgainstTheDatabase() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1))
+        let task = Task {
+            try await db.execute(OperationOptions("wait")) {
+                try await clock.sleep(for: .seconds(1))
+                return 1
+            }
+        }
+        await clock.waitForSleepers(count: 2)
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(db.circuitBreaker.state == .closed)
+        #expect(db.metrics().retries == 0)
+    }
+
+    @Test func disabledBreakerLetsEverythingThrough() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 1, retry: .none),
+            timeouts: noTimeouts,
+            circuitBreakerEnabled: false
+        )
+        let script = Script([.failure(.init(errorClass: .connection))])
+        for _ in 0..<3 {
+            _ = try? await db.execute(OperationOptions("x")) { try script.next() }
+        }
+        #expect(script.calls.count == 3)
+        #expect(db.circuitBreaker.metrics.requests == 0)
+    }
+
+    @Test func breakerTransitionsAreDelivered() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1, retry: .none), timeouts: noTimeouts)
+        let transitions = db.circuitBreaker.transitions.subscribe()
+        let script = Script([.failure(.init(errorClass: .connection))])
+        _ = try? await db.execute(OperationOptions("x")) { try script.next() }
+        db.circuitBreaker.reset()
+        var iterator = transitions.makeAsyncIterator()
+        let opened = await iterator.next()
+        let closed = await iterator.next()
+        #expect(opened?.to == .open)
+        #expect(opened?.reason == .failureThreshold)
+        #expect(closed?.to == .closed)
+        #expect(closed?.reason == .reset)
+    }
+}
