@@ -5,19 +5,17 @@ import Synchronization
 ///
 /// GRDB waits for a free reader by blocking a dispatch queue, which neither task cancellation nor
 /// a deadline can interrupt. Admitting callers here first, with the same capacity as GRDB's pool,
-/// means GRDB never has to wait: waiting happens here, where it can time out with
-/// ``DatabasePoolTimeoutError``, be cancelled, and be counted.
+/// means GRDB never has to wait: waiting happens here, where it ends at the pool timeout, the
+/// operation's deadline or the caller's cancellation, and where it is counted.
 final class ConnectionGate: Sendable {
-    private struct Waiter {
-        var id: UInt64
-        var continuation: CheckedContinuation<Void, any Error>
-    }
-
     private struct State {
         var available: Int
         var nextID: UInt64 = 0
-        var waiters: [Waiter] = []
-        var cancelledEarly: Set<UInt64> = []
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// Waiters given an id but not yet enqueued.
+        var arriving: Set<UInt64> = []
+        /// Failures that arrived before their waiter was enqueued.
+        var earlyFailures: [UInt64: any Error] = [:]
     }
 
     let capacity: Int
@@ -35,72 +33,73 @@ final class ConnectionGate: Sendable {
     /// Callers waiting for a permit.
     var waiting: Int { state.withLock { $0.waiters.count } }
 
-    /// Takes a permit, waiting at most `timeout`. Throws `GateTimeout` when the wait is too long.
-    func acquire(timeout: Duration) async throws {
-        let immediate = state.withLock { state -> UInt64? in
+    /// Takes a permit. Waits at most `timeout` (then throws ``GateTimeout``) and never past the
+    /// attempt's deadline (then throws ``AttemptDeadlineExceeded``).
+    func acquire(timeout: Duration, attempt: AttemptContext) async throws {
+        let waiterID = state.withLock { state -> UInt64? in
             if state.available > 0 {
                 state.available -= 1
                 return nil
             }
             state.nextID += 1
+            state.arriving.insert(state.nextID)
             return state.nextID
         }
-        guard let id = immediate else { return }
+        guard let id = waiterID else { return }
+
+        // Slow path: a caller is about to wait, so a timer task is affordable here.
         let clock = self.clock
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await self.wait(id: id)
-                return true
+        let timer = Task { [weak self] in
+            try await clock.sleep(for: timeout)
+            self?.fail(id, with: GateTimeout())
+        }
+        defer { timer.cancel() }
+        try await attempt.withInterrupt({ [weak self] in self?.fail(id, with: AttemptDeadlineExceeded()) }) {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let outcome = state.withLock { state -> Result<Void, any Error>? in
+                        state.arriving.remove(id)
+                        if let failure = state.earlyFailures.removeValue(forKey: id) { return .failure(failure) }
+                        if state.available > 0 {
+                            state.available -= 1
+                            return .success(())
+                        }
+                        state.waiters.append((id, continuation))
+                        return nil
+                    }
+                    if let outcome { continuation.resume(with: outcome) }
+                }
+            } onCancel: { [weak self] in
+                self?.fail(id, with: CancellationError())
             }
-            group.addTask {
-                try await clock.sleep(for: timeout)
-                return false
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            if first { return }
-            // The timer won, but the permit may have been granted in the same instant.
-            if (try? await group.next()) == true { return }
-            throw GateTimeout()
         }
     }
 
-    private func wait(id: UInt64) async throws {
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let outcome = state.withLock { state -> Result<Void, any Error>? in
-                    if state.cancelledEarly.remove(id) != nil { return .failure(CancellationError()) }
-                    if state.available > 0 {
-                        state.available -= 1
-                        return .success(())
-                    }
-                    state.waiters.append(Waiter(id: id, continuation: continuation))
-                    return nil
-                }
-                if let outcome { continuation.resume(with: outcome) }
+    /// Wakes waiter `id` with `error`, unless it already got its permit.
+    private func fail(_ id: UInt64, with error: any Error) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            if let index = state.waiters.firstIndex(where: { $0.id == id }) {
+                return state.waiters.remove(at: index).continuation
             }
-        } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
-                if let index = state.waiters.firstIndex(where: { $0.id == id }) {
-                    return state.waiters.remove(at: index)
-                }
-                state.cancelledEarly.insert(id)
-                return nil
+            if state.arriving.contains(id) {
+                // Not enqueued yet: leave the failure for it to find.
+                state.earlyFailures[id] = error
             }
-            waiter?.continuation.resume(throwing: CancellationError())
+            return nil
         }
+        waiter?.resume(throwing: error)
     }
 
     /// Returns a permit, handing it straight to the longest waiter if there is one.
     func release() {
-        let next = state.withLock { state -> Waiter? in
+        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
             if state.waiters.isEmpty {
                 state.available += 1
                 return nil
             }
-            return state.waiters.removeFirst()
+            return state.waiters.removeFirst().continuation
         }
-        next?.continuation.resume()
+        next?.resume()
     }
 }
 

@@ -28,7 +28,7 @@ extension ReliableDatabase where Backend == SQLiteBackend {
         _ body: @escaping @Sendable (Database) throws -> T
     ) async throws -> T {
         let backend = raw
-        return try await execute(options) { try await backend.read(body) }
+        return try await execute(options) { try await backend.read(within: $0, body) }
     }
 
     /// A write through the pipeline, in one transaction on the writer connection.
@@ -37,7 +37,7 @@ extension ReliableDatabase where Backend == SQLiteBackend {
         _ body: @escaping @Sendable (Database) throws -> T
     ) async throws -> T {
         let backend = raw
-        return try await execute(options) { try await backend.write(body) }
+        return try await execute(options) { try await backend.write(within: $0, body) }
     }
 
     /// A transaction through the pipeline: retried as a whole on BUSY/LOCKED, rolled back when

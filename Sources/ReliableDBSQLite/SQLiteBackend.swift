@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import ReliableDB
 import Synchronization
 
@@ -66,27 +67,51 @@ public final class SQLiteBackend: DatabaseBackend {
 
     public var backendName: String { "sqlite" }
 
-    /// Runs `body` on a reader connection in a read-only transaction.
-    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
-        try await admitted(through: readers) {
-            try await pool.read(body)
+    /// Runs `body` on a reader connection in a read-only transaction, interrupting the running
+    /// statement when the attempt's deadline passes.
+    public func read<T: Sendable>(
+        within attempt: AttemptContext = .unbounded,
+        _ body: @Sendable (Database) throws -> T
+    ) async throws -> T {
+        try await admitted(through: readers, attempt: attempt) {
+            try await pool.read { db in
+                try Self.interruptible(db, attempt: attempt, body)
+            }
         }
     }
 
-    /// Runs `body` on the writer connection inside one transaction (rolled back when it throws).
-    public func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
-        try await admitted(through: writer) {
-            try await pool.write(body)
+    /// Runs `body` on the writer connection inside one transaction (rolled back when it throws or
+    /// is interrupted at the deadline).
+    public func write<T: Sendable>(
+        within attempt: AttemptContext = .unbounded,
+        _ body: @Sendable (Database) throws -> T
+    ) async throws -> T {
+        try await admitted(through: writer, attempt: attempt) {
+            try await pool.write { db in
+                try Self.interruptible(db, attempt: attempt, body)
+            }
+        }
+    }
+
+    private static func interruptible<T>(
+        _ db: Database,
+        attempt: AttemptContext,
+        _ body: (Database) throws -> T
+    ) throws -> T {
+        let connection = UnsafeConnection(handle: db.sqliteConnection)
+        return try attempt.withInterrupt({ connection.interrupt() }) {
+            try body(db)
         }
     }
 
     private func admitted<T: Sendable>(
         through gate: ConnectionGate,
+        attempt: AttemptContext,
         _ body: () async throws -> T
     ) async throws -> T {
         let waitStart = ContinuousClock.now
         do {
-            try await gate.acquire(timeout: poolTimeout)
+            try await gate.acquire(timeout: poolTimeout, attempt: attempt)
         } catch is GateTimeout {
             counters.withLock { $0.acquireTimeouts += 1 }
             throw DatabasePoolTimeoutError(waited: ContinuousClock.now - waitStart, statistics: poolStatistics())
@@ -112,9 +137,9 @@ public final class SQLiteBackend: DatabaseBackend {
         )
     }
 
-    public func probe() async throws -> ProbeResult {
+    public func probe(within attempt: AttemptContext) async throws -> ProbeResult {
         let start = ContinuousClock.now
-        let version = try await read { db in
+        let version = try await read(within: attempt) { db in
             try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "unknown"
         }
         return ProbeResult(serverVersion: "SQLite \(version)", roundTrip: ContinuousClock.now - start)
@@ -158,5 +183,16 @@ public final class SQLiteBackend: DatabaseBackend {
         default:
             .fatal
         }
+    }
+}
+
+/// A SQLite handle carried to the deadline scheduler's thread. `sqlite3_interrupt` is the one
+/// SQLite call documented as safe from any thread, and the scheduler only calls it while the
+/// statement's closure is still running.
+private struct UnsafeConnection: @unchecked Sendable {
+    let handle: OpaquePointer?
+
+    func interrupt() {
+        if let handle { sqlite3_interrupt(handle) }
     }
 }

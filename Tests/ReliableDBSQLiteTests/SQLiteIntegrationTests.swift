@@ -200,6 +200,23 @@ struct SQLiteIntegrationTests {
         try await db.shutdown()
     }
 
+    @Test func theDeadlineAlsoBoundsTheWaitForAConnection() async throws {
+        let file = try TemporaryDatabaseFile()
+        let db = try file.open(connectionLimit: 1, poolTimeout: .seconds(30))
+        let inside = Gate()
+        let holder = Task { try await db.query(.read("hold")) { _ in inside.enterAndWait() } }
+        while db.metrics().pool.active < 1 { await Task.yield() }
+        let start = ContinuousClock.now
+        await #expect(throws: DatabaseTimeoutError.self) {
+            try await db.query(.read("blocked", timeout: .milliseconds(150))) { try Int.fetchOne($0, sql: "SELECT 1") }
+        }
+        #expect(ContinuousClock.now - start < .milliseconds(250))
+        #expect(db.metrics().pool.waiting == 0, "the timed-out waiter left the queue")
+        inside.open()
+        try await holder.value
+        try await db.shutdown()
+    }
+
     @Test func theProbeReportsTheServerVersion() async throws {
         let file = try TemporaryDatabaseFile()
         let db = try file.open()

@@ -45,7 +45,7 @@ struct CircuitBreakerConcurrencyTests {
             for _ in 0..<1000 {
                 group.addTask {
                     do {
-                        _ = try await db.execute(OperationOptions("probe")) {
+                        _ = try await db.execute(OperationOptions("probe")) { _ in
                             inFlight.enter()
                             // Hold the probe until every caller has tried.
                             while !released.isSet { await Task.yield() }

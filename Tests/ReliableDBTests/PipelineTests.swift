@@ -14,7 +14,7 @@ struct PipelineTests {
             .failure(.init(errorClass: .transientTransaction)), .failure(.init(errorClass: .overload)), .success(7),
         ])
         let value = try await driving(clock) {
-            try await db.execute(OperationOptions("transfer", kind: .transaction)) { try script.next() }
+            try await db.execute(OperationOptions("transfer", kind: .transaction)) { _ in try script.next() }
         }
         #expect(value == 7)
         #expect(script.calls.count == 3)
@@ -38,7 +38,7 @@ struct PipelineTests {
         let script = Script([.failure(.init(errorClass: .caller))])
         for _ in 0..<5 {
             await #expect(throws: ClassifiedError(errorClass: .caller)) {
-                try await db.execute(OperationOptions("insert-user")) { try script.next() }
+                try await db.execute(OperationOptions("insert-user")) { _ in try script.next() }
             }
         }
         #expect(script.calls.count == 5, "one attempt per call")
@@ -54,20 +54,20 @@ struct PipelineTests {
 
         let write = Script([.failure(lostReply), .success(1)])
         await #expect(throws: lostReply) {
-            try await db.execute(OperationOptions("insert-order")) { try write.next() }
+            try await db.execute(OperationOptions("insert-order")) { _ in try write.next() }
         }
         #expect(write.calls.count == 1)
 
         let read = Script([.failure(lostReply), .success(1)])
         let value = try await driving(clock) {
-            try await db.execute(.read("get-order")) { try read.next() }
+            try await db.execute(.read("get-order")) { _ in try read.next() }
         }
         #expect(value == 1)
         #expect(read.calls.count == 2)
 
         let unsent = Script([.failure(ClassifiedError(errorClass: .connection)), .success(1)])
         _ = try await driving(clock) {
-            try await db.execute(OperationOptions("insert-order")) { try unsent.next() }
+            try await db.execute(OperationOptions("insert-order")) { _ in try unsent.next() }
         }
         #expect(unsent.calls.count == 2, "a request that never left may always be retried")
     }
@@ -82,7 +82,7 @@ struct PipelineTests {
         let script = Script([.failure(.init(errorClass: .connection))])
         do {
             _ = try await driving(clock) {
-                try await db.execute(OperationOptions("get-users")) { try script.next() }
+                try await db.execute(OperationOptions("get-users")) { _ in try script.next() }
             }
             Issue.record("expected a retry error")
         } catch let error as DatabaseRetryError {
@@ -105,7 +105,7 @@ struct PipelineTests {
         let script = Script([.failure(.init(errorClass: .connection))])
         do {
             _ = try await driving(clock) {
-                try await db.execute(OperationOptions("get-users")) { try script.next() }
+                try await db.execute(OperationOptions("get-users")) { _ in try script.next() }
             }
             Issue.record("expected the breaker to reject")
         } catch let error as DatabaseCircuitBreakerError {
@@ -126,7 +126,7 @@ struct PipelineTests {
         )
         let script = Script([.failure(.init(errorClass: .connection))])
         for _ in 0..<100 {
-            _ = try? await db.execute(OperationOptions("get-users")) { try script.next() }
+            _ = try? await db.execute(OperationOptions("get-users")) { _ in try script.next() }
         }
         #expect(db.metrics().retries == 10, "10% of 100 requests")
         #expect(script.calls.count == 110)
@@ -137,13 +137,15 @@ struct PipelineTests {
         let db = makeDatabase(clock: clock, timeouts: .init(query: .milliseconds(250)))
         let cancelled = Flag()
         let task = Task {
-            try await db.execute(OperationOptions("slow-report")) {
-                try await withTaskCancellationHandler {
-                    try await clock.sleep(for: .seconds(3600))
-                } onCancel: {
-                    cancelled.set()
+            try await db.execute(OperationOptions("slow-report")) { attempt in
+                try await attempt.cancellingAtDeadline {
+                    try await withTaskCancellationHandler {
+                        try await clock.sleep(for: .seconds(3600))
+                    } onCancel: {
+                        cancelled.set()
+                    }
+                    return 1
                 }
-                return 1
             }
         }
         await clock.waitForSleepers(count: 2)
@@ -173,7 +175,7 @@ struct PipelineTests {
         let script = Script([.failure(.init(errorClass: .overload))])
         do {
             _ = try await driving(clock, step: .milliseconds(100)) {
-                try await db.execute(OperationOptions("get-users")) { try script.next() }
+                try await db.execute(OperationOptions("get-users")) { _ in try script.next() }
             }
             Issue.record("expected the deadline to stop retries")
         } catch let error as DatabaseRetryError {
@@ -189,7 +191,7 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1))
         let task = Task {
-            try await db.execute(OperationOptions("wait")) {
+            try await db.execute(OperationOptions("wait")) { _ in
                 try await clock.sleep(for: .seconds(1))
                 return 1
             }
@@ -211,7 +213,7 @@ struct PipelineTests {
         )
         let script = Script([.failure(.init(errorClass: .connection))])
         for _ in 0..<3 {
-            _ = try? await db.execute(OperationOptions("x")) { try script.next() }
+            _ = try? await db.execute(OperationOptions("x")) { _ in try script.next() }
         }
         #expect(script.calls.count == 3)
         #expect(db.circuitBreaker.metrics.requests == 0)
@@ -222,7 +224,7 @@ struct PipelineTests {
         let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1, retry: .none), timeouts: noTimeouts)
         let transitions = db.circuitBreaker.transitions.subscribe()
         let script = Script([.failure(.init(errorClass: .connection))])
-        _ = try? await db.execute(OperationOptions("x")) { try script.next() }
+        _ = try? await db.execute(OperationOptions("x")) { _ in try script.next() }
         db.circuitBreaker.reset()
         var iterator = transitions.makeAsyncIterator()
         let opened = await iterator.next()

@@ -10,9 +10,9 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// Exact pool numbers, read without touching the database.
     func poolStatistics() -> PoolStatistics
 
-    /// Runs the cheapest possible round trip (`SELECT 1`) and reports what it learned. Throws the
-    /// real cause when the database cannot be reached.
-    func probe() async throws -> ProbeResult
+    /// Runs the cheapest possible round trip (`SELECT 1`) and reports what it learned, stopping at
+    /// the attempt's deadline. Throws the real cause when the database cannot be reached.
+    func probe(within attempt: AttemptContext) async throws -> ProbeResult
 
     /// Closes every connection. Operations after this fail.
     func shutdown() async throws

@@ -16,6 +16,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let operationMetrics: OperationMetricsRecorder
     public let events = EventBroadcaster<PipelineEvent>()
     public let clock: any ReliabilityClock
+    /// Fires the deadlines of operations in flight.
+    public let deadlines: DeadlineScheduler
     private let retryBudget: Mutex<RetryBudget>
     private let jitter: Mutex<SplitMix64>
 
@@ -37,20 +39,30 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         )
         retryBudget = Mutex(RetryBudget(configuration.retryBudget))
         jitter = Mutex(SplitMix64(seed: jitterSeed ?? UInt64.random(in: .min ... .max)))
+        deadlines = DeadlineScheduler(clock: clock)
+    }
+
+    deinit {
+        deadlines.stop()
     }
 
     /// Runs `operation` through the pipeline.
     ///
     /// `operation` may run more than once (see ``OperationOptions/idempotent``); each run is one
-    /// attempt and must do the whole unit of work, a transaction from its start.
-    public func execute<R: Sendable>(
+    /// attempt and must do the whole unit of work, a transaction from its start. It runs inline in
+    /// the caller's task; to be stoppable at the deadline it attaches an interrupt through the
+    /// ``AttemptContext`` (the backends' typed methods do this), or wraps task-cancellable work
+    /// in ``AttemptContext/cancellingAtDeadline(_:)``.
+    public func execute<R>(
         _ options: OperationOptions,
-        _ operation: @escaping @Sendable () async throws -> R
+        _ operation: (AttemptContext) async throws -> R
     ) async throws -> R {
         let start = clock.now
         operationMetrics.operationStarted()
         let timeout = configuration.timeouts.timeout(for: options)
         let deadline = timeout.map { start + $0 }
+        let token = deadline.map { deadlines.register($0) }
+        defer { if let token { deadlines.unregister(token) } }
         let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
         let maxAttempts = options.retries ? configuration.circuitBreaker.retry.attempts : 1
         if maxAttempts > 1 {
@@ -78,7 +90,13 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             }
 
             do {
-                let value = try await runAttempt(until: deadline, operation)
+                let context = AttemptContext(
+                    scheduler: token == nil ? nil : deadlines,
+                    token: token ?? AttemptContext.unbounded.token,
+                    attempt: attempt,
+                    deadline: deadline
+                )
+                let value = try await operation(context)
                 let end = clock.now
                 if let permit {
                     circuitBreaker.record(permit, outcome: .success, duration: end - attemptStart)
@@ -87,7 +105,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 return value
             } catch {
                 let end = clock.now
-                let classification = classify(error)
+                let expired = token.map { deadlines.hasFired($0) } ?? false
+                let classification = expired ? ErrorClassification(.timeout) : classify(error)
                 let errorClass = classification.errorClass
                 if let permit {
                     circuitBreaker.record(
@@ -189,7 +208,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// Classifies errors the core itself produces, and leaves the rest to the backend.
     public func classify(_ error: any Error) -> ErrorClassification {
         switch error {
-        case is DeadlineExceeded, is DatabaseTimeoutError:
+        case is AttemptDeadlineExceeded, is DatabaseTimeoutError:
             return ErrorClassification(.timeout)
         case is DatabasePoolTimeoutError:
             return ErrorClassification(.overload)
@@ -200,40 +219,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         default:
             if Task.isCancelled { return ErrorClassification(.cancelled) }
             return raw.classify(error)
-        }
-    }
-
-    /// Runs one attempt, cancelling it when the deadline passes.
-    ///
-    /// Cancellation is how the work is stopped (GRDB interrupts SQLite; the PostgreSQL backend
-    /// cancels the statement on the server), and the attempt is awaited until it has actually
-    /// stopped, so its connection is back in the pool before the caller sees the timeout.
-    private func runAttempt<R: Sendable>(
-        until deadline: MonotonicTime?,
-        _ operation: @escaping @Sendable () async throws -> R
-    ) async throws -> R {
-        guard let deadline else { return try await operation() }
-        let clock = self.clock
-        return try await withThrowingTaskGroup(of: AttemptResult<R>.self) { group in
-            group.addTask { .finished(try await operation()) }
-            group.addTask {
-                try await clock.sleep(until: deadline)
-                return .deadlinePassed
-            }
-            // `next()` cannot return nil: there are two children.
-            switch try await group.next()! {
-            case .finished(let value):
-                group.cancelAll()
-                return value
-            case .deadlinePassed:
-                group.cancelAll()
-                // The work finished in the same instant: its result stands (a committed write
-                // must not be reported as a failure).
-                if case .finished(let value)? = try? await group.next() {
-                    return value
-                }
-                throw DeadlineExceeded()
-            }
         }
     }
 
@@ -251,7 +236,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public func probe() async -> Result<ProbeResult, any Error> {
         do {
             let backend = raw
-            return .success(try await execute(.healthCheck) { try await backend.probe() })
+            return .success(try await execute(.healthCheck) { try await backend.probe(within: $0) })
         } catch {
             return .failure(error)
         }
@@ -266,17 +251,10 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
     /// Closes the backend's connections.
     public func shutdown() async throws {
+        deadlines.stop()
         try await raw.shutdown()
     }
 }
-
-private enum AttemptResult<R: Sendable>: Sendable {
-    case finished(R)
-    case deadlinePassed
-}
-
-/// Thrown inside the pipeline when a deadline fires; callers see ``DatabaseTimeoutError``.
-struct DeadlineExceeded: Error {}
 
 /// Everything ``ReliableDatabase/metrics()`` reports. Query counters read through directly:
 /// `db.metrics().successfulQueries`.

@@ -21,7 +21,9 @@ final class TestBackend: DatabaseBackend {
 
     func poolStatistics() -> PoolStatistics { PoolStatistics(max: 1) }
 
-    func probe() async throws -> ProbeResult { ProbeResult(serverVersion: "test", roundTrip: .zero) }
+    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
+        ProbeResult(serverVersion: "test", roundTrip: .zero)
+    }
 
     func shutdown() async throws {}
 }

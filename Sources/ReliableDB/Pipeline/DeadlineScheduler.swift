@@ -1,0 +1,244 @@
+import Synchronization
+
+/// Fires operation deadlines from one background loop, so an operation with a timeout runs inline
+/// in its caller's task: no child task, no timer and no allocation per call.
+///
+/// An operation registers its deadline and gets a slot. Work that can be stopped (a SQLite
+/// statement, a PostgreSQL query, a pool wait) attaches an *interrupt* to the slot while it runs;
+/// when the deadline passes the loop marks the slot fired and calls the interrupt. Interrupts are
+/// called under the scheduler's lock, and detaching takes the same lock, so an interrupt can never
+/// hit a connection that has already moved on to another caller.
+///
+/// The loop sleeps until the earliest armed deadline, at most ``tick`` at a time so a newly
+/// registered, earlier deadline is seen within one tick, and parks when nothing is armed.
+public final class DeadlineScheduler: Sendable {
+    struct Token: Sendable, Equatable {
+        let index: Int32
+        let generation: UInt32
+    }
+
+    private struct Slot {
+        var generation: UInt32 = 0
+        var deadline = MonotonicTime.zero
+        var inUse = false
+        var fired = false
+        var interrupt: (@Sendable () -> Void)?
+    }
+
+    private struct State {
+        var slots: [Slot] = []
+        var free: [Int32] = []
+        var armed = 0
+        var loopRunning = false
+        var parked: CheckedContinuation<Void, Never>?
+        var stopped = false
+    }
+
+    /// The longest the loop sleeps while deadlines are armed: the worst-case lateness of a
+    /// deadline registered earlier than all others.
+    public let tick: Duration
+    private let clock: any ReliabilityClock
+    private let state: Mutex<State>
+
+    public init(clock: any ReliabilityClock, tick: Duration = .milliseconds(5)) {
+        self.clock = clock
+        self.tick = tick
+        var initial = State()
+        initial.slots.reserveCapacity(64)
+        initial.free.reserveCapacity(64)
+        state = Mutex(initial)
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// Stops the loop; deadlines registered afterwards never fire.
+    public func stop() {
+        let parked = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.stopped = true
+            defer { state.parked = nil }
+            return state.parked
+        }
+        parked?.resume()
+    }
+
+    func register(_ deadline: MonotonicTime) -> Token {
+        let (token, wake, start) = state.withLock { state -> (Token, CheckedContinuation<Void, Never>?, Bool) in
+            let index: Int32
+            if let reused = state.free.popLast() {
+                index = reused
+            } else {
+                index = Int32(state.slots.count)
+                state.slots.append(Slot())
+            }
+            let slot = Int(index)
+            state.slots[slot].deadline = deadline
+            state.slots[slot].inUse = true
+            state.slots[slot].fired = false
+            state.armed += 1
+            let start = !state.loopRunning && !state.stopped
+            if start { state.loopRunning = true }
+            let wake = state.parked
+            state.parked = nil
+            return (Token(index: index, generation: state.slots[slot].generation), wake, start)
+        }
+        wake?.resume()
+        if start {
+            Task.detached { [weak self] in await self?.run() }
+        }
+        return token
+    }
+
+    /// Releases the slot. Returns whether the deadline fired while it was held.
+    @discardableResult
+    func unregister(_ token: Token) -> Bool {
+        state.withLock { state in
+            let slot = Int(token.index)
+            guard state.slots[slot].generation == token.generation, state.slots[slot].inUse else { return false }
+            let fired = state.slots[slot].fired
+            if !fired { state.armed -= 1 }
+            state.slots[slot].inUse = false
+            state.slots[slot].interrupt = nil
+            state.slots[slot].generation &+= 1
+            state.free.append(token.index)
+            return fired
+        }
+    }
+
+    func hasFired(_ token: Token) -> Bool {
+        state.withLock { state in
+            let slot = Int(token.index)
+            return state.slots[slot].generation == token.generation && state.slots[slot].fired
+        }
+    }
+
+    /// Attaches `interrupt` to the slot. Returns false, attaching nothing, when the deadline has
+    /// already fired.
+    func attach(_ token: Token, interrupt: @escaping @Sendable () -> Void) -> Bool {
+        state.withLock { state in
+            let slot = Int(token.index)
+            guard state.slots[slot].generation == token.generation, !state.slots[slot].fired else { return false }
+            state.slots[slot].interrupt = interrupt
+            return true
+        }
+    }
+
+    func detach(_ token: Token) {
+        state.withLock { state in
+            let slot = Int(token.index)
+            if state.slots[slot].generation == token.generation {
+                state.slots[slot].interrupt = nil
+            }
+        }
+    }
+
+    private enum Next {
+        case sleep(until: MonotonicTime)
+        case park
+        case stop
+    }
+
+    private func run() async {
+        while true {
+            let now = clock.now
+            let next = state.withLock { state -> Next in
+                if state.stopped {
+                    state.loopRunning = false
+                    return .stop
+                }
+                var earliest: MonotonicTime?
+                for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
+                    if state.slots[index].deadline <= now {
+                        state.slots[index].fired = true
+                        state.armed -= 1
+                        state.slots[index].interrupt?()
+                        state.slots[index].interrupt = nil
+                    } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
+                        earliest = state.slots[index].deadline
+                    }
+                }
+                guard let earliest else { return .park }
+                return .sleep(until: min(earliest, now + tick))
+            }
+            switch next {
+            case .stop:
+                return
+            case .sleep(let until):
+                try? await clock.sleep(until: until)
+            case .park:
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if state.armed > 0 || state.stopped { return true }
+                        state.parked = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+        }
+    }
+}
+
+/// What one attempt of an operation may know about its deadline, and how it makes itself
+/// stoppable: a backend attaches an interrupt (cancel the statement, wake the waiter) for the time
+/// it holds a connection, and the scheduler calls it when the deadline passes.
+public struct AttemptContext: Sendable {
+    let scheduler: DeadlineScheduler?
+    let token: DeadlineScheduler.Token
+    /// 1 for the first attempt.
+    public let attempt: Int
+    /// When the operation's time is up; nil when timeouts are off.
+    public let deadline: MonotonicTime?
+
+    /// A context with no deadline, for calling backend methods outside the pipeline.
+    public static let unbounded = AttemptContext(
+        scheduler: nil,
+        token: .init(index: 0, generation: 0),
+        attempt: 1,
+        deadline: nil
+    )
+
+    /// Whether the deadline has passed.
+    public var isExpired: Bool {
+        scheduler?.hasFired(token) ?? false
+    }
+
+    /// Runs synchronous work (such as a GRDB closure on its database thread) with `interrupt`
+    /// attached. Throws ``AttemptDeadlineExceeded`` without running `body` when time is already up.
+    public func withInterrupt<R>(_ interrupt: @escaping @Sendable () -> Void, _ body: () throws -> R) throws -> R {
+        guard let scheduler else { return try body() }
+        guard scheduler.attach(token, interrupt: interrupt) else { throw AttemptDeadlineExceeded() }
+        defer { scheduler.detach(token) }
+        return try body()
+    }
+
+    /// Runs asynchronous work with `interrupt` attached.
+    public func withInterrupt<R>(
+        _ interrupt: @escaping @Sendable () -> Void,
+        _ body: () async throws -> R
+    ) async throws -> R {
+        guard let scheduler else { return try await body() }
+        guard scheduler.attach(token, interrupt: interrupt) else { throw AttemptDeadlineExceeded() }
+        defer { scheduler.detach(token) }
+        return try await body()
+    }
+
+    /// Runs arbitrary async work in a child task that is cancelled when the deadline passes, for
+    /// work that stops on task cancellation but has no interrupt of its own.
+    public func cancellingAtDeadline<R: Sendable>(_ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        guard scheduler != nil else { return try await body() }
+        let task = Task { try await body() }
+        return try await withTaskCancellationHandler {
+            try await withInterrupt({ task.cancel() }) { try await task.value }
+        } onCancel: {
+            task.cancel()
+        }
+    }
+}
+
+/// Thrown by work that finds its deadline already passed; the pipeline reports
+/// ``DatabaseTimeoutError``.
+public struct AttemptDeadlineExceeded: Error, Sendable {
+    public init() {}
+}
