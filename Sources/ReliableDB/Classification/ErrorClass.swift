@@ -17,7 +17,8 @@ public enum ErrorClass: String, Sendable, CaseIterable, Codable {
     case caller
     /// The caller cancelled the operation. Neither retried nor counted.
     case cancelled
-    /// Anything else: not retried, but counted against the breaker as a sign of trouble.
+    /// Anything else (corruption, protocol violations): neither retried nor counted, because
+    /// waiting would not fix it and only outages should open the breaker.
     case fatal
 
     /// Whether trying again may succeed.
@@ -31,8 +32,8 @@ public enum ErrorClass: String, Sendable, CaseIterable, Codable {
     /// Whether the error says something about the database's health, so the breaker counts it.
     public var countsAgainstBreaker: Bool {
         switch self {
-        case .connection, .overload, .timeout, .fatal: true
-        case .transientTransaction, .caller, .cancelled: false
+        case .connection, .overload, .timeout: true
+        case .transientTransaction, .caller, .cancelled, .fatal: false
         }
     }
 }
