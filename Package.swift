@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "ReliableDB", targets: ["ReliableDB"]),
         .library(name: "ReliableDBSQLite", targets: ["ReliableDBSQLite"]),
+        .library(name: "ReliableDBPostgres", targets: ["ReliableDBPostgres"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
@@ -19,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // Exact: the Postgres backend builds on the underscored _ConnectionPoolModule.
+        .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
     ],
     targets: [
         .target(
@@ -38,11 +41,23 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .target(
+            name: "ReliableDBPostgres",
+            dependencies: [
+                "ReliableDB",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "reliabledb",
             dependencies: [
                 "ReliableDB",
                 "ReliableDBSQLite",
+                "ReliableDBPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -51,6 +66,11 @@ let package = Package(
         .testTarget(
             name: "ReliableDBTests",
             dependencies: ["ReliableDB"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBPostgresTests",
+            dependencies: ["ReliableDB", "ReliableDBPostgres"],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ReliableDB
+import ReliableDBPostgres
 import ReliableDBSQLite
 
 struct ServeCommand: AsyncParsableCommand {
@@ -22,15 +23,20 @@ struct ServeCommand: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
-        guard case .sqlite = configuration.database else {
-            printError(
-                "DATABASE_URL names \(configuration.database): the PostgreSQL backend is not part of this build yet"
-            )
-            throw ExitCode(2)
+        switch configuration.database {
+        case .sqlite:
+            try await serve(ReliableDatabase.sqlite(configuration: configuration), configuration, logger)
+        case .postgres:
+            try await serve(ReliableDatabase.postgres(configuration: configuration), configuration, logger)
         }
-        let db = try ReliableDatabase.sqlite(configuration: configuration)
-        logger.info("database opened", metadata: ["database": "\(configuration.database)"])
+    }
 
+    private func serve<Backend: DatabaseBackend>(
+        _ db: ReliableDatabase<Backend>,
+        _ configuration: ReliableDBConfiguration,
+        _ logger: Logger
+    ) async throws {
+        logger.info("database opened", metadata: ["database": "\(configuration.database)"])
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM])
         let checker = Task {
             while !Task.isCancelled {

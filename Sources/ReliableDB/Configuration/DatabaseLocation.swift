@@ -4,8 +4,8 @@ import Foundation
 public enum DatabaseLocation: Sendable, Equatable, CustomStringConvertible {
     /// The embedded SQLite file (`DATABASE_URL` unset, `file:PATH` or `sqlite:PATH`).
     case sqlite(path: String)
-    /// A PostgreSQL server (`postgres://` or `postgresql://`). The URL holds the password.
-    case postgres(url: Secret<String>)
+    /// A PostgreSQL server (`postgres://` or `postgresql://`).
+    case postgres(PostgresURL)
 
     /// The SQLite file used when `DATABASE_URL` is unset.
     public static let defaultSQLitePath = "reliabledb.sqlite"
@@ -13,7 +13,7 @@ public enum DatabaseLocation: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .sqlite(let path): "sqlite:\(path)"
-        case .postgres(let url): url.redacted
+        case .postgres(let url): url.description
         }
     }
 
@@ -36,7 +36,7 @@ public enum DatabaseLocation: Sendable, Equatable, CustomStringConvertible {
         }
         let lowercased = trimmed.lowercased()
         if lowercased.hasPrefix("postgres://") || lowercased.hasPrefix("postgresql://") {
-            return .success(.postgres(url: Secret(trimmed, redacted: redactPassword(inURL: trimmed))))
+            return PostgresURL.parse(trimmed).map { .postgres($0) }
         }
         return .failure(
             .init(

@@ -63,6 +63,16 @@ public final class DeadlineScheduler: Sendable {
         parked?.resume()
     }
 
+    /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
+    /// pipeline (a backend's pool wait). After `body` ends, `context.isExpired` is not reliable;
+    /// check it inside.
+    public func bounded<R>(until deadline: MonotonicTime, _ body: (AttemptContext) async throws -> R) async throws -> R
+    {
+        let token = register(deadline)
+        defer { unregister(token) }
+        return try await body(AttemptContext(scheduler: self, token: token, attempt: 1, deadline: deadline))
+    }
+
     func register(_ deadline: MonotonicTime) -> Token {
         let (token, wake, start) = state.withLock { state -> (Token, CheckedContinuation<Void, Never>?, Bool) in
             let index: Int32

@@ -60,14 +60,22 @@ public struct DatabaseRetryError: Error, CustomStringConvertible, Sendable {
 public struct DatabasePoolTimeoutError: Error, CustomStringConvertible, Sendable {
     public var waited: Duration
     public var statistics: PoolStatistics
+    /// Why the pool could not open a connection, when it tried and failed (e.g. wrong password).
+    public var lastConnectError: String?
 
-    public init(waited: Duration, statistics: PoolStatistics) {
+    public init(waited: Duration, statistics: PoolStatistics, lastConnectError: String? = nil) {
         self.waited = waited
         self.statistics = statistics
+        self.lastConnectError = lastConnectError
     }
 
     public var description: String {
-        "No database connection became free within \(formatDuration(waited)) (pool: \(statistics)); raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT, or find what holds connections"
+        if let lastConnectError {
+            return
+                "No database connection within \(formatDuration(waited)) (pool: \(statistics)); connecting fails: \(lastConnectError)"
+        }
+        return
+            "No database connection became free within \(formatDuration(waited)) (pool: \(statistics)); raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT, or find what holds connections"
     }
 }
 

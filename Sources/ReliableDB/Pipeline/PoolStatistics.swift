@@ -18,6 +18,11 @@ public struct PoolStatistics: Sendable, Equatable, Codable {
     public var connectFailures: Int
     /// Acquisitions that gave up after the pool timeout.
     public var acquireTimeouts: Int
+    /// Mean and worst time callers waited for a connection.
+    public var averageAcquireTime: Duration
+    public var maxAcquireTime: Duration
+    /// Connections closed since start, by reason (`idle`, `lifetime`, `broken`, `server`, `shutdown`).
+    public var closesByReason: [String: Int]
 
     public init(
         total: Int = 0,
@@ -28,7 +33,10 @@ public struct PoolStatistics: Sendable, Equatable, Codable {
         opened: Int = 0,
         closed: Int = 0,
         connectFailures: Int = 0,
-        acquireTimeouts: Int = 0
+        acquireTimeouts: Int = 0,
+        averageAcquireTime: Duration = .zero,
+        maxAcquireTime: Duration = .zero,
+        closesByReason: [String: Int] = [:]
     ) {
         self.total = total
         self.active = active
@@ -39,6 +47,9 @@ public struct PoolStatistics: Sendable, Equatable, Codable {
         self.closed = closed
         self.connectFailures = connectFailures
         self.acquireTimeouts = acquireTimeouts
+        self.averageAcquireTime = averageAcquireTime
+        self.maxAcquireTime = maxAcquireTime
+        self.closesByReason = closesByReason
     }
 
     /// Busy share of the pool's capacity in percent (the seed's `utilization`).

@@ -1,0 +1,96 @@
+import Foundation
+import NIOCore
+import PostgresNIO
+import Synchronization
+import _ConnectionPoolModule
+
+/// A pooled PostgreSQL connection with what the pool alone does not know: the server process id
+/// (for `pg_cancel_backend`), when it should be retired, and why it closed.
+public final class PooledPostgresConnection: PooledConnection {
+    public let id: Int
+    public let underlying: PostgresConnection
+    /// The server process serving this connection (`pg_backend_pid()`).
+    public let backendPID: Int32
+    /// After this instant the connection is closed when released (maximum lifetime, jittered).
+    let retireAt: ContinuousClock.Instant
+    private let state = Mutex(State())
+
+    private struct State {
+        var closeReason: PoolCloseReason?
+        var cancel: Task<Void, Never>?
+        var watchdog: Task<Void, Never>?
+    }
+
+    init(id: Int, underlying: PostgresConnection, backendPID: Int32, retireAt: ContinuousClock.Instant) {
+        self.id = id
+        self.underlying = underlying
+        self.backendPID = backendPID
+        self.retireAt = retireAt
+    }
+
+    public func onClose(_ closure: @escaping @Sendable ((any Error)?) -> Void) {
+        underlying.closeFuture.whenComplete { _ in
+            let reason = self.state.withLock { $0.closeReason } ?? .server
+            closure(PoolCloseError(reason: reason))
+        }
+    }
+
+    public func close() {
+        state.withLock { if $0.closeReason == nil { $0.closeReason = .pool } }
+        _ = underlying.close() as EventLoopFuture<Void>
+    }
+
+    /// Records why the connection is about to be closed, for the close-reason counters.
+    func markClosing(_ reason: PoolCloseReason) {
+        state.withLock { if $0.closeReason == nil { $0.closeReason = reason } }
+    }
+
+    /// Starts cancelling the running statement on the server; called by the deadline scheduler,
+    /// so it only spawns work. If the statement has not returned within `grace` (the server or
+    /// network is unresponsive), the connection is closed so the caller is not held past it.
+    func beginCancel(using canceller: QueryCanceller, grace: Duration) {
+        let pid = backendPID
+        let cancel = Task { await canceller.cancel(backendPID: pid) }
+        let watchdog = Task { [weak self] in
+            try? await Task.sleep(for: grace)
+            guard !Task.isCancelled, let self else { return }
+            self.markClosing(.broken)
+            _ = self.underlying.close() as EventLoopFuture<Void>
+        }
+        state.withLock {
+            $0.cancel = cancel
+            $0.watchdog = watchdog
+        }
+    }
+
+    /// Waits until a cancel request sent for this connection has been answered, so it cannot hit
+    /// the next caller's statement. Costs nothing when no cancel was sent.
+    func settleCancel() async {
+        let (cancel, watchdog) = state.withLock { state in
+            defer {
+                state.cancel = nil
+                state.watchdog = nil
+            }
+            return (state.cancel, state.watchdog)
+        }
+        watchdog?.cancel()
+        await cancel?.value
+    }
+}
+
+/// Why the pool closed a connection.
+public enum PoolCloseReason: String, Sendable, CaseIterable {
+    /// Closed by the pool: idle timeout, overflow, keep-alive failure or shutdown.
+    case pool
+    /// Reached its maximum lifetime.
+    case lifetime
+    /// Saw a connection-class error and was discarded.
+    case broken
+    /// Closed by the server or the network.
+    case server
+}
+
+/// Carries the close reason through the pool's `onClose` callback to the observer.
+struct PoolCloseError: Error {
+    var reason: PoolCloseReason
+}

@@ -1,0 +1,326 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import ReliableDB
+import Synchronization
+import _ConnectionPoolModule
+
+/// The PostgreSQL backend: PostgresNIO connections in postgres-nio's `ConnectionPool`, with exact
+/// statistics, a bounded wait for a connection, server-side cancellation at the deadline, and
+/// broken or old connections retired instead of handed out again.
+public final class PostgresBackend: DatabaseBackend {
+    typealias Pool = ConnectionPool<
+        PooledPostgresConnection, Int, ConnectionIDGenerator, LeaseRequest, Int, KeepAlive, PoolObserver,
+        ContinuousClock
+    >
+
+    public let url: PostgresURL
+    public let connectionLimit: Int
+    public let poolTimeout: Duration
+    /// How long a cancelled statement may take to stop before its connection is closed.
+    public let cancelGrace: Duration
+    let connectionConfiguration: PostgresConnection.Configuration
+    private let pool: Pool
+    private let observer = PoolObserver()
+    private let canceller: QueryCanceller
+    private let poolWaits: DeadlineScheduler
+    private let clock: any ReliabilityClock
+    private let logger: Logger
+    private let requestIDs = Atomic<Int>(0)
+    private let runner = Mutex<Task<Void, Never>?>(nil)
+
+    /// Opens a pool (connections are made on demand) for `url`.
+    ///
+    /// - Parameters:
+    ///   - connectionLimit: the most connections (`DB_CONNECTION_LIMIT`).
+    ///   - poolTimeout: the longest wait for a connection (`DB_POOL_TIMEOUT`).
+    ///   - maxLifetime: connections are retired after this, minus up to 5% jitter so they do not
+    ///     all reconnect at once.
+    ///   - statementTimeout: the server-side `statement_timeout` set on every connection, a backstop
+    ///     for when a cancel request cannot reach the server. Nil leaves the server's setting.
+    public init(
+        url: PostgresURL,
+        connectionLimit: Int = 10,
+        poolTimeout: Duration = .seconds(10),
+        maxLifetime: Duration = .seconds(1800),
+        idleTimeout: Duration = .seconds(60),
+        statementTimeout: Duration? = .seconds(305),
+        cancelGrace: Duration = .seconds(2),
+        clock: any ReliabilityClock = SystemClock(),
+        logger: Logger = Logger(label: "reliabledb.postgres")
+    ) throws {
+        self.url = url
+        self.connectionLimit = connectionLimit
+        self.poolTimeout = poolTimeout
+        self.cancelGrace = cancelGrace
+        self.clock = clock
+        self.logger = logger
+        var configuration = try Self.connectionConfiguration(for: url)
+        if let statementTimeout {
+            configuration.options.additionalStartupParameters.append(
+                ("statement_timeout", "\(Int64(statementTimeout.milliseconds))")
+            )
+        }
+        connectionConfiguration = configuration
+        var cancellerConfiguration = try Self.connectionConfiguration(for: url, applicationNameSuffix: "-cancel")
+        cancellerConfiguration.options.connectTimeout = .seconds(2)
+        canceller = QueryCanceller(configuration: cancellerConfiguration, logger: logger)
+        poolWaits = DeadlineScheduler(clock: clock)
+
+        var poolConfiguration = ConnectionPoolConfiguration()
+        poolConfiguration.minimumConnectionCount = 0
+        poolConfiguration.maximumConnectionSoftLimit = connectionLimit
+        poolConfiguration.maximumConnectionHardLimit = connectionLimit
+        poolConfiguration.idleTimeout = idleTimeout
+        poolConfiguration.circuitBreakerTripAfter = poolTimeout
+        let factoryConfiguration = configuration
+        let factoryLogger = logger
+        pool = Pool(
+            configuration: poolConfiguration,
+            idGenerator: ConnectionIDGenerator(),
+            requestType: LeaseRequest.self,
+            keepAliveBehavior: KeepAlive(logger: logger),
+            observabilityDelegate: observer,
+            clock: ContinuousClock()
+        ) { id, _ in
+            let connection = try await PostgresConnection.connect(
+                configuration: factoryConfiguration,
+                id: id,
+                logger: factoryLogger
+            )
+            do {
+                var pid: Int32 = 0
+                for try await row in try await connection.query("SELECT pg_backend_pid()", logger: factoryLogger) {
+                    pid = try row.decode(Int32.self)
+                }
+                let jitter = Double.random(in: 0...0.05)
+                let pooled = PooledPostgresConnection(
+                    id: id,
+                    underlying: connection,
+                    backendPID: pid,
+                    retireAt: .now + maxLifetime * (1 - jitter)
+                )
+                return ConnectionAndMetadata(connection: pooled, maximalStreamsOnConnection: 1)
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        }
+        let pool = self.pool
+        runner.withLock { $0 = Task { await pool.run() } }
+    }
+
+    static func connectionConfiguration(
+        for url: PostgresURL,
+        applicationNameSuffix: String = ""
+    ) throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS
+        switch url.sslMode {
+        case .disable:
+            tls = .disable
+        case .prefer, .require:
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            tlsConfiguration.certificateVerification = .none
+            let context = try NIOSSLContext(configuration: tlsConfiguration)
+            tls = url.sslMode == .prefer ? .prefer(context) : .require(context)
+        case .verifyFull:
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            tlsConfiguration.certificateVerification = .fullVerification
+            if let rootCertificate = url.sslRootCertificate {
+                tlsConfiguration.trustRoots = .file(rootCertificate)
+            }
+            tls = .require(try NIOSSLContext(configuration: tlsConfiguration))
+        }
+        var configuration = PostgresConnection.Configuration(
+            host: url.host,
+            port: url.port,
+            username: url.username,
+            password: url.password?.value,
+            database: url.database,
+            tls: tls
+        )
+        configuration.options.connectTimeout = .nanoseconds(url.connectTimeout.nanosecondsClamped)
+        configuration.options.additionalStartupParameters = [
+            ("application_name", url.applicationName + applicationNameSuffix)
+        ]
+        if url.sslMode != .disable, url.host.isHostName {
+            configuration.options.tlsServerName = url.host
+        }
+        return configuration
+    }
+
+    public var backendName: String { "postgresql" }
+
+    public func poolStatistics() -> PoolStatistics {
+        observer.statistics(maximum: connectionLimit)
+    }
+
+    /// Runs `body` on a pooled connection. When the attempt's deadline passes, the running
+    /// statement is cancelled on the server; the connection goes back to the pool only once the
+    /// cancel has been answered, and is discarded when it saw a connection-class error or is past
+    /// its lifetime. Rows must be consumed inside `body`.
+    public func withConnection<R>(
+        within attempt: AttemptContext = .unbounded,
+        _ body: (PostgresConnection) async throws -> R
+    ) async throws -> R {
+        let lease = try await lease(within: attempt)
+        let connection = lease.connection
+        let canceller = self.canceller
+        let grace = cancelGrace
+        do {
+            let result = try await attempt.withInterrupt({ connection.beginCancel(using: canceller, grace: grace) }) {
+                try await body(connection.underlying)
+            }
+            await release(lease, discard: false)
+            return result
+        } catch {
+            let discard = classify(error).discardConnection || connection.underlying.isClosed
+            await release(lease, discard: discard)
+            throw error
+        }
+    }
+
+    private func lease(within attempt: AttemptContext) async throws -> ConnectionLease<PooledPostgresConnection> {
+        let requestID = requestIDs.add(1, ordering: .relaxed).newValue
+        let pool = self.pool
+        let start = ContinuousClock.now
+        observer.leaseRequested()
+        do {
+            let lease = try await poolWaits.bounded(until: clock.now + poolTimeout) { poolWait in
+                do {
+                    return try await poolWait.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
+                        try await attempt.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
+                            try await withTaskCancellationHandler {
+                                try await withCheckedThrowingContinuation { continuation in
+                                    pool.leaseConnection(LeaseRequest(id: requestID, continuation: continuation))
+                                }
+                            } onCancel: {
+                                pool.cancelLeaseConnection(requestID)
+                            }
+                        }
+                    }
+                } catch let error as ConnectionPoolError where error == .requestCancelled && poolWait.isExpired {
+                    throw PoolWaitTimedOut()
+                } catch is AttemptDeadlineExceeded where poolWait.isExpired {
+                    throw PoolWaitTimedOut()
+                }
+            }
+            observer.leaseEnded(granted: true, waited: ContinuousClock.now - start, timedOut: false)
+            return lease
+        } catch {
+            let waited = ContinuousClock.now - start
+            observer.leaseEnded(granted: false, waited: waited, timedOut: error is PoolWaitTimedOut)
+            switch error {
+            case is PoolWaitTimedOut:
+                throw DatabasePoolTimeoutError(
+                    waited: waited,
+                    statistics: poolStatistics(),
+                    lastConnectError: observer.lastConnectError.map(describePostgresError)
+                )
+            case let poolError as ConnectionPoolError where poolError == .requestCancelled && attempt.isExpired:
+                throw AttemptDeadlineExceeded()
+            case let poolError as ConnectionPoolError where poolError == .requestCancelled:
+                throw CancellationError()
+            case let poolError as ConnectionPoolError where poolError == .connectionCreationCircuitBreakerTripped:
+                throw PostgresUnavailableError(
+                    target: url.description,
+                    cause: observer.lastConnectError.map(describePostgresError) ?? describePostgresError(poolError),
+                    sqlState: observer.lastConnectError.flatMap(sqlState(of:))
+                )
+            default:
+                throw error
+            }
+        }
+    }
+
+    private func release(_ lease: ConnectionLease<PooledPostgresConnection>, discard: Bool) async {
+        let connection = lease.connection
+        await connection.settleCancel()
+        if discard {
+            connection.markClosing(.broken)
+            pool.connectionWillClose(connection.id)
+        } else if ContinuousClock.now >= connection.retireAt {
+            connection.markClosing(.lifetime)
+            pool.connectionWillClose(connection.id)
+        }
+        observer.released()
+        lease.release()
+    }
+
+    /// Probes with `SELECT version()` through the pool. While the pool holds no connection (at
+    /// start, during an outage) a direct connection attempt comes first, so a failure names its real
+    /// cause (wrong password, unknown database, refused port, TLS refused) at once instead of a
+    /// generic pool timeout later.
+    public func probe(within attempt: AttemptContext) async throws -> ProbeResult {
+        if poolStatistics().total == 0 {
+            try await diagnoseConnect(within: attempt)
+        }
+        let start = ContinuousClock.now
+        do {
+            let version = try await withConnection(within: attempt) { connection in
+                var version = "unknown"
+                for try await row in try await connection.query("SELECT version()", logger: logger) {
+                    version = try row.decode(String.self)
+                }
+                return version
+            }
+            return ProbeResult(serverVersion: version, roundTrip: ContinuousClock.now - start)
+        } catch is DatabasePoolTimeoutError where poolStatistics().total == 0 {
+            try await diagnoseConnect(within: attempt)
+            throw PostgresUnavailableError(target: url.description, cause: "no connection could be made in time")
+        }
+    }
+
+    /// Opens and closes one connection outside the pool; throws why that fails.
+    private func diagnoseConnect(within attempt: AttemptContext) async throws {
+        var probeConfiguration = connectionConfiguration
+        probeConfiguration.options.additionalStartupParameters = [("application_name", url.applicationName + "-probe")]
+        let configuration = probeConfiguration
+        do {
+            try await attempt.cancellingAtDeadline { [logger] in
+                let connection = try await PostgresConnection.connect(
+                    configuration: configuration,
+                    id: -1,
+                    logger: logger
+                )
+                try await connection.close()
+            }
+        } catch is CancellationError where attempt.isExpired {
+            throw AttemptDeadlineExceeded()
+        } catch {
+            throw PostgresUnavailableError(
+                target: url.description,
+                cause: describePostgresError(error),
+                sqlState: sqlState(of: error)
+            )
+        }
+    }
+
+    public func classify(_ error: any Error) -> ErrorClassification {
+        PostgresErrorClassifier.classify(error, sent: true)
+    }
+
+    /// Closes every connection; in-flight statements fail.
+    public func shutdown() async throws {
+        pool.triggerForceShutdown()
+        let task = runner.withLock { $0 }
+        await task?.value
+        poolWaits.stop()
+        await canceller.close()
+    }
+}
+
+struct PoolWaitTimedOut: Error {}
+
+func sqlState(of error: any Error) -> String? {
+    (error as? PSQLError)?.serverInfo?[.sqlState]
+}
+
+extension String {
+    /// True for a DNS name, false for an IPv4 or IPv6 literal (TLS SNI takes names only).
+    var isHostName: Bool {
+        !contains(":") && !allSatisfy { $0.isNumber || $0 == "." }
+    }
+}

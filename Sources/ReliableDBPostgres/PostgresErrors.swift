@@ -1,0 +1,185 @@
+import NIOCore
+import NIOPosix
+import PostgresNIO
+import ReliableDB
+import _ConnectionPoolModule
+
+/// The database could not be reached; `cause` says why in words an operator can act on
+/// (wrong password, unknown database, refused connection, TLS refused). Never contains the password.
+public struct PostgresUnavailableError: Error, CustomStringConvertible, Sendable {
+    /// `postgres://user:***@host:port/db?sslmode=…`
+    public var target: String
+    public var cause: String
+    /// The SQLSTATE when the server itself refused (28P01 wrong password, 3D000 unknown database).
+    public var sqlState: String?
+
+    public var description: String {
+        "Cannot connect to \(target): \(cause)"
+    }
+}
+
+/// A readable, secret-free account of a PostgresNIO error.
+///
+/// `PSQLError.description` is deliberately generic; this names the SQLSTATE and server message,
+/// or the network-level cause.
+public func describePostgresError(_ error: any Error) -> String {
+    switch error {
+    case let error as PSQLError:
+        switch error.code {
+        case .server:
+            let state = error.serverInfo?[.sqlState] ?? "?????"
+            let message = error.serverInfo?[.message] ?? "server error"
+            return "SQLSTATE \(state): \(message)"
+        case .sslUnsupported:
+            return "the server does not support TLS, but sslmode requires it"
+        case .connectionError:
+            return "connection failed: \(error.underlying.map(describeNetworkError) ?? "unknown cause")"
+        case .serverClosedConnection:
+            return "the server closed the connection"
+        case .clientClosedConnection:
+            return "the connection was closed on the client side"
+        case .uncleanShutdown:
+            return "the TLS connection ended without a clean shutdown"
+        case .queryCancelled:
+            return "the query was cancelled"
+        case .authMechanismRequiresPassword:
+            return "the server requires a password and DATABASE_URL has none"
+        case .unsupportedAuthMechanism:
+            return "the server asked for an authentication method PostgresNIO does not support"
+        case .saslError:
+            return "SCRAM authentication failed: \(error.underlying.map(describeNetworkError) ?? "unknown cause")"
+        default:
+            return "PostgreSQL client error (\(error.code))"
+        }
+    case let error as PostgresTransactionError:
+        if let inner = error.beginError { return "BEGIN failed: \(describePostgresError(inner))" }
+        if let inner = error.closureError { return describePostgresError(inner) }
+        if let inner = error.commitError { return "COMMIT failed: \(describePostgresError(inner))" }
+        return "transaction failed"
+    case let error as ConnectionPoolError:
+        if error == .connectionCreationCircuitBreakerTripped {
+            return "the pool stopped trying to connect after repeated failures"
+        }
+        if error == .poolShutdown { return "the connection pool is shut down" }
+        return "the connection request was cancelled"
+    default:
+        return describeNetworkError(error)
+    }
+}
+
+private func describeNetworkError(_ error: any Error) -> String {
+    if let error = error as? NIOConnectionError {
+        if let first = error.connectionErrors.first {
+            return "\(first.error) (\(first.target))"
+        }
+        if let dns = error.dnsAAAAError ?? error.dnsAError {
+            return "cannot resolve \(error.host): \(dns)"
+        }
+        return "cannot connect to \(error.host):\(error.port)"
+    }
+    if let error = error as? ChannelError, case .connectTimeout(let amount) = error {
+        return "no answer within the connect timeout (\(amount.nanoseconds / 1_000_000) ms)"
+    }
+    return String(describing: error)
+}
+
+/// Maps PostgreSQL errors to the pipeline's classes (DESIGN.md's classification table).
+struct PostgresErrorClassifier {
+    /// - Parameter sent: whether the statement had been handed to the connection. Errors while
+    ///   leasing or connecting are never "sent".
+    static func classify(_ error: any Error, sent: Bool) -> ErrorClassification {
+        switch error {
+        case let error as PostgresTransactionError:
+            if let inner = error.beginError {
+                return classify(inner, sent: false).notApplied
+            }
+            if let inner = error.closureError {
+                // The transaction was rolled back (or died with its connection): nothing applied.
+                var result = classify(inner, sent: true).notApplied
+                if let rollback = error.rollbackError, classify(rollback, sent: true).discardConnection {
+                    result.discardConnection = true
+                }
+                return result
+            }
+            if let inner = error.commitError {
+                let result = classify(inner, sent: true)
+                // A server error on COMMIT means it did not commit; a lost connection means we
+                // cannot know.
+                if let psql = inner as? PSQLError, psql.code == .server { return result.notApplied }
+                return result
+            }
+            return ErrorClassification(.fatal)
+        case let error as PSQLError:
+            return classify(error, sent: sent)
+        case let error as ConnectionPoolError:
+            if error == .requestCancelled { return ErrorClassification(.cancelled) }
+            return ErrorClassification(.connection)
+        case is PostgresUnavailableError:
+            return ErrorClassification(.connection)
+        case is CancellationError:
+            return ErrorClassification(.cancelled)
+        default:
+            // Errors the caller's closure threw itself (decoding, validation) are the caller's.
+            return ErrorClassification(.caller)
+        }
+    }
+
+    private static func classify(_ error: PSQLError, sent: Bool) -> ErrorClassification {
+        switch error.code {
+        case .server:
+            return classify(sqlState: error.serverInfo?[.sqlState] ?? "", sent: sent)
+        case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .connectionError,
+            .messageDecodingFailure, .unexpectedBackendMessage:
+            return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+        case .sslUnsupported, .failedToAddSSLHandler, .receivedUnencryptedDataAfterSSLRequest,
+            .unsupportedAuthMechanism, .authMechanismRequiresPassword, .saslError:
+            return ErrorClassification(.connection, discardConnection: true)
+        case .queryCancelled:
+            return ErrorClassification(.cancelled)
+        case .tooManyParameters, .invalidCommandTag:
+            return ErrorClassification(.caller)
+        default:
+            return ErrorClassification(.fatal, mayHaveReachedServer: sent)
+        }
+    }
+
+    static func classify(sqlState: String, sent: Bool) -> ErrorClassification {
+        switch sqlState {
+        case "40001", "40P01":
+            return ErrorClassification(.transientTransaction)
+        case "57P01", "57P02", "57P03":
+            return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+        case "57014":
+            // Cancelled on the server: by our deadline (the pipeline reports the timeout) or by the
+            // statement_timeout backstop.
+            return ErrorClassification(.timeout)
+        case "53300":
+            return ErrorClassification(.overload, discardConnection: true)
+        case "55P03":
+            return ErrorClassification(.transientTransaction)
+        default:
+            break
+        }
+        switch sqlState.prefix(2) {
+        case "08":
+            return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+        case "53":
+            return ErrorClassification(.overload)
+        case "28", "3D":
+            return ErrorClassification(.connection, discardConnection: true)
+        case "22", "23", "42", "2B", "2D", "25", "44", "P0", "0A", "21", "40":
+            return ErrorClassification(.caller)
+        default:
+            return ErrorClassification(.fatal, mayHaveReachedServer: sent)
+        }
+    }
+}
+
+extension ErrorClassification {
+    /// The same verdict for an error that provably applied nothing on the server.
+    var notApplied: ErrorClassification {
+        var copy = self
+        copy.mayHaveReachedServer = false
+        return copy
+    }
+}

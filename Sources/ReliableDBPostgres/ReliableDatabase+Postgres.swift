@@ -1,0 +1,66 @@
+import Logging
+import PostgresNIO
+import ReliableDB
+
+extension ReliableDatabase where Backend == PostgresBackend {
+    /// Opens a pool for the PostgreSQL server the configuration names, with the configured
+    /// pipeline. No connection is made until the first operation.
+    public static func postgres(
+        configuration: ReliableDBConfiguration,
+        clock: any ReliabilityClock = SystemClock(),
+        logger: Logger = Logger(label: "reliabledb.postgres")
+    ) throws -> ReliableDatabase<PostgresBackend> {
+        guard case .postgres(let url) = configuration.database else {
+            throw UnsupportedPostgresLocationError(location: configuration.database)
+        }
+        let reliability = configuration.reliability
+        let longest = OperationKind.allCases.map { reliability.timeouts[$0] }.max() ?? .seconds(300)
+        let backend = try PostgresBackend(
+            url: url,
+            connectionLimit: configuration.connectionLimit,
+            poolTimeout: configuration.poolTimeout,
+            statementTimeout: reliability.timeouts.enabled
+                ? max(longest, reliability.timeouts.batchCap) + .seconds(5) : nil,
+            clock: clock,
+            logger: logger
+        )
+        return ReliableDatabase(backend: backend, configuration: reliability, clock: clock)
+    }
+
+    /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads
+    /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
+    public func query<T>(
+        _ options: OperationOptions,
+        _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await execute(options) { attempt in
+            try await raw.withConnection(within: attempt, body)
+        }
+    }
+
+    /// Runs `body` in one transaction through the pipeline: committed when it returns, rolled back
+    /// when it throws or the deadline cancels it, and retried as a whole after a serialization
+    /// failure or deadlock (40001, 40P01).
+    public func transaction<T: Sendable>(
+        _ options: OperationOptions,
+        _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        var options = options
+        if options.kind == .query { options.kind = .transaction }
+        let logger = Logger(label: "reliabledb.postgres.transaction")
+        return try await execute(options) { attempt in
+            try await raw.withConnection(within: attempt) { connection in
+                try await connection.withTransaction(logger: logger) { try await body($0) }
+            }
+        }
+    }
+}
+
+/// The configuration does not name a PostgreSQL server.
+public struct UnsupportedPostgresLocationError: Error, CustomStringConvertible {
+    public var location: DatabaseLocation
+
+    public var description: String {
+        "The PostgreSQL backend cannot open \(location); set DATABASE_URL to postgres://user:password@host:port/database"
+    }
+}

@@ -1,0 +1,379 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import Synchronization
+import Testing
+
+/// Every test here talks to the one throwaway server, and some stop it or change its settings,
+/// so they run one at a time.
+@Suite("PostgreSQL backend against a real server", .serialized)
+struct PostgresBackendTests {
+    let logger = Logger(label: "test")
+
+    @Test func queriesAndTransactionsRoundTrip() async throws {
+        let db = try TestServer.open(try TestServer.url())
+        let value = try await db.selectInt(.read("select-one"), "SELECT 41 + 1")
+        #expect(value == 42)
+        let table = "t_\(UUID().uuidString.prefix(8).lowercased())"
+        try await db.query(.init("create")) { connection in
+            _ = try await connection.query(
+                PostgresQuery(unsafeSQL: "CREATE TABLE \(table) (id int primary key)"),
+                logger: logger
+            ).collect()
+        }
+        try await db.transaction(.init("insert-two")) { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(table) VALUES (1)"), logger: logger)
+                .collect()
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(table) VALUES (2)"), logger: logger)
+                .collect()
+        }
+        await #expect(throws: PostgresTransactionError.self) {
+            try await db.transaction(.init("insert-duplicate")) { connection in
+                _ = try await connection.query(
+                    PostgresQuery(unsafeSQL: "INSERT INTO \(table) VALUES (3)"),
+                    logger: logger
+                ).collect()
+                _ = try await connection.query(
+                    PostgresQuery(unsafeSQL: "INSERT INTO \(table) VALUES (1)"),
+                    logger: logger
+                ).collect()
+            }
+        }
+        #expect(
+            try await db.selectInt(.read("count"), "SELECT count(*)::int FROM \(table)") == 2,
+            "the failed transaction left nothing"
+        )
+        let metrics = db.metrics()
+        #expect(metrics.retries == 0, "a unique violation is the caller's error")
+        #expect(metrics.circuitBreaker.state == .closed)
+        #expect(metrics.circuitBreaker.totalFailures == 0)
+        #expect(metrics.errorsByClass[.caller] == 1)
+        try await db.query(.init("drop")) { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE \(table)"), logger: logger).collect()
+        }
+        try await db.shutdown()
+    }
+
+    @Test func poolStatisticsMatchPgStatActivity() async throws {
+        let url = try TestServer.url()
+        let db = try TestServer.open(url, connectionLimit: 5, poolTimeout: .seconds(20))
+        let observer = try await Observer.connect()
+        let release = Flag()
+        let callers = (0..<8).map { _ in
+            Task {
+                try await db.query(.read("hold")) { connection in
+                    _ = try await connection.query("SELECT pg_sleep(0.01)", logger: logger).collect()
+                    // Keep the connection leased (and a statement running) until the test looks.
+                    while !release.isSet {
+                        _ = try await connection.query("SELECT pg_sleep(0.02)", logger: logger).collect()
+                    }
+                }
+            }
+        }
+        #expect(try await eventually { db.metrics().pool.active == 5 && db.metrics().pool.waiting == 3 })
+        let pool = db.metrics().pool
+        let server = try await observer.activity(of: url.applicationName)
+        #expect(pool.total == 5)
+        #expect(server.total == pool.total, "pool says \(pool.total) open, server sees \(server.total)")
+        #expect(pool.idle == 0)
+        #expect(pool.max == 5)
+        #expect(pool.utilization == 100)
+        release.set()
+        for caller in callers { try await caller.value }
+        let after = db.metrics().pool
+        #expect(after.active == 0)
+        #expect(after.waiting == 0)
+        #expect(after.idle == after.total)
+        #expect(try await eventually { try await observer.activity(of: url.applicationName).active == 0 })
+        #expect(try await observer.activity(of: url.applicationName).total == after.total)
+        #expect(after.averageAcquireTime > .zero)
+        try await db.shutdown()
+        #expect(try await eventually { try await observer.activity(of: url.applicationName).total == 0 })
+        try await observer.close()
+    }
+
+    @Test func aTimeoutCancelsTheQueryOnTheServer() async throws {
+        let url = try TestServer.url()
+        let db = try TestServer.open(url, connectionLimit: 1)
+        let observer = try await Observer.connect()
+        _ = try await db.selectInt(.read("warm-up"), "SELECT 1")
+        let start = ContinuousClock.now
+        do {
+            _ = try await db.query(.init("sleep", timeout: .milliseconds(250))) { connection in
+                _ = try await connection.query("SELECT pg_sleep(5)", logger: logger).collect()
+            }
+            Issue.record("pg_sleep(5) finished within a 250 ms timeout")
+        } catch let error as DatabaseTimeoutError {
+            let elapsed = ContinuousClock.now - start
+            #expect(error.timeout == .milliseconds(250))
+            #expect(elapsed < .milliseconds(350), "returned after \(elapsed)")
+        }
+        #expect(try await observer.activity(of: url.applicationName).active == 0, "nothing runs on the server any more")
+        // The single connection is free at once: a query that must not wait gets it.
+        let next = ContinuousClock.now
+        #expect(try await db.selectInt(.read("next", timeout: .milliseconds(200)), "SELECT 7") == 7)
+        #expect(ContinuousClock.now - next < .milliseconds(100))
+        let pool = db.metrics().pool
+        #expect(pool.opened == 1, "the cancelled connection was reused, not replaced")
+        #expect(db.metrics().timeouts == 1)
+        try await db.shutdown()
+        try await observer.close()
+    }
+
+    @Test func waitersBeyondThePoolTimeoutGetThePoolTimeoutError() async throws {
+        let db = try TestServer.open(
+            try TestServer.url(),
+            connectionLimit: 2,
+            poolTimeout: .milliseconds(300),
+            reliability: .init(circuitBreakerEnabled: false)
+        )
+        let start = ContinuousClock.now
+        let outcomes = await withTaskGroup(of: String.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    do {
+                        try await db.query(OperationOptions("slow", retries: false)) { connection in
+                            _ = try await connection.query("SELECT pg_sleep(1)", logger: logger).collect()
+                        }
+                        return "ok"
+                    } catch let error as DatabasePoolTimeoutError {
+                        return error.statistics.max == 2 && error.waited >= .milliseconds(300)
+                            ? "pool-timeout" : "bad-stats"
+                    } catch {
+                        return "other: \(error)"
+                    }
+                }
+            }
+            return await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+        }
+        #expect(outcomes["ok"] == 2)
+        #expect(outcomes["pool-timeout"] == 18, "\(outcomes)")
+        #expect(ContinuousClock.now - start < .seconds(3), "nobody hung")
+        #expect(db.metrics().pool.acquireTimeouts == 18)
+        #expect(db.metrics().pool.waiting == 0)
+        try await db.shutdown()
+    }
+
+    @Test func aTerminatedBackendIsDiscardedAndIdempotentReadsAreRetried() async throws {
+        let url = try TestServer.url()
+        let db = try TestServer.open(
+            url,
+            connectionLimit: 3,
+            reliability: .init(
+                circuitBreaker: .init(failureThreshold: 100, retry: .init(attempts: 5, initialDelay: .milliseconds(10)))
+            )
+        )
+        let observer = try await Observer.connect()
+        let stop = Flag()
+        let readers = (0..<6).map { index in
+            Task {
+                var completed = 0
+                while !stop.isSet {
+                    _ = try await db.selectInt(.read("read"), "SELECT \(index) FROM pg_sleep(0.01)")
+                    completed += 1
+                }
+                return completed
+            }
+        }
+        #expect(try await eventually { db.metrics().successfulQueries >= 30 })
+        try await observer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(url.applicationName)'"
+        )
+        let afterKill = db.metrics().successfulQueries
+        #expect(try await eventually { db.metrics().successfulQueries >= afterKill + 30 })
+        stop.set()
+        var total = 0
+        for reader in readers { total += try await reader.value }
+        let metrics = db.metrics()
+        #expect(total == metrics.successfulQueries)
+        #expect(metrics.failedQueries == 0, "every read survived the kill")
+        #expect(metrics.retries >= 1)
+        #expect((metrics.pool.closesByReason["broken"] ?? 0) + (metrics.pool.closesByReason["server"] ?? 0) >= 1)
+        #expect(metrics.pool.active == 0)
+        try await db.shutdown()
+        try await observer.close()
+    }
+
+    @Test func serializableTransfersAreRetriedAsWholeTransactionsExactlyOnce() async throws {
+        let db = try TestServer.open(
+            try TestServer.url(),
+            connectionLimit: 8,
+            reliability: .init(
+                circuitBreaker: .init(
+                    retry: .init(attempts: 30, initialDelay: .milliseconds(1), maxDelay: .milliseconds(50))
+                ),
+                retryBudget: .unlimited
+            )
+        )
+        let suffix = UUID().uuidString.prefix(8).lowercased()
+        let accounts = "accounts_\(suffix)"
+        let transfers = "transfers_\(suffix)"
+        try await db.query(.init("setup")) { connection in
+            for sql in [
+                "CREATE TABLE \(accounts) (id int primary key, balance int not null)",
+                "CREATE TABLE \(transfers) (id int primary key, source int, target int, amount int)",
+                "INSERT INTO \(accounts) SELECT g, 1000 FROM generate_series(1, 3) g",
+            ] {
+                _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+            }
+        }
+        let attempts = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    for step in 0..<10 {
+                        let transferID = worker * 100 + step
+                        let source = (worker + step) % 3 + 1
+                        let target = (worker + step + 1) % 3 + 1
+                        try await db.transaction(.init("transfer")) { connection in
+                            attempts.increment()
+                            for sql in [
+                                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                                "UPDATE \(accounts) SET balance = balance - 7 WHERE id = \(source)",
+                                "UPDATE \(accounts) SET balance = balance + 7 WHERE id = \(target)",
+                                "INSERT INTO \(transfers) VALUES (\(transferID), \(source), \(target), 7)",
+                            ] {
+                                _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+                            }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await db.selectInt(.read("sum"), "SELECT sum(balance)::int FROM \(accounts)") == 3000)
+        #expect(try await db.selectInt(.read("count"), "SELECT count(*)::int FROM \(transfers)") == 80)
+        let metrics = db.metrics()
+        #expect(metrics.successfulQueries >= 80)
+        #expect(metrics.retries > 0, "8 writers on 3 rows under SERIALIZABLE must conflict")
+        #expect(attempts.count == 80 + metrics.retries)
+        #expect(metrics.circuitBreaker.totalFailures == 0, "serialization failures are not outages")
+        try await db.query(.init("drop")) { connection in
+            _ = try await connection.query(
+                PostgresQuery(unsafeSQL: "DROP TABLE \(accounts), \(transfers)"),
+                logger: logger
+            ).collect()
+        }
+        try await db.shutdown()
+    }
+
+    @Test func anOutageOpensTheBreakerAndTheFirstProbeAfterTheTimeoutClosesIt() async throws {
+        let db = try TestServer.open(
+            try TestServer.url(),
+            connectionLimit: 2,
+            poolTimeout: .milliseconds(500),
+            reliability: .init(
+                circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .seconds(1), retry: .none)
+            )
+        )
+        #expect(try await db.selectInt(.read("before"), "SELECT 1") == 1)
+        try await TestServer.control("stop")
+        do {
+            var failures = 0
+            while db.circuitBreaker.state == .closed && failures < 20 {
+                do {
+                    _ = try await db.selectInt(.read("during"), "SELECT 1")
+                } catch {
+                    failures += 1
+                }
+            }
+            #expect(db.circuitBreaker.state == .open)
+            // While open, calls fail fast without touching the pool.
+            let start = ContinuousClock.now
+            await #expect(throws: DatabaseCircuitBreakerError.self) {
+                _ = try await db.selectInt(.read("while-open"), "SELECT 1")
+            }
+            #expect(ContinuousClock.now - start < .milliseconds(20))
+        }
+        try await TestServer.control("start")
+        // After DB_CB_TIMEOUT the next call is the probe; with the server back it closes the breaker.
+        #expect(
+            try await eventually(within: .seconds(30)) {
+                (try? await db.selectInt(.read("after"), "SELECT 1")) == 1
+            }
+        )
+        #expect(db.circuitBreaker.state == .closed)
+        try await db.shutdown()
+    }
+
+    @Test func connectionFailuresNameTheirCauseWithoutThePassword() async throws {
+        let password = try TestServer.password
+        let cases: [(String, PostgresURL, String)] = [
+            (
+                "wrong password", try TestServer.url { $0.password = Secret("not-the-password", redacted: "***") },
+                "28P01"
+            ),
+            ("unknown database", try TestServer.url { $0.database = "no_such_database" }, "3D000"),
+            ("refused port", try TestServer.url { $0.port = 1 }, "refused"),
+        ]
+        for (name, url, expected) in cases {
+            let db = try TestServer.open(url, poolTimeout: .seconds(2))
+            switch await db.probe() {
+            case .success:
+                Issue.record("\(name): the probe succeeded")
+            case .failure(let error):
+                let text = "\(error)"
+                #expect(text.contains(expected), "\(name): \(text)")
+                #expect(!text.contains(password))
+                #expect(!text.contains("not-the-password"))
+            }
+            try await db.shutdown()
+        }
+    }
+
+    @Test func tlsRequiredAgainstAServerWithoutTLSIsRefusedClearly() async throws {
+        let observer = try await Observer.connect()
+        try await observer.execute("ALTER SYSTEM SET ssl = off")
+        try await observer.execute("SELECT pg_reload_conf()")
+        defer {
+            Task {
+                try? await observer.execute("ALTER SYSTEM RESET ssl")
+                try? await observer.execute("SELECT pg_reload_conf()")
+                try? await observer.close()
+            }
+        }
+        let db = try TestServer.open(try TestServer.url(sslMode: .require))
+        #expect(
+            try await eventually {
+                guard case .failure(let error) = await db.probe() else { return false }
+                return "\(error)".contains("does not support TLS")
+            }
+        )
+        try await db.shutdown()
+        try await observer.execute("ALTER SYSTEM RESET ssl")
+        try await observer.execute("SELECT pg_reload_conf()")
+    }
+
+    @Test(arguments: [PostgresURL.SSLMode.require, .verifyFull, .prefer])
+    func tlsModesConnect(mode: PostgresURL.SSLMode) async throws {
+        let ca = try TestServer.environment("RELIABLEDB_TEST_POSTGRES_CA")
+        let url = try TestServer.url(sslMode: mode) {
+            $0.host = "localhost"
+            $0.sslRootCertificate = ca
+        }
+        let db = try TestServer.open(url)
+        #expect(
+            try await eventually {
+                (try? await db.selectInt(
+                    .read("ssl"),
+                    "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                )) == 1
+            }
+        )
+        try await db.shutdown()
+    }
+}
+
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}
+
+final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+    func increment() { value.add(1, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
+}

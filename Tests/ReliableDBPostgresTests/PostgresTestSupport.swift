@@ -1,0 +1,149 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import Testing
+
+/// The throwaway server `scripts/test` starts. A missing server fails the test: PostgreSQL tests
+/// are never skipped.
+struct TestServer {
+    struct Missing: Error, CustomStringConvertible {
+        var description: String {
+            "RELIABLEDB_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts PostgreSQL"
+        }
+    }
+
+    static func environment(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { throw Missing() }
+        return value
+    }
+
+    /// The server's URL with a unique `application_name`, so each test can find its own
+    /// connections in `pg_stat_activity`.
+    static func url(
+        applicationName: String = "rdb-\(UUID().uuidString.prefix(8).lowercased())",
+        sslMode: PostgresURL.SSLMode = .disable,
+        mutate: (inout PostgresURL) -> Void = { _ in }
+    ) throws -> PostgresURL {
+        var url = try PostgresURL.parse(try environment("RELIABLEDB_TEST_POSTGRES_URL")).get()
+        url.applicationName = applicationName
+        url.sslMode = sslMode
+        mutate(&url)
+        return url
+    }
+
+    static var password: String {
+        get throws { try environment("RELIABLEDB_TEST_POSTGRES_PASSWORD") }
+    }
+
+    /// Runs the cluster control script written by scripts/test (`start`, `stop`, `restart`).
+    ///
+    /// Spawned and reaped with posix_spawn/waitpid on a dispatch thread: Foundation's `Process`
+    /// did not notice the script's exit when the script had started the server daemon.
+    static func control(_ command: String) async throws {
+        let script = try environment("RELIABLEDB_TEST_POSTGRES_CTL")
+        let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            DispatchQueue.global().async {
+                var pid: pid_t = 0
+                let argv: [UnsafeMutablePointer<CChar>?] = [strdup(script), strdup(command), nil]
+                defer { argv.forEach { free($0) } }
+                guard posix_spawn(&pid, script, nil, nil, argv, environ) == 0 else {
+                    continuation.resume(returning: -1)
+                    return
+                }
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                continuation.resume(returning: status)
+            }
+        }
+        guard status == 0 else { throw ControlFailed(command: command, status: status) }
+    }
+
+    struct ControlFailed: Error {
+        var command: String
+        var status: Int32
+    }
+
+    static func open(
+        _ url: PostgresURL,
+        connectionLimit: Int = 4,
+        poolTimeout: Duration = .seconds(5),
+        reliability: ReliabilityConfiguration = .init()
+    ) throws -> ReliableDatabase<PostgresBackend> {
+        let backend = try PostgresBackend(url: url, connectionLimit: connectionLimit, poolTimeout: poolTimeout)
+        return ReliableDatabase(backend: backend, configuration: reliability)
+    }
+}
+
+/// A plain PostgresNIO connection outside ReliableDB, for looking at the server from the side.
+struct Observer {
+    let connection: PostgresConnection
+    let logger = Logger(label: "test.observer")
+
+    static func connect() async throws -> Observer {
+        let url = try TestServer.url(applicationName: "rdb-test-observer")
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(
+                host: url.host,
+                port: url.port,
+                username: url.username,
+                password: url.password?.value,
+                database: url.database,
+                tls: .disable
+            ),
+            id: 1,
+            logger: Logger(label: "test.observer")
+        )
+        return Observer(connection: connection)
+    }
+
+    /// Connections of `applicationName` in `pg_stat_activity`: all, and those running a query.
+    func activity(of applicationName: String) async throws -> (total: Int, active: Int) {
+        let rows = try await connection.query(
+            """
+            SELECT count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int
+            FROM pg_stat_activity WHERE application_name = \(applicationName)
+            """,
+            logger: logger
+        )
+        for try await (total, active) in rows.decode((Int, Int).self) {
+            return (total, active)
+        }
+        return (0, 0)
+    }
+
+    func execute(_ sql: String) async throws {
+        _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+    }
+
+    func close() async throws {
+        try await connection.close()
+    }
+}
+
+extension ReliableDatabase where Backend == PostgresBackend {
+    func selectInt(_ options: OperationOptions, _ sql: String) async throws -> Int {
+        try await query(options) { connection in
+            var value = 0
+            for try await row in try await connection.query(
+                PostgresQuery(unsafeSQL: sql),
+                logger: Logger(label: "test")
+            ) {
+                value = try row.decode(Int.self)
+            }
+            return value
+        }
+    }
+}
+
+/// Polls `condition` every few milliseconds, up to `limit` of wall time. (Polling a real server
+/// for a state, not timing logic: the limit only bounds a broken test.)
+func eventually(within limit: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws -> Bool {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < limit {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    return try await condition()
+}

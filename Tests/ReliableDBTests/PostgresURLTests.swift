@@ -1,0 +1,77 @@
+import Testing
+
+@testable import ReliableDB
+
+@Suite("PostgreSQL URL parsing")
+struct PostgresURLTests {
+    func parse(_ string: String) throws -> PostgresURL {
+        try PostgresURL.parse(string).get()
+    }
+
+    @Test func fullURL() throws {
+        let url = try parse(
+            "postgresql://carmen%40erp:p%40ss%3Aw0rd@db.internal:6543/erp%20prod?sslmode=verify-full&application_name=orders-api&connect_timeout=3&sslrootcert=/etc/ca.pem"
+        )
+        #expect(url.username == "carmen@erp")
+        #expect(url.password?.value == "p@ss:w0rd")
+        #expect(url.host == "db.internal")
+        #expect(url.port == 6543)
+        #expect(url.database == "erp prod")
+        #expect(url.sslMode == .verifyFull)
+        #expect(url.applicationName == "orders-api")
+        #expect(url.connectTimeout == .seconds(3))
+        #expect(url.sslRootCertificate == "/etc/ca.pem")
+        #expect(!url.description.contains("p@ss"))
+        #expect(url.description == "postgres://carmen@erp:***@db.internal:6543/erp prod?sslmode=verify-full")
+    }
+
+    @Test func defaults() throws {
+        let url = try parse("postgres://app@10.0.0.5")
+        #expect(url.port == 5432)
+        #expect(url.password == nil)
+        #expect(url.database == "app", "libpq defaults the database to the user name")
+        #expect(url.sslMode == .prefer)
+        #expect(url.applicationName == "reliabledb")
+        #expect(url.connectTimeout == .seconds(10))
+    }
+
+    @Test(arguments: [
+        ("postgres://u:p@[::1]:5433/db", "::1", 5433), ("postgres://u:p@[fe80::1%25eth0]/db", "fe80::1%eth0", 5432),
+    ])
+    func ipv6HostsInBrackets(string: String, host: String, port: Int) throws {
+        let url = try parse(string)
+        #expect(url.host == host)
+        #expect(url.port == port)
+        #expect(url.description.contains("[\(host)]"))
+    }
+
+    @Test(arguments: PostgresURL.SSLMode.allCases)
+    func everySSLMode(mode: PostgresURL.SSLMode) throws {
+        #expect(try parse("postgres://u:p@h/d?sslmode=\(mode.rawValue)").sslMode == mode)
+    }
+
+    static let malformed: [(url: String, expected: String)] = [
+        ("postgres://:hunter2@host/db", "a user name"),
+        ("postgres://u:hunter2@/db", "a host"),
+        ("postgres://u:hunter2@host:99999/db", "a port from 1 to 65535"),
+        ("postgres://u:hunter2@host:abc/db", "a port from 1 to 65535"),
+        ("postgres://u:hunter2@[::1/db", "IPv6"),
+        ("postgres://u:hunter2@host/db?sslmode=always", "sslmode to be one of"),
+        ("postgres://u:hunter2@host/db?connect_timeout=-1", "connect_timeout"),
+        ("postgres://u:hunter2@host/db?pool=5", "'pool' is not supported"),
+        ("postgres://u:hun%zzter2@host/db", "percent-encoded password"),
+    ]
+
+    @Test(arguments: malformed)
+    func malformedURLsExplainThemselvesWithoutThePassword(url: String, expected: String) {
+        switch PostgresURL.parse(url) {
+        case .success:
+            Issue.record("\(url) was accepted")
+        case .failure(let problem):
+            #expect(problem.variable == "DATABASE_URL")
+            #expect(problem.expected.contains(expected), "\(problem.expected)")
+            #expect(!problem.description.contains("hunter2"))
+            #expect(!problem.description.contains("hun%zzter2"))
+        }
+    }
+}
