@@ -9,8 +9,19 @@ let package = Package(
     dependencies: [
         .package(name: "ReliableDB", path: ".."),
         .package(url: "https://github.com/ordo-one/package-benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
     ],
     targets: [
+        // Side by side: the reliable client vs the plain PostgresNIO client, same server, same run.
+        .executableTarget(
+            name: "PostgresThroughput",
+            dependencies: [
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "ReliableDBPostgres", package: "ReliableDB"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "PipelineBenchmarks",
             dependencies: [
@@ -20,6 +31,6 @@ let package = Package(
             path: "Benchmarks/PipelineBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v6)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
-        )
+        ),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import PostgresNIO
+import ReliableDB
 import Synchronization
 import _ConnectionPoolModule
 
@@ -12,7 +13,7 @@ public final class PooledPostgresConnection: PooledConnection {
     /// The server process serving this connection (`pg_backend_pid()`).
     public let backendPID: Int32
     /// After this instant the connection is closed when released (maximum lifetime, jittered).
-    let retireAt: ContinuousClock.Instant
+    let retireAt: MonotonicTime
     private let state = Mutex(State())
 
     private struct State {
@@ -21,7 +22,7 @@ public final class PooledPostgresConnection: PooledConnection {
         var watchdog: Task<Void, Never>?
     }
 
-    init(id: Int, underlying: PostgresConnection, backendPID: Int32, retireAt: ContinuousClock.Instant) {
+    init(id: Int, underlying: PostgresConnection, backendPID: Int32, retireAt: MonotonicTime) {
         self.id = id
         self.underlying = underlying
         self.backendPID = backendPID

@@ -77,6 +77,7 @@ public final class PostgresBackend: DatabaseBackend {
         poolConfiguration.circuitBreakerTripAfter = poolTimeout
         let factoryConfiguration = configuration
         let factoryLogger = logger
+        let factoryClock = clock
         pool = Pool(
             configuration: poolConfiguration,
             idGenerator: ConnectionIDGenerator(),
@@ -100,7 +101,7 @@ public final class PostgresBackend: DatabaseBackend {
                     id: id,
                     underlying: connection,
                     backendPID: pid,
-                    retireAt: .now + maxLifetime * (1 - jitter)
+                    retireAt: factoryClock.now + maxLifetime * (1 - jitter)
                 )
                 return ConnectionAndMetadata(connection: pooled, maximalStreamsOnConnection: 1)
             } catch {
@@ -241,7 +242,7 @@ public final class PostgresBackend: DatabaseBackend {
         if discard {
             connection.markClosing(.broken)
             pool.connectionWillClose(connection.id)
-        } else if ContinuousClock.now >= connection.retireAt {
+        } else if clock.now >= connection.retireAt {
             connection.markClosing(.lifetime)
             pool.connectionWillClose(connection.id)
         }

@@ -298,6 +298,49 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    @Test func theStatementTimeoutBackstopStopsAQueryWhenNoDeadlineIsSet() async throws {
+        let backend = try PostgresBackend(
+            url: try TestServer.url(),
+            connectionLimit: 1,
+            statementTimeout: .milliseconds(200)
+        )
+        let db = ReliableDatabase(backend: backend, configuration: .init(timeouts: .init(enabled: false)))
+        let start = ContinuousClock.now
+        do {
+            try await db.query(.init("sleep")) { connection in
+                _ = try await connection.query("SELECT pg_sleep(3)", logger: logger).collect()
+            }
+            Issue.record("pg_sleep(3) outlived a 200 ms statement_timeout")
+        } catch {
+            #expect(db.metrics().errorsByClass[.timeout] == 1, "57014 from the server is a timeout")
+        }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(try await db.selectInt(.read("after"), "SELECT 1") == 1)
+        try await db.shutdown()
+    }
+
+    @Test func connectionsAreRetiredAfterTheirMaximumLifetime() async throws {
+        let clock = ManualClock()
+        let backend = try PostgresBackend(
+            url: try TestServer.url(),
+            connectionLimit: 1,
+            maxLifetime: .seconds(60),
+            clock: clock
+        )
+        let db = ReliableDatabase(backend: backend, configuration: .init(timeouts: .init(enabled: false)), clock: clock)
+        var pids: [Int] = []
+        for _ in 0..<3 {
+            let pid = try await db.selectInt(.read("pid"), "SELECT pg_backend_pid()")
+            clock.advance(by: .seconds(61))
+            // Still the same connection: the lifetime is checked when it comes back to the pool.
+            #expect(try await db.selectInt(.read("pid"), "SELECT pg_backend_pid()") == pid)
+            pids.append(pid)
+        }
+        #expect(Set(pids).count == 3, "after its lifetime each connection was replaced: \(pids)")
+        #expect(try await eventually { db.metrics().pool.closesByReason["lifetime"] ?? 0 >= 2 })
+        try await db.shutdown()
+    }
+
     @Test func connectionFailuresNameTheirCauseWithoutThePassword() async throws {
         let password = try TestServer.password
         let cases: [(String, PostgresURL, String)] = [

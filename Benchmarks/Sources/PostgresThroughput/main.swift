@@ -1,0 +1,106 @@
+// Throughput of `SELECT 1` with N concurrent callers: ReliableDB's PostgreSQL client against the
+// plain PostgresNIO client, on the same server in the same run, in alternating rounds so that
+// machine noise hits both alike. Prints per-round figures, medians and the ratio.
+//
+//   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresThroughput' scripts/test
+//
+// Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3).
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+
+let environment = ProcessInfo.processInfo.environment
+let callers = Int(environment["BENCH_CALLERS"] ?? "") ?? 10
+let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
+let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
+guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
+    case .success(var url) = PostgresURL.parse(rawURL)
+else {
+    print("set RELIABLEDB_TEST_POSTGRES_URL or DATABASE_URL to a postgres:// URL")
+    exit(2)
+}
+url.sslMode = .disable
+let logger = Logger(label: "bench")
+
+// Plain PostgresNIO client.
+var clientConfiguration = PostgresClient.Configuration(
+    host: url.host,
+    port: url.port,
+    username: url.username,
+    password: url.password?.value,
+    database: url.database,
+    tls: .disable
+)
+clientConfiguration.options.maximumConnections = callers
+let client = PostgresClient(configuration: clientConfiguration)
+let clientRunner = Task { await client.run() }
+
+// ReliableDB with the defaults a user gets (breaker, retries, deadline) on the same pool size.
+let db = ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: callers))
+let options = OperationOptions.read("select-1")
+
+func measure(_ label: String, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
+    let deadline = ContinuousClock.now + roundLength
+    let start = ContinuousClock.now
+    let count = try await withThrowingTaskGroup(of: Int.self) { group in
+        for _ in 0..<callers {
+            group.addTask {
+                var done = 0
+                while ContinuousClock.now < deadline {
+                    try await operation()
+                    done += 1
+                }
+                return done
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    let rate = Double(count) / (ContinuousClock.now - start).seconds
+    print(String(format: "  %-9@ %9.0f queries/s", label as NSString, rate))
+    return rate
+}
+
+let plain: @Sendable () async throws -> Void = {
+    for try await _ in try await client.query("SELECT 1", logger: logger) {}
+}
+let reliable: @Sendable () async throws -> Void = {
+    try await db.query(options) { connection in
+        for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+    }
+}
+
+print("SELECT 1, \(callers) concurrent callers, \(rounds) rounds of \(roundLength) each, alternating")
+print("warm-up")
+_ = try await measure("plain", plain)
+_ = try await measure("reliable", reliable)
+var plainRates: [Double] = []
+var reliableRates: [Double] = []
+for round in 1...rounds {
+    print("round \(round)")
+    if round.isMultiple(of: 2) {
+        reliableRates.append(try await measure("reliable", reliable))
+        plainRates.append(try await measure("plain", plain))
+    } else {
+        plainRates.append(try await measure("plain", plain))
+        reliableRates.append(try await measure("reliable", reliable))
+    }
+}
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+let ratios = zip(reliableRates, plainRates).map { $0 / $1 }
+print(String(format: "median plain    %9.0f queries/s", median(plainRates)))
+print(String(format: "median reliable %9.0f queries/s", median(reliableRates)))
+print(
+    String(
+        format: "ratio reliable/plain: median of per-round ratios %.3f (rounds: %@)",
+        median(ratios),
+        ratios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
+    )
+)
+print(
+    "reliable pool: \(db.metrics().pool); breaker \(db.circuitBreaker.state.rawValue); failed \(db.metrics().failedQueries)"
+)
+try await db.shutdown()
+clientRunner.cancel()
+_ = await clientRunner.value
