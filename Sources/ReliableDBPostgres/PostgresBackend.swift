@@ -30,6 +30,7 @@ public final class PostgresBackend: DatabaseBackend {
     private let logger: Logger
     private let requestIDs = Atomic<Int>(0)
     private let runner = Mutex<Task<Void, Never>?>(nil)
+    private let instruments = Mutex<ReliabilityInstruments?>(nil)
 
     /// Opens a pool (connections are made on demand) for `url`.
     ///
@@ -208,7 +209,9 @@ public final class PostgresBackend: DatabaseBackend {
                     throw PoolWaitTimedOut()
                 }
             }
-            observer.leaseEnded(granted: true, waited: ContinuousClock.now - start, timedOut: false)
+            let waited = ContinuousClock.now - start
+            observer.leaseEnded(granted: true, waited: waited, timedOut: false)
+            instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(waited.nanosecondsClamped)
             return lease
         } catch {
             let waited = ContinuousClock.now - start
@@ -301,6 +304,10 @@ public final class PostgresBackend: DatabaseBackend {
 
     public func classify(_ error: any Error) -> ErrorClassification {
         PostgresErrorClassifier.classify(error, sent: true)
+    }
+
+    public func attach(_ instruments: ReliabilityInstruments) {
+        self.instruments.withLock { $0 = instruments }
     }
 
     /// Closes every connection; in-flight statements fail.

@@ -18,6 +18,7 @@ public final class SQLiteBackend: DatabaseBackend {
     private let readers: ConnectionGate
     private let writer: ConnectionGate
     private let counters = CounterBox()
+    private let instruments = Mutex<ReliabilityInstruments?>(nil)
 
     private struct Counters {
         var opened = 0
@@ -116,6 +117,9 @@ public final class SQLiteBackend: DatabaseBackend {
             counters.withLock { $0.acquireTimeouts += 1 }
             throw DatabasePoolTimeoutError(waited: ContinuousClock.now - waitStart, statistics: poolStatistics())
         }
+        instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
+            (ContinuousClock.now - waitStart).nanosecondsClamped
+        )
         defer { gate.release() }
         return try await body()
     }
@@ -151,6 +155,10 @@ public final class SQLiteBackend: DatabaseBackend {
             $0.closed = $0.opened
             $0.isShutDown = true
         }
+    }
+
+    public func attach(_ instruments: ReliabilityInstruments) {
+        self.instruments.withLock { $0 = instruments }
     }
 
     public func classify(_ error: any Error) -> ErrorClassification {

@@ -341,6 +341,38 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    @Test func aStoppedServerTurnsTheMonitorUnhealthyWithinTwoIntervalsAndRecoveryResolves() async throws {
+        let db = try TestServer.open(try TestServer.url(), connectionLimit: 2, poolTimeout: .seconds(1))
+        let sink = AlertRecorder()
+        let interval = Duration.milliseconds(250)
+        let monitor = HealthMonitor(
+            database: db,
+            configuration: .init(interval: interval, alerts: .init(labels: ["service": "test"])),
+            sinks: [sink]
+        )
+        let runner = Task { try await monitor.run() }
+        #expect(try await eventually { monitor.hasChecked && monitor.status.state == .healthy })
+        #expect(monitor.status.score == 100)
+
+        try await TestServer.control("stop")
+        let stopped = ContinuousClock.now
+        #expect(try await eventually { monitor.status.state == .unhealthy })
+        let detection = ContinuousClock.now - stopped
+        #expect(detection <= interval * 2 + .seconds(1), "unhealthy after \(detection)")
+        #expect(monitor.status.score < 70)
+        #expect(!monitor.status.checks.connectivity)
+        #expect(monitor.status.lastError?.contains("refused") == true || monitor.status.lastError != nil)
+        #expect(sink.kinds(.firing).contains(.healthScore))
+
+        try await TestServer.control("start")
+        #expect(try await eventually(within: .seconds(30)) { monitor.status.state == .healthy })
+        #expect(try await eventually { sink.kinds(.resolved).contains(.healthScore) })
+        #expect(monitor.status.activeAlerts.isEmpty)
+        runner.cancel()
+        try await runner.value
+        try await db.shutdown()
+    }
+
     @Test func connectionFailuresNameTheirCauseWithoutThePassword() async throws {
         let password = try TestServer.password
         let cases: [(String, PostgresURL, String)] = [
@@ -406,6 +438,18 @@ struct PostgresBackendTests {
             }
         )
         try await db.shutdown()
+    }
+}
+
+final class AlertRecorder: AlertSink {
+    private let received = Mutex<[AlertNotification]>([])
+
+    func deliver(_ notification: AlertNotification) {
+        received.withLock { $0.append(notification) }
+    }
+
+    func kinds(_ status: AlertStatus) -> [AlertKind] {
+        received.withLock { $0.filter { $0.status == status }.map(\.kind) }
     }
 }
 

@@ -13,10 +13,16 @@ public final class CircuitBreaker: Sendable {
     private let wallClockAnchor: (wall: Date, monotonic: MonotonicTime)
     /// State changes, for alerting, metrics and logs.
     public let transitions = EventBroadcaster<CircuitTransition>()
+    private let instruments: ReliabilityInstruments?
 
-    public init(configuration: CircuitBreakerConfiguration = .init(), clock: any ReliabilityClock = SystemClock()) {
+    public init(
+        configuration: CircuitBreakerConfiguration = .init(),
+        clock: any ReliabilityClock = SystemClock(),
+        instruments: ReliabilityInstruments? = nil
+    ) {
         self.configuration = configuration
         self.clock = clock
+        self.instruments = instruments
         machine = Mutex(CircuitBreakerStateMachine(configuration: configuration))
         wallClockAnchor = (Date(), clock.now)
     }
@@ -33,16 +39,22 @@ public final class CircuitBreaker: Sendable {
     @usableFromInline
     func acquire(at now: MonotonicTime) -> CircuitBreakerStateMachine.Decision {
         let (decision, transition) = machine.withLock { $0.acquire(at: now) }
-        if let transition { transitions.emit(transition) }
+        if let transition { publish(transition) }
         return decision
+    }
+
+    private func publish(_ transition: CircuitTransition) {
+        instruments?.recordTransition(transition)
+        transitions.emit(transition)
     }
 
     /// Reports how a permitted call ended.
     public func record(_ permit: CircuitBreakerStateMachine.Permit, outcome: CircuitCallOutcome, duration: Duration) {
         guard permit.isCounted else { return }
+        instruments?.recordBreakerCall(outcome)
         let now = clock.now
         let transition = machine.withLock { $0.record(permit, outcome: outcome, duration: duration, at: now) }
-        if let transition { transitions.emit(transition) }
+        if let transition { publish(transition) }
     }
 
     /// The current state. An open breaker whose timeout has elapsed still reads `OPEN` until the
@@ -55,14 +67,14 @@ public final class CircuitBreaker: Sendable {
     public func forceState(_ state: CircuitState) {
         let now = clock.now
         let transition = machine.withLock { $0.force(state, at: now) }
-        if let transition { transitions.emit(transition) }
+        if let transition { publish(transition) }
     }
 
     /// Closes the breaker and forgets the failures counted so far.
     public func reset() {
         let now = clock.now
         let transition = machine.withLock { $0.reset(at: now) }
-        if let transition { transitions.emit(transition) }
+        if let transition { publish(transition) }
     }
 
     /// A consistent snapshot of the breaker's state and counters.

@@ -83,6 +83,11 @@ public final class OperationMetricsRecorder: Sendable {
         case rejected
     }
 
+    /// Ends an operation that is not counted (a health probe).
+    func operationAbandoned() {
+        active.subtract(1, ordering: .relaxed)
+    }
+
     func operationFinished(_ name: String, duration: Duration, outcome: Outcome) {
         active.subtract(1, ordering: .relaxed)
         let micros = UInt64(max(0, duration.nanosecondsClamped / 1000))

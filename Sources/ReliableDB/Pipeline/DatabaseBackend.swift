@@ -16,6 +16,13 @@ public protocol DatabaseBackend: ErrorClassifier {
 
     /// Closes every connection. Operations after this fail.
     func shutdown() async throws
+
+    /// Hands the backend the instruments to record pool metrics (acquire time) into.
+    func attach(_ instruments: ReliabilityInstruments)
+}
+
+extension DatabaseBackend {
+    public func attach(_ instruments: ReliabilityInstruments) {}
 }
 
 /// What one successful probe learned about the server.

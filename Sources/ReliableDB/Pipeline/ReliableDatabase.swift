@@ -14,6 +14,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let configuration: ReliabilityConfiguration
     public let circuitBreaker: CircuitBreaker
     public let operationMetrics: OperationMetricsRecorder
+    /// Event metrics for an exporter; nil records nothing beyond ``operationMetrics``.
+    public let instruments: ReliabilityInstruments?
     public let events = EventBroadcaster<PipelineEvent>()
     public let clock: any ReliabilityClock
     /// Fires the deadlines of operations in flight.
@@ -22,17 +24,25 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     private let jitter: Mutex<SplitMix64>
 
     /// - Parameters:
+    ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
     ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
     public init(
         backend: Backend,
         configuration: ReliabilityConfiguration = .init(),
         clock: any ReliabilityClock = SystemClock(),
+        instruments: ReliabilityInstruments? = nil,
         jitterSeed: UInt64? = nil
     ) {
         raw = backend
         self.configuration = configuration
         self.clock = clock
-        circuitBreaker = CircuitBreaker(configuration: configuration.circuitBreaker, clock: clock)
+        self.instruments = instruments
+        circuitBreaker = CircuitBreaker(
+            configuration: configuration.circuitBreaker,
+            clock: clock,
+            instruments: instruments
+        )
+        if let instruments { backend.attach(instruments) }
         operationMetrics = OperationMetricsRecorder(
             slowQueryThreshold: configuration.slowQueryThreshold,
             maxOperationNames: configuration.maxOperationNames
@@ -79,7 +89,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 case .permitted(let granted):
                     permit = granted
                 case .rejected(let state, let retryAfter):
-                    operationMetrics.operationFinished(options.name, duration: clock.now - start, outcome: .rejected)
+                    finish(options, duration: clock.now - start, outcome: .rejected)
                     throw DatabaseCircuitBreakerError(
                         operation: options.name,
                         state: state,
@@ -101,7 +111,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 if let permit {
                     circuitBreaker.record(permit, outcome: .success, duration: end - attemptStart)
                 }
-                operationMetrics.operationFinished(options.name, duration: end - start, outcome: .success)
+                finish(options, duration: end - start, outcome: .success)
                 return value
             } catch {
                 let end = clock.now
@@ -116,7 +126,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     )
                 }
                 if errorClass == .timeout, let timeout {
-                    operationMetrics.operationFinished(options.name, duration: end - start, outcome: .failure(.timeout))
+                    finish(options, duration: end - start, outcome: .failure(.timeout))
                     events.emit(.timedOut(operation: options.name, elapsed: end - start))
                     throw DatabaseTimeoutError(
                         operation: options.name,
@@ -135,11 +145,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     deadline: deadline
                 )
                 guard case .retry(let delay) = verdict else {
-                    operationMetrics.operationFinished(
-                        options.name,
-                        duration: end - start,
-                        outcome: .failure(errorClass)
-                    )
+                    finish(options, duration: end - start, outcome: .failure(errorClass))
                     guard case .stop(let reason) = verdict, attempt > 1 || reason == .budgetExhausted else {
                         throw error
                     }
@@ -152,22 +158,35 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     )
                 }
                 operationMetrics.retryScheduled(options.name)
+                instruments?.recordRetry()
                 events.emit(
                     .retryScheduled(operation: options.name, attempt: attempt, delay: delay, errorClass: errorClass)
                 )
                 do {
                     try await clock.sleep(until: end + delay)
                 } catch {
-                    operationMetrics.operationFinished(
-                        options.name,
-                        duration: clock.now - start,
-                        outcome: .failure(.cancelled)
-                    )
+                    finish(options, duration: clock.now - start, outcome: .failure(.cancelled))
                     throw error
                 }
                 attemptStart = clock.now
             }
         }
+    }
+
+    /// Records the operation's end. Health probes are left out, so an idle service's query
+    /// statistics are not made of its own health checks.
+    private func finish(_ options: OperationOptions, duration: Duration, outcome: OperationMetricsRecorder.Outcome) {
+        guard options.kind != .healthCheck else {
+            operationMetrics.operationAbandoned()
+            return
+        }
+        operationMetrics.operationFinished(options.name, duration: duration, outcome: outcome)
+        instruments?.recordFinished(
+            options.name,
+            duration: duration,
+            outcome: outcome,
+            slowThreshold: configuration.slowQueryThreshold
+        )
     }
 
     private enum RetryVerdict {

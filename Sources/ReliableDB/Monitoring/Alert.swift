@@ -1,0 +1,78 @@
+import Foundation
+
+/// The conditions the seed alerts on.
+public enum AlertKind: String, Sendable, CaseIterable, Codable {
+    /// The circuit breaker left CLOSED (fires) or returned to it (resolves).
+    case circuitBreakerState = "circuit_breaker_state"
+    /// Pool utilization above `DB_ALERT_POOL_UTILIZATION_THRESHOLD`.
+    case poolUtilization = "pool_utilization"
+    /// Average query time above `DB_ALERT_QUERY_TIME_THRESHOLD`.
+    case slowQueries = "slow_queries"
+    /// Error rate above `DB_ALERT_ERROR_RATE_THRESHOLD`.
+    case errorRate = "error_rate"
+    /// Health score below `DB_ALERT_HEALTH_SCORE_THRESHOLD`.
+    case healthScore = "health_score"
+}
+
+public enum AlertSeverity: String, Sendable, Codable {
+    case warning
+    case critical
+}
+
+public enum AlertStatus: String, Sendable, Codable {
+    case firing
+    case resolved
+}
+
+/// One message about one alert: it started firing, is still firing (a repeat), or resolved.
+public struct AlertNotification: Sendable, Codable, Equatable {
+    public var kind: AlertKind
+    /// Identifies the alert across its notifications; receivers deduplicate on it.
+    public var fingerprint: String
+    public var status: AlertStatus
+    public var severity: AlertSeverity
+    /// One line a person can act on, e.g. "Pool utilization 92% is above 80%".
+    public var summary: String
+    /// The observed value and the threshold it crossed, in the kind's unit (%, ms, score).
+    public var value: Double
+    public var threshold: Double
+    public var startsAt: Date
+    /// Set when resolved.
+    public var endsAt: Date?
+    /// True for the reminders sent while an alert keeps firing.
+    public var isRepeat: Bool
+    /// Low-cardinality context: `service`, `backend`.
+    public var labels: [String: String]
+
+    public init(
+        kind: AlertKind,
+        fingerprint: String,
+        status: AlertStatus,
+        severity: AlertSeverity,
+        summary: String,
+        value: Double,
+        threshold: Double,
+        startsAt: Date,
+        endsAt: Date? = nil,
+        isRepeat: Bool = false,
+        labels: [String: String] = [:]
+    ) {
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.status = status
+        self.severity = severity
+        self.summary = summary
+        self.value = value
+        self.threshold = threshold
+        self.startsAt = startsAt
+        self.endsAt = endsAt
+        self.isRepeat = isRepeat
+        self.labels = labels
+    }
+}
+
+/// Where alert notifications go. `deliver` must return at once (queue, then send in the
+/// background): it is called from the health monitor and must never hold up a query.
+public protocol AlertSink: Sendable {
+    func deliver(_ notification: AlertNotification)
+}

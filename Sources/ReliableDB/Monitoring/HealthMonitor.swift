@@ -1,0 +1,328 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Checks the database every interval, keeps the latest ``HealthStatus``, and raises alerts.
+///
+/// Runs as a swift-service-lifecycle `Service`. Reading ``status`` never runs a query: HTTP health
+/// endpoints and dashboards read the cached result, so a flood of health requests cannot add load
+/// to a struggling database. At most one check is in flight; callers of ``checkNow()`` during a
+/// check share its result. Breaker transitions raise or resolve the breaker alert at once, without
+/// waiting for the next check.
+public final class HealthMonitor: Service, Sendable {
+    public struct Configuration: Sendable, Equatable {
+        /// `DB_MONITORING`: false makes ``run()`` return at once (on-demand checks still work).
+        public var enabled: Bool
+        /// `DB_HEALTH_CHECK_INTERVAL`.
+        public var interval: Duration
+        /// The `DB_ALERT_*_THRESHOLD` values.
+        public var thresholds: AlertThresholds
+        public var alerts: AlertEngine.Configuration
+
+        public init(
+            enabled: Bool = true,
+            interval: Duration = .seconds(30),
+            thresholds: AlertThresholds = .init(),
+            alerts: AlertEngine.Configuration = .init()
+        ) {
+            self.enabled = enabled
+            self.interval = interval
+            self.thresholds = thresholds
+            self.alerts = alerts
+        }
+
+        /// The monitor settings the environment configures.
+        public init(_ configuration: ReliableDBConfiguration, service: String = "reliabledb") {
+            self.init(
+                enabled: configuration.monitoringEnabled,
+                interval: configuration.healthCheckInterval,
+                thresholds: configuration.alertThresholds,
+                alerts: .init(labels: ["service": service, "backend": configuration.database.backendName])
+            )
+        }
+    }
+
+    public let configuration: Configuration
+    private let probe: @Sendable () async -> Result<ProbeResult, any Error>
+    private let snapshot: @Sendable () -> MetricsSnapshot
+    private let breaker: CircuitBreaker
+    private let sinks: [any AlertSink]
+    private let clock: any ReliabilityClock
+    private let logger: Logger
+    private let startedAt: MonotonicTime
+    private let state: Mutex<State>
+
+    private struct State {
+        var status: HealthStatus
+        var engine: AlertEngine
+        var previous: OperationMetricsSnapshot?
+        var inFlight: Task<HealthStatus, Never>?
+        var checks = 0
+    }
+
+    public init<Backend: DatabaseBackend>(
+        database: ReliableDatabase<Backend>,
+        configuration: Configuration = .init(),
+        sinks: [any AlertSink] = [],
+        logger: Logger = Logger(label: "reliabledb.monitor")
+    ) {
+        self.configuration = configuration
+        probe = { await database.probe() }
+        snapshot = { database.metrics() }
+        breaker = database.circuitBreaker
+        self.sinks = sinks
+        clock = database.clock
+        self.logger = logger
+        startedAt = database.clock.now
+        let initial = HealthStatus(
+            state: .unhealthy,
+            score: 0,
+            checks: HealthChecks(
+                connectivity: false,
+                queryPerformance: true,
+                poolHealth: true,
+                circuitBreakerState: true
+            ),
+            checkedAt: nil,
+            uptime: .zero,
+            metrics: database.metrics(),
+            lastError: "no health check has run yet"
+        )
+        state = Mutex(State(status: initial, engine: AlertEngine(configuration: configuration.alerts)))
+    }
+
+    /// The result of the last check, with the current uptime. Never touches the database.
+    public var status: HealthStatus {
+        let uptime = clock.now - startedAt
+        return state.withLock { state in
+            var status = state.status
+            status.uptime = uptime
+            return status
+        }
+    }
+
+    /// Whether at least one check has finished.
+    public var hasChecked: Bool {
+        state.withLock { $0.checks > 0 }
+    }
+
+    /// Runs a check now, or joins the one in flight.
+    @discardableResult
+    public func checkNow() async -> HealthStatus {
+        let task = state.withLock { state -> Task<HealthStatus, Never> in
+            if let inFlight = state.inFlight { return inFlight }
+            let task = Task { await self.performCheck() }
+            state.inFlight = task
+            return task
+        }
+        return await task.value
+    }
+
+    /// Checks every interval until cancelled or the service group shuts down gracefully.
+    public func run() async throws {
+        guard configuration.enabled else { return }
+        await withTaskGroup(of: Void.self) { group in
+            let transitions = breaker.transitions.subscribe()
+            group.addTask {
+                for await transition in transitions {
+                    self.breakerChanged(to: transition.to)
+                }
+            }
+            group.addTask {
+                await cancelWhenGracefulShutdown {
+                    while !Task.isCancelled {
+                        await self.checkNow()
+                        do {
+                            try await self.clock.sleep(for: self.configuration.interval)
+                        } catch {
+                            return
+                        }
+                    }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func performCheck() async -> HealthStatus {
+        let result = await probe()
+        let metrics = snapshot()
+        let now = clock.now
+        let wallClock = Date()
+        let thresholds = configuration.thresholds
+        let (status, notifications) = state.withLock { state -> (HealthStatus, [AlertNotification]) in
+            let recent = Self.recentWindow(current: metrics.queries, previous: state.previous)
+            state.previous = metrics.queries
+            let verdict = HealthScore.evaluate(
+                .init(
+                    probeSucceeded: result.isSuccess,
+                    breakerState: metrics.circuitBreaker.state,
+                    recentAverageQueryTime: recent.averageQueryTime,
+                    recentErrorRate: recent.errorRate,
+                    poolUtilization: metrics.pool.utilization,
+                    poolWaiting: metrics.pool.waiting
+                ),
+                thresholds: thresholds
+            )
+            let observations = Self.observations(
+                verdict: verdict,
+                metrics: metrics,
+                recent: recent,
+                thresholds: thresholds
+            )
+            let notifications = state.engine.evaluate(observations, at: now, wallClock: wallClock)
+            state.status = HealthStatus(
+                state: verdict.state,
+                score: verdict.score,
+                checks: verdict.checks,
+                checkedAt: wallClock,
+                uptime: now - startedAt,
+                metrics: metrics,
+                recentAverageQueryTime: recent.averageQueryTime,
+                recentErrorRate: recent.errorRate,
+                activeAlerts: state.engine.firing,
+                lastError: result.failureDescription,
+                serverVersion: (try? result.get())?.serverVersion ?? state.status.serverVersion
+            )
+            state.checks += 1
+            state.inFlight = nil
+            return (state.status, notifications)
+        }
+        if status.state != .healthy {
+            logger.warning(
+                "database \(status.state.rawValue)",
+                metadata: ["score": "\(status.score)", "error": "\(status.lastError ?? "-")"]
+            )
+        }
+        deliver(notifications)
+        return status
+    }
+
+    private func breakerChanged(to newState: CircuitState) {
+        let now = clock.now
+        let notifications = state.withLock { state -> [AlertNotification] in
+            let notifications = state.engine.evaluate(
+                [Self.breakerObservation(newState)],
+                at: now,
+                wallClock: Date()
+            )
+            state.status.activeAlerts = state.engine.firing
+            return notifications
+        }
+        deliver(notifications)
+    }
+
+    private func deliver(_ notifications: [AlertNotification]) {
+        for notification in notifications {
+            logger.notice(
+                "alert \(notification.status.rawValue)",
+                metadata: ["alert": "\(notification.kind.rawValue)", "summary": "\(notification.summary)"]
+            )
+            for sink in sinks { sink.deliver(notification) }
+        }
+    }
+
+    struct RecentWindow {
+        var averageQueryTime: Duration
+        var errorRate: Double
+    }
+
+    /// Average query time and error rate since the previous check, so a long-running service's
+    /// lifetime averages do not hide a fresh problem.
+    static func recentWindow(current: OperationMetricsSnapshot, previous: OperationMetricsSnapshot?) -> RecentWindow {
+        let previousSuccesses = previous?.successfulQueries ?? 0
+        let previousFailures = previous?.failedQueries ?? 0
+        let previousCount = previousSuccesses + previousFailures
+        let count = current.successfulQueries + current.failedQueries
+        let newCalls = count - previousCount
+        guard newCalls > 0 else { return RecentWindow(averageQueryTime: .zero, errorRate: 0) }
+        let previousTotal = (previous?.averageQueryTime ?? .zero) * previousCount
+        let total = current.averageQueryTime * count
+        let average = max(.zero, (total - previousTotal) / newCalls)
+        let newFailures = current.failedQueries - previousFailures
+        return RecentWindow(averageQueryTime: average, errorRate: Double(newFailures) * 100 / Double(newCalls))
+    }
+
+    static func breakerObservation(_ state: CircuitState) -> AlertEngine.Observation {
+        AlertEngine.Observation(
+            kind: .circuitBreakerState,
+            active: state != .closed && state != .disabled,
+            value: state == .closed || state == .disabled ? 0 : 1,
+            threshold: 0,
+            summary: "Circuit breaker is \(state.rawValue)"
+        )
+    }
+
+    static func observations(
+        verdict: HealthScore.Verdict,
+        metrics: MetricsSnapshot,
+        recent: RecentWindow,
+        thresholds: AlertThresholds
+    ) -> [AlertEngine.Observation] {
+        let utilization = metrics.pool.utilization
+        let averageMs = recent.averageQueryTime.milliseconds
+        return [
+            breakerObservation(metrics.circuitBreaker.state),
+            .init(
+                kind: .poolUtilization,
+                active: utilization > thresholds.poolUtilization,
+                value: utilization,
+                threshold: thresholds.poolUtilization,
+                summary: String(
+                    format: "Pool utilization %.0f%% (threshold %.0f%%)",
+                    utilization,
+                    thresholds.poolUtilization
+                )
+            ),
+            .init(
+                kind: .slowQueries,
+                active: recent.averageQueryTime > thresholds.queryTime,
+                value: averageMs,
+                threshold: thresholds.queryTime.milliseconds,
+                summary: String(
+                    format: "Average query time %.0f ms (threshold %.0f ms)",
+                    averageMs,
+                    thresholds.queryTime.milliseconds
+                )
+            ),
+            .init(
+                kind: .errorRate,
+                active: recent.errorRate > thresholds.errorRate,
+                value: recent.errorRate,
+                threshold: thresholds.errorRate,
+                summary: String(format: "Error rate %.1f%% (threshold %.1f%%)", recent.errorRate, thresholds.errorRate)
+            ),
+            .init(
+                kind: .healthScore,
+                active: verdict.score < thresholds.healthScore,
+                value: verdict.score,
+                threshold: thresholds.healthScore,
+                summary: String(format: "Health score %.0f (threshold %.0f)", verdict.score, thresholds.healthScore)
+            ),
+        ]
+    }
+}
+
+extension Result {
+    fileprivate var isSuccess: Bool {
+        if case .success = self { return true }
+        return false
+    }
+
+    fileprivate var failureDescription: String? {
+        if case .failure(let error) = self { return "\(error)" }
+        return nil
+    }
+}
+
+extension DatabaseLocation {
+    /// `sqlite` or `postgresql`, for labels.
+    public var backendName: String {
+        switch self {
+        case .sqlite: "sqlite"
+        case .postgres: "postgresql"
+        }
+    }
+}

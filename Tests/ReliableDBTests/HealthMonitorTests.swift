@@ -1,0 +1,286 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import ReliableDB
+
+/// A backend whose probe result and pool numbers the test sets.
+final class ScriptedBackend: DatabaseBackend {
+    private let state = Mutex<(reachable: Bool, pool: PoolStatistics, probes: Int)>((true, PoolStatistics(max: 10), 0))
+
+    var backendName: String { "scripted" }
+    var reachable: Bool {
+        get { state.withLock { $0.reachable } }
+        set { state.withLock { $0.reachable = newValue } }
+    }
+    var pool: PoolStatistics {
+        get { state.withLock { $0.pool } }
+        set { state.withLock { $0.pool = newValue } }
+    }
+    var probes: Int { state.withLock { $0.probes } }
+
+    func classify(_ error: any Error) -> ErrorClassification {
+        (error as? ClassifiedError).map { ErrorClassification($0.errorClass) } ?? ErrorClassification(.caller)
+    }
+
+    func poolStatistics() -> PoolStatistics { pool }
+
+    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
+        let reachable = state.withLock { state -> Bool in
+            state.probes += 1
+            return state.reachable
+        }
+        guard reachable else { throw ClassifiedError(errorClass: .connection) }
+        return ProbeResult(serverVersion: "scripted 1.0", roundTrip: .milliseconds(1))
+    }
+
+    func shutdown() async throws {}
+}
+
+final class RecordingSink: AlertSink {
+    private let received = Mutex<[AlertNotification]>([])
+
+    func deliver(_ notification: AlertNotification) {
+        received.withLock { $0.append(notification) }
+    }
+
+    var notifications: [AlertNotification] { received.withLock { $0 } }
+
+    func of(_ kind: AlertKind) -> [AlertNotification] {
+        notifications.filter { $0.kind == kind }
+    }
+}
+
+@Suite("Health monitor and alerts")
+struct HealthMonitorTests {
+    struct Fixture {
+        let clock = ManualClock()
+        let backend = ScriptedBackend()
+        let sink = RecordingSink()
+        let db: ReliableDatabase<ScriptedBackend>
+        let monitor: HealthMonitor
+
+        init(pendingFor: Duration = .zero, repeatInterval: Duration = .seconds(600)) {
+            db = ReliableDatabase(
+                backend: backend,
+                configuration: .init(
+                    circuitBreaker: .init(failureThreshold: 3, retry: .none),
+                    timeouts: .init(enabled: false)
+                ),
+                clock: clock
+            )
+            monitor = HealthMonitor(
+                database: db,
+                configuration: .init(
+                    interval: .seconds(30),
+                    thresholds: .init(
+                        healthScore: 70,
+                        poolUtilization: 80,
+                        queryTime: .milliseconds(100),
+                        errorRate: 5
+                    ),
+                    alerts: .init(pendingFor: pendingFor, repeatInterval: repeatInterval, labels: ["service": "test"])
+                ),
+                sinks: [sink]
+            )
+        }
+
+        /// Runs operations taking `duration` each on the manual clock; `failing` of them fail.
+        func traffic(count: Int, failing: Int = 0, duration: Duration = .milliseconds(1)) async {
+            for index in 0..<count {
+                _ = try? await db.execute(OperationOptions("op", retries: false)) { _ in
+                    clock.advance(by: duration)
+                    if index < failing { throw ClassifiedError(errorClass: .caller) }
+                    return 1
+                }
+            }
+        }
+    }
+
+    @Test func aHealthyDatabaseScoresFullMarks() async {
+        let fixture = Fixture()
+        await fixture.traffic(count: 10)
+        let status = await fixture.monitor.checkNow()
+        #expect(status.state == .healthy)
+        #expect(status.score == 100)
+        #expect(
+            status.checks
+                == HealthChecks(connectivity: true, queryPerformance: true, poolHealth: true, circuitBreakerState: true)
+        )
+        #expect(status.serverVersion == "scripted 1.0")
+        #expect(fixture.sink.notifications.isEmpty)
+    }
+
+    @Test func readingTheStatusNeverProbes() async {
+        let fixture = Fixture()
+        await fixture.monitor.checkNow()
+        let probes = fixture.backend.probes
+        for _ in 0..<100 { _ = fixture.monitor.status }
+        #expect(fixture.backend.probes == probes)
+    }
+
+    @Test func concurrentChecksShareOneProbe() async {
+        let fixture = Fixture()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 { group.addTask { await fixture.monitor.checkNow() } }
+        }
+        #expect(fixture.backend.probes < 50, "checks in flight were joined, not repeated")
+    }
+
+    @Test func anUnreachableDatabaseIsUnhealthyAndFiresTheHealthScoreAlert() async {
+        let fixture = Fixture()
+        fixture.backend.reachable = false
+        let status = await fixture.monitor.checkNow()
+        #expect(status.state == .unhealthy)
+        #expect(status.score == 60)
+        #expect(!status.checks.connectivity)
+        #expect(status.lastError != nil)
+        let alerts = fixture.sink.of(.healthScore)
+        #expect(alerts.count == 1)
+        #expect(alerts.first?.status == .firing)
+        #expect(alerts.first?.severity == .critical)
+        #expect(status.activeAlerts.map(\.kind) == [.healthScore])
+    }
+
+    @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore])
+    func eachAlertFiresAfterItsConditionHoldsIsNotRepeatedEarlyRepeatsAndResolves(kind: AlertKind) async {
+        let fixture = Fixture(pendingFor: .seconds(60), repeatInterval: .seconds(300))
+        func unhealthyInterval() async {
+            switch kind {
+            case .poolUtilization: fixture.backend.pool = PoolStatistics(total: 10, active: 9, idle: 1, max: 10)
+            case .slowQueries: await fixture.traffic(count: 5, duration: .milliseconds(500))
+            case .errorRate: await fixture.traffic(count: 10, failing: 5)
+            case .healthScore: fixture.backend.reachable = false
+            case .circuitBreakerState: break
+            }
+        }
+        func healthyInterval() async {
+            fixture.backend.pool = PoolStatistics(max: 10)
+            fixture.backend.reachable = true
+            await fixture.traffic(count: 10)
+        }
+        func check() async {
+            fixture.clock.advance(by: .seconds(30))
+            await fixture.monitor.checkNow()
+        }
+
+        await unhealthyInterval()
+        await check()
+        #expect(fixture.sink.of(kind).isEmpty, "pending: the condition has held for 0 s of the 60 s required")
+        await unhealthyInterval()
+        await check()
+        #expect(fixture.sink.of(kind).isEmpty, "still pending after 30 s")
+        await unhealthyInterval()
+        await check()
+        #expect(fixture.sink.of(kind).map(\.status) == [.firing], "fires once it held for 60 s")
+        #expect(fixture.monitor.status.activeAlerts.contains { $0.kind == kind })
+        for _ in 0..<4 {
+            await unhealthyInterval()
+            await check()
+        }
+        let firing = fixture.sink.of(kind)
+        #expect(firing.count == 1, "deduplicated: no second message within the 300 s repeat interval")
+        for _ in 0..<6 {
+            await unhealthyInterval()
+            await check()
+        }
+        #expect(fixture.sink.of(kind).filter(\.isRepeat).count == 1, "repeated after 300 s")
+        #expect(Set(fixture.sink.of(kind).map(\.fingerprint)).count == 1, "one fingerprint per incident")
+        await healthyInterval()
+        await check()
+        let last = fixture.sink.of(kind).last
+        #expect(last?.status == .resolved)
+        #expect(last?.endsAt != nil)
+        #expect(!fixture.monitor.status.activeAlerts.contains { $0.kind == kind })
+    }
+
+    @Test func breakerTransitionsAlertImmediately() async throws {
+        let fixture = Fixture()
+        let runner = Task { try await fixture.monitor.run() }
+        await fixture.clock.waitForSleepers(count: 1)
+        fixture.db.circuitBreaker.forceState(.open)
+        #expect(await eventually { fixture.sink.of(.circuitBreakerState).count == 1 })
+        fixture.db.circuitBreaker.forceState(.halfOpen)
+        fixture.db.circuitBreaker.forceState(.open)
+        fixture.db.circuitBreaker.reset()
+        #expect(await eventually { fixture.sink.of(.circuitBreakerState).count == 2 })
+        #expect(
+            fixture.sink.of(.circuitBreakerState).map(\.status) == [.firing, .resolved],
+            "OPEN→HALF_OPEN→OPEN is one incident"
+        )
+        runner.cancel()
+        try await runner.value
+    }
+
+    @Test func theMonitorChecksEveryInterval() async throws {
+        let fixture = Fixture()
+        let runner = Task { try await fixture.monitor.run() }
+        await fixture.clock.waitForSleepers(count: 1)
+        #expect(fixture.backend.probes == 1)
+        for expected in 2...4 {
+            fixture.clock.advance(by: .seconds(30))
+            #expect(await eventually { fixture.backend.probes == expected })
+            await fixture.clock.waitForSleepers(count: 1)
+        }
+        runner.cancel()
+        try await runner.value
+        #expect(fixture.monitor.hasChecked)
+    }
+
+    @Test func aDisabledMonitorDoesNotRun() async throws {
+        let clock = ManualClock()
+        let db = ReliableDatabase(backend: ScriptedBackend(), clock: clock)
+        let monitor = HealthMonitor(database: db, configuration: .init(enabled: false))
+        try await monitor.run()
+        #expect(!monitor.hasChecked)
+    }
+
+    @Test func scoreFormula() {
+        let thresholds = AlertThresholds(
+            healthScore: 70,
+            poolUtilization: 80,
+            queryTime: .milliseconds(100),
+            errorRate: 5
+        )
+        func score(_ inputs: HealthScore.Inputs) -> HealthScore.Verdict {
+            HealthScore.evaluate(inputs, thresholds: thresholds)
+        }
+        let healthy = HealthScore.Inputs(
+            probeSucceeded: true,
+            breakerState: .closed,
+            recentAverageQueryTime: .milliseconds(10),
+            recentErrorRate: 0,
+            poolUtilization: 10,
+            poolWaiting: 0
+        )
+        #expect(score(healthy).score == 100)
+        var slow = healthy
+        slow.recentAverageQueryTime = .milliseconds(250)  // 2.5× threshold: half the 15 points
+        #expect(score(slow).score == 93)
+        #expect(score(slow).state == .degraded)
+        var open = healthy
+        open.breakerState = .open
+        #expect(score(open).score == 80)
+        #expect(score(open).state == .unhealthy)
+        var saturated = healthy
+        saturated.poolUtilization = 90
+        #expect(score(saturated).score == 95)
+        saturated.poolWaiting = 3
+        #expect(score(saturated).score == 90)
+        #expect(!score(saturated).checks.poolHealth)
+        var down = healthy
+        down.probeSucceeded = false
+        down.breakerState = .open
+        down.recentErrorRate = 100
+        #expect(score(down).score == 25)
+    }
+}
+
+/// Polls an in-process condition, yielding between polls.
+func eventually(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<100_000 {
+        if condition() { return true }
+        await Task.yield()
+    }
+    return condition()
+}
