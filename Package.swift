@@ -13,12 +13,14 @@ let package = Package(
         .library(name: "ReliableDB", targets: ["ReliableDB"]),
         .library(name: "ReliableDBSQLite", targets: ["ReliableDBSQLite"]),
         .library(name: "ReliableDBPostgres", targets: ["ReliableDBPostgres"]),
+        .library(name: "ReliableDBPrometheus", targets: ["ReliableDBPrometheus"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
@@ -33,6 +35,15 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBPrometheus",
+            dependencies: [
+                "ReliableDB",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strictSwift
         ),
@@ -70,6 +81,13 @@ let package = Package(
         .testTarget(
             name: "ReliableDBTests",
             dependencies: ["ReliableDB"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBPrometheusTests",
+            dependencies: [
+                "ReliableDB", "ReliableDBPrometheus", .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(
