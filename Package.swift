@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ReliableDBSQLite", targets: ["ReliableDBSQLite"]),
         .library(name: "ReliableDBPostgres", targets: ["ReliableDBPostgres"]),
         .library(name: "ReliableDBPrometheus", targets: ["ReliableDBPrometheus"]),
+        .library(name: "ReliableDBWebhook", targets: ["ReliableDBWebhook"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
@@ -21,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
@@ -44,6 +47,17 @@ let package = Package(
                 "ReliableDB",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBWebhook",
+            dependencies: [
+                "ReliableDB",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
         ),
@@ -87,6 +101,17 @@ let package = Package(
             name: "ReliableDBPrometheusTests",
             dependencies: [
                 "ReliableDB", "ReliableDBPrometheus", .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBWebhookTests",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBWebhook",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strictSwift
         ),
