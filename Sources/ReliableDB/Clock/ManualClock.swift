@@ -17,6 +17,8 @@ public final class ManualClock: ReliabilityClock {
         var nextID: UInt64 = 0
         var sleepers: [Sleeper] = []
         var cancelledBeforeRegistration: Set<UInt64> = []
+        /// Tasks waiting in ``waitForSleepers(count:)``.
+        var watchers: [(id: UInt64, count: Int, continuation: CheckedContinuation<Bool, Never>)] = []
     }
 
     private let state: Mutex<State>
@@ -41,19 +43,24 @@ public final class ManualClock: ReliabilityClock {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let immediate: Result<Void, any Error>? = state.withLock { state in
+                let (immediate, satisfied) = state.withLock {
+                    state -> (Result<Void, any Error>?, [CheckedContinuation<Bool, Never>]) in
                     if state.cancelledBeforeRegistration.remove(id) != nil {
-                        return .failure(CancellationError())
+                        return (.failure(CancellationError()), [])
                     }
                     if deadline <= state.now {
-                        return .success(())
+                        return (.success(()), [])
                     }
                     state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
-                    return nil
+                    let count = state.sleepers.count
+                    let satisfied = state.watchers.filter { $0.count <= count }.map(\.continuation)
+                    state.watchers.removeAll { $0.count <= count }
+                    return (nil, satisfied)
                 }
                 if let immediate {
                     continuation.resume(with: immediate)
                 }
+                for watcher in satisfied { watcher.resume(returning: true) }
             }
         } onCancel: {
             let sleeper = state.withLock { state -> Sleeper? in
@@ -86,16 +93,33 @@ public final class ManualClock: ReliabilityClock {
         }
     }
 
-    /// Waits (by yielding, not sleeping) until at least `count` tasks sleep on this clock.
-    ///
-    /// Gives up after `maxYields` scheduler turns and returns false, so a broken test fails instead
-    /// of hanging.
+    /// Waits until at least `count` tasks sleep on this clock, so a test moves time only once the
+    /// code under test is parked. Returns false if the waiting task is cancelled first.
     @discardableResult
-    public func waitForSleepers(count: Int = 1, maxYields: Int = 1_000_000) async -> Bool {
-        for _ in 0..<maxYields {
-            if sleeperCount >= count { return true }
-            await Task.yield()
+    public func waitForSleepers(count: Int = 1) async -> Bool {
+        let id = state.withLock { state -> UInt64 in
+            state.nextID += 1
+            return state.nextID
         }
-        return sleeperCount >= count
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let ready = state.withLock { state -> Bool? in
+                    if state.cancelledBeforeRegistration.remove(id) != nil { return false }
+                    if state.sleepers.count >= count { return true }
+                    state.watchers.append((id, count, continuation))
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let watcher = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                if let index = state.watchers.firstIndex(where: { $0.id == id }) {
+                    return state.watchers.remove(at: index).continuation
+                }
+                state.cancelledBeforeRegistration.insert(id)
+                return nil
+            }
+            watcher?.resume(returning: false)
+        }
     }
 }

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import Synchronization
 
 /// Fires operation deadlines from one background loop, so an operation with a timeout runs inline
@@ -9,8 +11,11 @@ import Synchronization
 /// called under the scheduler's lock, and detaching takes the same lock, so an interrupt can never
 /// hit a connection that has already moved on to another caller.
 ///
-/// The loop sleeps until the earliest armed deadline, at most ``tick`` at a time so a newly
-/// registered, earlier deadline is seen within one tick, and parks when nothing is armed.
+/// With the system clock the loop is a dedicated thread that sleeps until the earliest armed
+/// deadline and is woken when an earlier one arrives, so deadlines fire on time even when every
+/// cooperative thread is busy (which is when timeouts matter most). With another clock (a test's
+/// ``ManualClock``) the loop is a task sleeping on that clock, at most ``tick`` at a time. Either
+/// parks when nothing is armed.
 public final class DeadlineScheduler: Sendable {
     struct Token: Sendable, Equatable {
         let index: Int32
@@ -32,6 +37,8 @@ public final class DeadlineScheduler: Sendable {
         var loopRunning = false
         var parked: CheckedContinuation<Void, Never>?
         var stopped = false
+        /// When the timer thread will next wake on its own; nil while it is parked.
+        var threadWakesAt: MonotonicTime?
     }
 
     /// The longest the loop sleeps while deadlines are armed: the worst-case lateness of a
@@ -39,10 +46,13 @@ public final class DeadlineScheduler: Sendable {
     public let tick: Duration
     private let clock: any ReliabilityClock
     private let state: Mutex<State>
+    private let usesThread: Bool
+    private let wakeup = DispatchSemaphore(value: 0)
 
     public init(clock: any ReliabilityClock, tick: Duration = .milliseconds(5)) {
         self.clock = clock
         self.tick = tick
+        usesThread = clock is SystemClock
         var initial = State()
         initial.slots.reserveCapacity(64)
         initial.free.reserveCapacity(64)
@@ -61,6 +71,7 @@ public final class DeadlineScheduler: Sendable {
             return state.parked
         }
         parked?.resume()
+        if usesThread { wakeup.signal() }
     }
 
     /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
@@ -74,7 +85,8 @@ public final class DeadlineScheduler: Sendable {
     }
 
     func register(_ deadline: MonotonicTime) -> Token {
-        let (token, wake, start) = state.withLock { state -> (Token, CheckedContinuation<Void, Never>?, Bool) in
+        let (token, wake, start, signalThread) = state.withLock {
+            state -> (Token, CheckedContinuation<Void, Never>?, Bool, Bool) in
             let index: Int32
             if let reused = state.free.popLast() {
                 index = reused
@@ -91,11 +103,20 @@ public final class DeadlineScheduler: Sendable {
             if start { state.loopRunning = true }
             let wake = state.parked
             state.parked = nil
-            return (Token(index: index, generation: state.slots[slot].generation), wake, start)
+            let signalThread = usesThread && !start && (state.threadWakesAt.map { deadline < $0 } ?? true)
+            if signalThread { state.threadWakesAt = deadline }
+            return (Token(index: index, generation: state.slots[slot].generation), wake, start, signalThread)
         }
         wake?.resume()
+        if signalThread { wakeup.signal() }
         if start {
-            Task.detached { [weak self] in await self?.run() }
+            if usesThread {
+                let thread = Thread { [self] in runThread() }
+                thread.name = "reliabledb-deadlines"
+                thread.start()
+            } else {
+                Task.detached { [weak self] in await self?.run() }
+            }
         }
         return token
     }
@@ -149,29 +170,50 @@ public final class DeadlineScheduler: Sendable {
         case stop
     }
 
-    private func run() async {
+    /// Fires every due deadline and says what the loop should do next.
+    private func fireDue(at now: MonotonicTime, tick: Duration?) -> Next {
+        state.withLock { state -> Next in
+            if state.stopped {
+                state.loopRunning = false
+                return .stop
+            }
+            var earliest: MonotonicTime?
+            for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
+                if state.slots[index].deadline <= now {
+                    state.slots[index].fired = true
+                    state.armed -= 1
+                    state.slots[index].interrupt?()
+                    state.slots[index].interrupt = nil
+                } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
+                    earliest = state.slots[index].deadline
+                }
+            }
+            state.threadWakesAt = earliest
+            guard let earliest else { return .park }
+            return .sleep(until: tick.map { min(earliest, now + $0) } ?? earliest)
+        }
+    }
+
+    /// The system-clock loop, on its own thread.
+    private func runThread() {
         while true {
             let now = clock.now
-            let next = state.withLock { state -> Next in
-                if state.stopped {
-                    state.loopRunning = false
-                    return .stop
-                }
-                var earliest: MonotonicTime?
-                for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
-                    if state.slots[index].deadline <= now {
-                        state.slots[index].fired = true
-                        state.armed -= 1
-                        state.slots[index].interrupt?()
-                        state.slots[index].interrupt = nil
-                    } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
-                        earliest = state.slots[index].deadline
-                    }
-                }
-                guard let earliest else { return .park }
-                return .sleep(until: min(earliest, now + tick))
+            switch fireDue(at: now, tick: nil) {
+            case .stop:
+                return
+            case .sleep(let until):
+                let nanoseconds = max(0, (until - now).nanosecondsClamped)
+                _ = wakeup.wait(timeout: .now() + .nanoseconds(Int(nanoseconds)))
+            case .park:
+                wakeup.wait()
             }
-            switch next {
+        }
+    }
+
+    /// The loop for other clocks, as a task sleeping on the clock.
+    private func run() async {
+        while true {
+            switch fireDue(at: clock.now, tick: tick) {
             case .stop:
                 return
             case .sleep(let until):

@@ -86,7 +86,7 @@ func driving<T: Sendable>(
     let task = Task { try await work() }
     let driver = Task {
         while !Task.isCancelled {
-            if await clock.waitForSleepers(count: 1, maxYields: 1000) {
+            if await clock.waitForSleepers(count: 1) {
                 clock.advance(by: step)
             }
         }
