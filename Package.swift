@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ReliableDBPostgres", targets: ["ReliableDBPostgres"]),
         .library(name: "ReliableDBPrometheus", targets: ["ReliableDBPrometheus"]),
         .library(name: "ReliableDBWebhook", targets: ["ReliableDBWebhook"]),
+        .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
@@ -24,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
@@ -47,6 +50,15 @@ let package = Package(
                 "ReliableDB",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBHTTP",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBPrometheus",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strictSwift
         ),
@@ -87,6 +99,15 @@ let package = Package(
                 "ReliableDB",
                 "ReliableDBSQLite",
                 "ReliableDBPostgres",
+                "ReliableDBHTTP",
+                "ReliableDBPrometheus",
+                "ReliableDBWebhook",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -105,6 +126,24 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "ReliableDBHTTPTests",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBHTTP",
+                "ReliableDBPrometheus",
+                "ReliableDBSQLite",
+                "ReliableDBPostgres",
+                "ReliableDBWebhook",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "ReliableDBWebhookTests",
             dependencies: [
                 "ReliableDB",
@@ -117,7 +156,15 @@ let package = Package(
         ),
         .testTarget(
             name: "ReliableDBPostgresTests",
-            dependencies: ["ReliableDB", "ReliableDBPostgres"],
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBPostgres",
+                "ReliableDBHTTP",
+                "ReliableDBPrometheus",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -8,6 +8,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
     public static func postgres(
         configuration: ReliableDBConfiguration,
         clock: any ReliabilityClock = SystemClock(),
+        instruments: ReliabilityInstruments? = nil,
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws -> ReliableDatabase<PostgresBackend> {
         guard case .postgres(let url) = configuration.database else {
@@ -24,7 +25,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
             clock: clock,
             logger: logger
         )
-        return ReliableDatabase(backend: backend, configuration: reliability, clock: clock)
+        return ReliableDatabase(backend: backend, configuration: reliability, clock: clock, instruments: instruments)
     }
 
     /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads

@@ -1,67 +1,177 @@
 import ArgumentParser
 import Foundation
+import Hummingbird
 import Logging
+import Prometheus
 import ReliableDB
+import ReliableDBHTTP
 import ReliableDBPostgres
+import ReliableDBPrometheus
 import ReliableDBSQLite
+import ReliableDBWebhook
+import ServiceLifecycle
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Open the configured database and keep checking its health until SIGINT or SIGTERM."
+        abstract: "Serve the health endpoints (and optionally the Carmen demo) for the configured database.",
+        discussion: """
+            Endpoints: /api/health, /api/health/metrics, /api/health/live, /api/health/ready.
+            SIGTERM or SIGINT shuts down gracefully: readiness turns 503, then in-flight requests finish.
+            """
     )
+
+    @Option(help: "Address to listen on (default: HOST or 127.0.0.1).")
+    var host: String?
+
+    @Option(help: "Port to listen on; 0 picks a free one (default: PORT or 3000).")
+    var port: Int?
+
+    @Flag(help: "Also serve the Carmen demo API (/api/users, /api/orders).")
+    var demo = false
+
+    @Option(help: "Seconds to keep answering with ready=503 after SIGTERM before the server stops.")
+    var drainSeconds: Double = 2
 
     @Option(name: .long, help: "Read variables from this .env file when it exists.")
     var envFile = ".env"
 
     func run() async throws {
-        let logger = Logger(label: "reliabledb.serve")
+        var logger = Logger(label: "reliabledb")
+        logger.logLevel = .info
         let configuration: ReliableDBConfiguration
+        let address: (host: String, port: Int)
         do {
             configuration = try ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+            address = try listenAddress()
         } catch {
             printError(error.description)
             throw ExitCode(2)
         }
+        let registry = PrometheusCollectorRegistry()
+        let exporter = PrometheusExporter(registry: registry)
+        let instruments = ReliabilityInstruments(factory: exporter.metricsFactory)
+        let reliability = configuration.reliability
         switch configuration.database {
-        case .sqlite:
-            try await serve(ReliableDatabase.sqlite(configuration: configuration), configuration, logger)
+        case .sqlite(let path):
+            let backend = try SQLiteBackend(
+                path: path,
+                connectionLimit: configuration.connectionLimit,
+                poolTimeout: configuration.poolTimeout
+            )
+            let db = ReliableDatabase(backend: backend, configuration: reliability, instruments: instruments)
+            let demoRoutes: DemoRoutes? =
+                demo ? DemoRoutes(database: db, store: try await SQLiteDemoStore(database: db)) : nil
+            try await serve(db, configuration, exporter, address, demoRoutes, logger)
         case .postgres:
-            try await serve(ReliableDatabase.postgres(configuration: configuration), configuration, logger)
+            let db = try ReliableDatabase.postgres(
+                configuration: configuration,
+                instruments: instruments,
+                logger: logger
+            )
+            let demoRoutes: DemoRoutes? =
+                demo ? DemoRoutes(database: db, store: try await PostgresDemoStore(database: db)) : nil
+            try await serve(db, configuration, exporter, address, demoRoutes, logger)
         }
+    }
+
+    private func listenAddress() throws(ConfigurationError) -> (host: String, port: Int) {
+        let environment = ProcessInfo.processInfo.environment
+        let host = host ?? environment["HOST"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
+        if let port {
+            guard (0...65535).contains(port) else {
+                throw ConfigurationError(problems: [
+                    .init(variable: "--port", value: "\(port)", expected: "a port from 0 to 65535")
+                ])
+            }
+            return (host, port)
+        }
+        guard let raw = environment["PORT"], !raw.isEmpty else { return (host, 3000) }
+        guard let parsed = Int(raw), (0...65535).contains(parsed) else {
+            throw ConfigurationError(problems: [.init(variable: "PORT", value: raw, expected: "a port from 0 to 65535")]
+            )
+        }
+        return (host, parsed)
     }
 
     private func serve<Backend: DatabaseBackend>(
         _ db: ReliableDatabase<Backend>,
         _ configuration: ReliableDBConfiguration,
+        _ exporter: PrometheusExporter,
+        _ address: (host: String, port: Int),
+        _ demoRoutes: DemoRoutes?,
         _ logger: Logger
     ) async throws {
-        logger.info("database opened", metadata: ["database": "\(configuration.database)"])
-        let signals = SignalWatcher(signals: [SIGINT, SIGTERM])
-        let checker = Task {
-            while !Task.isCancelled {
-                switch await db.probe() {
-                case .success(let probe):
-                    logger.info(
-                        "healthy",
-                        metadata: [
-                            "server": "\(probe.serverVersion)",
-                            "roundTripMs": "\(String(format: "%.2f", probe.roundTrip.milliseconds))",
-                            "pool": "\(db.metrics().pool)",
-                            "breaker": "\(db.circuitBreaker.state.rawValue)",
-                        ]
-                    )
-                case .failure(let error):
-                    logger.error("unhealthy", metadata: ["error": "\(error)"])
-                }
-                try? await Task.sleep(for: configuration.healthCheckInterval)
-            }
+        var services: [any Service] = []
+        var sinks: [any AlertSink] = []
+        if let webhook = configuration.alertWebhookURL {
+            let sink = WebhookAlertSink(
+                url: webhook,
+                metricsFactory: exporter.metricsFactory,
+                logger: Logger(label: "reliabledb.webhook")
+            )
+            sinks.append(sink)
+            services.append(WebhookSinkService(sink))
         }
-        let signal = await signals.next()
-        logger.info("shutting down", metadata: ["signal": "\(signal)"])
-        checker.cancel()
-        _ = await checker.value
+        let monitor = HealthMonitor(
+            database: db,
+            configuration: .init(configuration),
+            sinks: sinks,
+            logger: Logger(label: "reliabledb.monitor")
+        )
+        if configuration.monitoringEnabled {
+            services.insert(monitor, at: 0)
+        } else {
+            await monitor.checkNow()  // one check so readiness and /api/health have a status
+        }
+        let endpoints = HealthEndpoints(
+            database: db,
+            monitor: monitor,
+            exporter: exporter,
+            authToken: configuration.healthAuthToken
+        )
+        let router = Router()
+        router.addRoutes(endpoints.routes(), atPath: "/api/health")
+        demoRoutes?.register(on: router)
+        let readiness = endpoints.readiness
+        let host = address.host
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: address.port), serverName: "reliabledb"),
+            onServerRunning: { channel in
+                readiness.markServing()
+                let port = channel.localAddress?.port ?? address.port
+                let line = "reliabledb listening on http://\(host):\(port) (database: \(configuration.database))\n"
+                FileHandle.standardOutput.write(Data(line.utf8))
+            },
+            logger: Logger(label: "reliabledb.http")
+        )
+        services.append(app)
+        // Last in the list, so first to hear of a graceful shutdown: readiness turns 503 while the
+        // server still answers, then the server stops accepting and finishes in-flight requests.
+        services.append(DrainService(readiness: readiness, delay: .milliseconds(Int64(drainSeconds * 1000))))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
         try await db.shutdown()
+        logger.info("stopped")
+    }
+}
+
+/// Waits for a graceful shutdown, then reports not-ready for `delay` before letting the group go on.
+struct DrainService: Service {
+    let readiness: Readiness
+    let delay: Duration
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        readiness.beginDraining()
+        try? await Task.sleep(for: delay)
     }
 }
 

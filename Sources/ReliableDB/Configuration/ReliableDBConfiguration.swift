@@ -27,6 +27,8 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// `DB_ALERT_WEBHOOK_URL`; the URL is a secret (it embeds the token).
     public var alertWebhookURL: Secret<String>?
     public var alertThresholds: AlertThresholds
+    /// `DB_HEALTH_AUTH_TOKEN`: when set, `/api/health` shows details only to this bearer token.
+    public var healthAuthToken: Secret<String>?
 
     public init(
         database: DatabaseLocation = .sqlite(path: DatabaseLocation.defaultSQLitePath),
@@ -39,7 +41,8 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
         circuitBreakerTimeout: Duration = .seconds(60),
         healthCheckInterval: Duration = .seconds(30),
         alertWebhookURL: Secret<String>? = nil,
-        alertThresholds: AlertThresholds = .init()
+        alertThresholds: AlertThresholds = .init(),
+        healthAuthToken: Secret<String>? = nil
     ) {
         self.database = database
         self.connectionLimit = connectionLimit
@@ -52,6 +55,7 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
         self.healthCheckInterval = healthCheckInterval
         self.alertWebhookURL = alertWebhookURL
         self.alertThresholds = alertThresholds
+        self.healthAuthToken = healthAuthToken
     }
 
     /// The pipeline settings these variables imply.
@@ -163,6 +167,8 @@ extension ReliableDBConfiguration {
             ),
             errorRate: reader.number("DB_ALERT_ERROR_RATE_THRESHOLD", in: 0...100, default: 5)
         )
+
+        config.healthAuthToken = reader.string("DB_HEALTH_AUTH_TOKEN").map { Secret($0, redacted: "***") }
 
         problems += reader.problems
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }

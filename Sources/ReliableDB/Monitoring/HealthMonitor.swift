@@ -92,12 +92,15 @@ public final class HealthMonitor: Service, Sendable {
         state = Mutex(State(status: initial, engine: AlertEngine(configuration: configuration.alerts)))
     }
 
-    /// The result of the last check, with the current uptime. Never touches the database.
+    /// The verdict of the last check, with the current uptime and in-process counters (read from
+    /// memory, so they are live without touching the database).
     public var status: HealthStatus {
         let uptime = clock.now - startedAt
+        let metrics = snapshot()
         return state.withLock { state in
             var status = state.status
             status.uptime = uptime
+            status.metrics = metrics
             return status
         }
     }

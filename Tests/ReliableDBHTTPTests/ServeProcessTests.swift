@@ -1,0 +1,175 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Synchronization
+import Testing
+
+/// `reliabledb serve` as a user runs it: a separate process, real HTTP, a real SIGTERM.
+@Suite("reliabledb serve as a process")
+struct ServeProcessTests {
+    /// The executable SwiftPM built next to the test bundle.
+    static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("reliabledb")
+    }
+
+    @Test func servesTheFourEndpointsAndShutsDownGracefullyOnSIGTERM() async throws {
+        #expect(
+            FileManager.default.isExecutableFile(atPath: Self.binary.path),
+            "build reliabledb first: \(Self.binary.path)"
+        )
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-serve-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        let server = try ServerProcess(
+            binary: Self.binary,
+            arguments: [
+                "serve", "--port", "0", "--drain-seconds", "2", "--env-file",
+                directory.appendingPathComponent("none.env").path,
+            ],
+            environment: [
+                "DATABASE_URL": "sqlite:\(directory.appendingPathComponent("serve.sqlite").path)",
+                "DB_HEALTH_CHECK_INTERVAL": "200",
+            ]
+        )
+        let port = try await server.waitForPort()
+        let base = "http://127.0.0.1:\(port)/api/health"
+
+        #expect(
+            try await eventually { try await get("\(base)/ready").status == 200 },
+            "ready once the first check passed"
+        )
+        let health = try await get(base)
+        #expect(health.status == 200)
+        #expect(health.contentType == "application/json")
+        #expect(health.body.contains("\"status\":\"healthy\""))
+        let live = try await get("\(base)/live")
+        #expect(live.status == 200)
+        #expect(live.body.contains("\"alive\":true"))
+        let metrics = try await get("\(base)/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.contentType == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(metrics.body.contains("db_health_score 100"))
+
+        server.signal(SIGTERM)
+        #expect(try await eventually { try await get("\(base)/ready").status == 503 }, "ready turns 503 while draining")
+        #expect(try await get("\(base)/live").status == 200, "still alive while draining")
+        let status = await server.exitStatus()
+        #expect(status == 0)
+    }
+
+    @Test func aBadConfigurationExitsNonZeroListingEveryProblem() async throws {
+        let server = try ServerProcess(
+            binary: Self.binary,
+            arguments: ["serve", "--port", "0", "--env-file", "/nonexistent/.env"],
+            environment: [
+                "DATABASE_URL": "mysql://root:hunter2@localhost/db",
+                "DB_CONNECTION_LIMIT": "lots",
+                "DB_CB_TIMEOUT": "-1",
+            ]
+        )
+        let status = await server.exitStatus()
+        #expect(status != 0)
+        let errors = server.standardError
+        #expect(errors.contains("DATABASE_URL"))
+        #expect(errors.contains("DB_CONNECTION_LIMIT"))
+        #expect(errors.contains("DB_CB_TIMEOUT"))
+        #expect(!errors.contains("hunter2"))
+    }
+}
+
+struct Fetched {
+    var status: Int
+    var contentType: String?
+    var body: String
+}
+
+func get(_ url: String) async throws -> Fetched {
+    let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+    let body = try await response.body.collect(upTo: 1 << 20)
+    return Fetched(
+        status: Int(response.status.code),
+        contentType: response.headers.first(name: "content-type"),
+        body: String(buffer: body)
+    )
+}
+
+/// Polls a condition every few milliseconds for up to 20 s (a bound for a broken test, not timing).
+func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < .seconds(20) {
+        if (try? await condition()) == true { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
+}
+
+/// A child process with its output captured.
+final class ServerProcess: Sendable {
+    private let process: Process
+    private let output = OutputBuffer()
+    private let exited: Task<Int32, Never>
+
+    init(binary: URL, arguments: [String], environment: [String: String]) throws {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
+        env.merge(environment) { $1 }
+        process.environment = env
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        process.terminationHandler = { continuation.yield($0.terminationStatus) }
+        self.process = process
+        exited = Task {
+            for await status in stream { return status }
+            return -1
+        }
+        let output = self.output
+        stdout.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            output.state.withLock { $0.stdout += text }
+        }
+        stderr.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            output.state.withLock { $0.stderr += text }
+        }
+        try process.run()
+    }
+
+    var standardError: String { output.state.withLock { $0.stderr } }
+
+    /// The port from the "listening on http://host:port" line.
+    func waitForPort() async throws -> Int {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(30) {
+            let text = output.state.withLock { $0.stdout }
+            if let range = text.range(of: "listening on http://127.0.0.1:") {
+                let digits = text[range.upperBound...].prefix { $0.isNumber }
+                if let port = Int(digits) { return port }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.terminate()
+        throw ServerDidNotStart(stderr: standardError)
+    }
+
+    func signal(_ number: Int32) {
+        kill(process.processIdentifier, number)
+    }
+
+    func exitStatus() async -> Int32 {
+        await exited.value
+    }
+
+    struct ServerDidNotStart: Error {
+        var stderr: String
+    }
+}
+
+final class OutputBuffer: Sendable {
+    let state = Mutex<(stdout: String, stderr: String)>(("", ""))
+}
