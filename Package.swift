@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "ReliableDBPrometheus", targets: ["ReliableDBPrometheus"]),
         .library(name: "ReliableDBWebhook", targets: ["ReliableDBWebhook"]),
         .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
+        .library(name: "ReliableDBLoadTest", targets: ["ReliableDBLoadTest"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
@@ -63,6 +64,14 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .target(
+            name: "ReliableDBLoadTest",
+            dependencies: [
+                "ReliableDB",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
             name: "ReliableDBWebhook",
             dependencies: [
                 "ReliableDB",
@@ -102,6 +111,8 @@ let package = Package(
                 "ReliableDBHTTP",
                 "ReliableDBPrometheus",
                 "ReliableDBWebhook",
+                "ReliableDBLoadTest",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -140,6 +151,19 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBLoadTestTests",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBLoadTest",
+                "ReliableDBSQLite",
+                "ReliableDBPostgres",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strictSwift
         ),

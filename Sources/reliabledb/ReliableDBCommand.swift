@@ -11,6 +11,6 @@ struct ReliableDBCommand: AsyncParsableCommand {
             With DATABASE_URL unset, the embedded SQLite database reliabledb.sqlite is used.
             """,
         version: ReliableDBVersion.current,
-        subcommands: [ServeCommand.self]
+        subcommands: [ServeCommand.self, CheckCommand.self, LoadTestCommand.self]
     )
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GRDB
 import NIOCore
 import Synchronization
 import Testing
@@ -130,7 +131,12 @@ final class ServerProcess: Sendable {
         }
         let output = self.output
         stdout.fileHandleForReading.readabilityHandler = { handle in
-            let text = String(decoding: handle.availableData, as: UTF8.self)
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                output.closed.store(true, ordering: .releasing)
+            }
+            let text = String(decoding: data, as: UTF8.self)
             output.state.withLock { $0.stdout += text }
         }
         stderr.fileHandleForReading.readabilityHandler = { handle in
@@ -141,6 +147,15 @@ final class ServerProcess: Sendable {
     }
 
     var standardError: String { output.state.withLock { $0.stderr } }
+    var standardOutput: String { output.state.withLock { $0.stdout } }
+
+    /// The table names in a SQLite file, read with GRDB outside ReliableDB.
+    static func sqliteTables(_ path: String) async throws -> [String] {
+        let queue = try DatabaseQueue(path: path)
+        return try await queue.read {
+            try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    }
 
     /// The port from the "listening on http://host:port" line.
     func waitForPort() async throws -> Int {
@@ -161,8 +176,14 @@ final class ServerProcess: Sendable {
         kill(process.processIdentifier, number)
     }
 
+    /// Waits for the process to exit and for its output to be read to the end.
     func exitStatus() async -> Int32 {
-        await exited.value
+        let status = await exited.value
+        let start = ContinuousClock.now
+        while !output.closed.load(ordering: .acquiring), ContinuousClock.now - start < .seconds(5) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return status
     }
 
     struct ServerDidNotStart: Error {
@@ -172,4 +193,44 @@ final class ServerProcess: Sendable {
 
 final class OutputBuffer: Sendable {
     let state = Mutex<(stdout: String, stderr: String)>(("", ""))
+    let closed = Atomic<Bool>(false)
+}
+
+@Suite("reliabledb check as a process")
+struct CheckProcessTests {
+    @Test func checkAllPassesAgainstTheEmbeddedSQLite() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = directory.appendingPathComponent("check.sqlite").path
+        let process = try ServerProcess(
+            binary: ServeProcessTests.binary,
+            arguments: ["check", "--all", "--json", "--env-file", directory.appendingPathComponent("none.env").path],
+            environment: ["DATABASE_URL": "sqlite:\(database)"]
+        )
+        let status = await process.exitStatus()
+        let report = try JSONDecoder().decode(CheckReportBody.self, from: Data(process.standardOutput.utf8))
+        #expect(status == 0, "\(report.results.filter { !$0.passed })")
+        #expect(report.failed == 0)
+        let groups = Set(report.results.map(\.group))
+        #expect(groups == ["connection", "circuit breaker", "timeouts", "monitoring", "performance", "recovery"])
+        // Nothing left behind: only the application's own schema (none) in the file.
+        let tables = try await ServerProcess.sqliteTables(database)
+        #expect(tables.allSatisfy { !$0.hasPrefix("reliabledb_check") }, "\(tables)")
+    }
+}
+
+struct CheckReportBody: Decodable {
+    struct Result: Decodable {
+        var group: String
+        var name: String
+        var passed: Bool
+        var durationMs: Double
+        var detail: String
+    }
+
+    var database: String
+    var passed: Int
+    var failed: Int
+    var results: [Result]
 }

@@ -113,6 +113,16 @@ struct Observer {
         return (0, 0)
     }
 
+    func count(_ sql: String) async throws -> Int {
+        var value = -1
+        for try await count in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(
+            Int.self
+        ) {
+            value = count
+        }
+        return value
+    }
+
     func execute(_ sql: String) async throws {
         _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
     }

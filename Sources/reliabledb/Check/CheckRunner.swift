@@ -1,0 +1,314 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import ReliableDB
+import ReliableDBHTTP
+import ReliableDBPrometheus
+
+/// One check's outcome, as printed in the table and the JSON.
+struct CheckResult: Codable, Sendable {
+    var group: String
+    var name: String
+    var passed: Bool
+    var durationMs: Double
+    var detail: String
+}
+
+/// Failure of a scenario, with the reason printed in the table.
+struct CheckFailed: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The seed's test-connection scenarios, run live against the configured database. Breakers are
+/// private instances, so a check never trips the application's; scratch tables are dropped.
+final class CheckRunner<Target: CheckTarget> {
+    let target: Target
+    private(set) var results: [CheckResult] = []
+
+    init(target: Target) {
+        self.target = target
+    }
+
+    /// Runs `body`; a thrown error or `CheckFailed` marks the check failed with its reason.
+    func check(_ group: String, _ name: String, _ body: () async throws -> String) async {
+        let start = ContinuousClock.now
+        var passed = true
+        var detail: String
+        do {
+            detail = try await body()
+        } catch {
+            passed = false
+            detail = "\(error)"
+        }
+        let elapsed = (ContinuousClock.now - start).milliseconds
+        results.append(CheckResult(group: group, name: name, passed: passed, durationMs: elapsed, detail: detail))
+    }
+
+    // MARK: Connection
+
+    func runConnection() async {
+        let db = target.database
+        await check("connection", "connect and probe") {
+            let probe = try await db.probe().get()
+            return
+                "\(probe.serverVersion.prefix(60)); round trip \(String(format: "%.2f", probe.roundTrip.milliseconds)) ms"
+        }
+        // Without a connection the other checks would only repeat the same failure, slowly.
+        guard results.last?.passed == true else { return }
+        await check("connection", "round-trip latency") {
+            var samples: [Double] = []
+            for _ in 0..<20 {
+                let start = ContinuousClock.now
+                _ = try await target.selectOne(on: db, .read("check-latency"))
+                samples.append((ContinuousClock.now - start).milliseconds)
+            }
+            samples.sort()
+            return String(format: "SELECT 1 ×20: median %.2f ms, max %.2f ms", samples[10], samples[19])
+        }
+        await check("connection", "pool statistics") {
+            let pool = db.metrics().pool
+            guard pool.max > 0, pool.active == 0 else { throw CheckFailed("unexpected pool state: \(pool)") }
+            return "\(pool)"
+        }
+    }
+
+    // MARK: Reliability
+
+    func runReliability() async {
+        let configuration = ReliabilityConfiguration(
+            circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .milliseconds(300), retry: .none),
+            retryBudget: .unlimited
+        )
+        let db = target.privateDatabase(configuration)
+        let breaker = db.circuitBreaker
+        await check("circuit breaker", "normal operation") {
+            for _ in 0..<5 { _ = try await target.selectOne(on: db, .read("check-normal")) }
+            guard breaker.state == .closed else {
+                throw CheckFailed("state \(breaker.state.rawValue) after 5 successes")
+            }
+            return "5 queries succeeded, breaker CLOSED"
+        }
+        await check("circuit breaker", "failure threshold") {
+            for _ in 0..<3 {
+                guard case .permitted(let permit) = breaker.acquire() else {
+                    throw CheckFailed("rejected while closed")
+                }
+                breaker.record(permit, outcome: .failure, duration: .milliseconds(1))
+            }
+            guard breaker.state == .open else { throw CheckFailed("still \(breaker.state.rawValue) after 3 failures") }
+            return "OPEN after 3 failures (threshold 3)"
+        }
+        await check("circuit breaker", "blocking while open") {
+            do {
+                _ = try await target.selectOne(on: db, .read("check-blocked"))
+                throw CheckFailed("a query went through an open breaker")
+            } catch let error as DatabaseCircuitBreakerError {
+                return "rejected without a database call: \(error)"
+            }
+        }
+        await check("circuit breaker", "recovery after the open timeout") {
+            try await Task.sleep(for: .milliseconds(320))
+            _ = try await target.selectOne(on: db, .read("check-probe"))
+            guard breaker.state == .closed else {
+                throw CheckFailed("state \(breaker.state.rawValue) after a good probe")
+            }
+            return "half-open probe succeeded, breaker CLOSED again"
+        }
+    }
+
+    func runTimeouts() async {
+        let db = target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
+        await check("timeouts", "within limit") {
+            _ = try await target.selectOne(on: db, .read("check-fast", timeout: .seconds(2)))
+            return "SELECT 1 finished inside a 2 s limit"
+        }
+        await check("timeouts", "exceeding the limit stops the statement") {
+            let start = ContinuousClock.now
+            do {
+                try await target.slowQuery(on: db, .read("check-slow", timeout: .milliseconds(200)))
+                throw CheckFailed("a 30 s statement finished inside 200 ms")
+            } catch let error as DatabaseTimeoutError {
+                let elapsed = ContinuousClock.now - start
+                guard elapsed < .milliseconds(1200) else { throw CheckFailed("took \(elapsed) to stop") }
+                _ = try await target.selectOne(on: db, .read("check-after-timeout", timeout: .seconds(1)))
+                return "\(error); connection reusable at once"
+            }
+        }
+        let table = "reliabledb_check_\(UUID().uuidString.prefix(8).lowercased())"
+        await check("timeouts", "transaction timeout rolls back") {
+            try await target.createTable(table)
+            do {
+                try await target.slowTransaction(
+                    on: db,
+                    table: table,
+                    .init("check-slow-transaction", kind: .transaction, timeout: .milliseconds(200))
+                )
+                throw CheckFailed("the transaction finished inside 200 ms")
+            } catch is DatabaseTimeoutError {
+                let rows = try await target.countRows(table)
+                guard rows == 0 else { throw CheckFailed("\(rows) rows survived the timed-out transaction") }
+                return "timed out at 200 ms; its insert was rolled back"
+            }
+        }
+        try? await target.dropTable(table)
+        await check("timeouts", "batch scaling") {
+            let timeouts = TimeoutConfiguration()
+            let small = timeouts.timeout(for: .batchOperation(.batchInsert, count: 10, table: "orders"))!
+            let large = timeouts.timeout(for: .batchOperation(.batchInsert, count: 1000, table: "orders"))!
+            let huge = timeouts.timeout(for: .batchOperation(.batchInsert, count: 10_000_000, table: "orders"))!
+            guard small < large, huge == timeouts.batchCap else {
+                throw CheckFailed("scaling is not monotonic and capped")
+            }
+            return "10 rows \(small), 1000 rows \(large), 10M rows capped at \(huge)"
+        }
+    }
+
+    // MARK: Monitoring
+
+    func runMonitoring() async {
+        let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
+        let db = target.privateDatabase(.init())
+        let monitor = HealthMonitor(database: db)
+        await check("monitoring", "health check") {
+            let status = await monitor.checkNow()
+            guard status.state != .unhealthy else { throw CheckFailed("unhealthy: \(status.lastError ?? "?")") }
+            return "\(status.state.rawValue), score \(Int(status.score))"
+        }
+        await check("monitoring", "metrics collection") {
+            _ = try await target.selectOne(on: db, .read("check-metrics"))
+            let text = exporter.render(metrics: db.metrics(), health: monitor.status)
+            for name in ["db_connections_total", "db_health_score", "db_circuit_breaker_state"]
+            where !text.contains(name) {
+                throw CheckFailed("\(name) missing from the metrics")
+            }
+            return "\(text.split(separator: "\n").count) lines of Prometheus text"
+        }
+        let endpoints = HealthEndpoints(database: db, monitor: monitor, exporter: exporter)
+        endpoints.readiness.markServing()
+        await check("monitoring", "HTTP endpoints") {
+            let router = Router()
+            router.addRoutes(endpoints.routes(), atPath: "/api/health")
+            let port = PortBox()
+            var quiet = Logger(label: "reliabledb.check.http")
+            quiet.logLevel = .critical
+            let app = Application(
+                router: router,
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                onServerRunning: { port.set($0.localAddress?.port ?? 0) },
+                logger: quiet
+            )
+            let server = Task { try await app.runService() }
+            defer { server.cancel() }
+            let bound = try await port.wait()
+            var seen: [String] = []
+            for (path, expected) in [("", 200), ("/live", 200), ("/ready", 200), ("/metrics", 200)] {
+                let response = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: "http://127.0.0.1:\(bound)/api/health\(path)"),
+                    timeout: .seconds(5)
+                )
+                _ = try await response.body.collect(upTo: 1 << 20)
+                guard Int(response.status.code) == expected else {
+                    throw CheckFailed("/api/health\(path) answered \(response.status.code)")
+                }
+                seen.append("/api/health\(path) \(response.status.code)")
+            }
+            return seen.joined(separator: ", ")
+        }
+    }
+
+    // MARK: Performance and recovery
+
+    func runPerformance() async {
+        await check("performance", "circuit breaker overhead") {
+            let breaker = CircuitBreaker()
+            let iterations = 200_000
+            let start = ContinuousClock.now
+            for _ in 0..<iterations {
+                if case .permitted(let permit) = breaker.acquire() {
+                    breaker.record(permit, outcome: .success, duration: .microseconds(1))
+                }
+            }
+            let perCall = (ContinuousClock.now - start) / iterations
+            guard perCall < .microseconds(50) else { throw CheckFailed("\(perCall) per permit") }
+            return "\(String(format: "%.0f", Double(perCall.nanosecondsClamped))) ns per permit (seed budget: 5-10 ms)"
+        }
+        await check("performance", "reliable client overhead") {
+            let db = target.privateDatabase(.init())
+            let rounds = 300
+            var raw = Duration.zero
+            var reliable = Duration.zero
+            for _ in 0..<rounds {
+                let a = ContinuousClock.now
+                try await target.rawSelectOne()
+                let b = ContinuousClock.now
+                _ = try await target.selectOne(on: db, .read("check-overhead"))
+                let c = ContinuousClock.now
+                raw += b - a
+                reliable += c - b
+            }
+            let overhead = (reliable - raw) / rounds
+            guard overhead < .milliseconds(2) else { throw CheckFailed("\(overhead) added per query") }
+            return String(
+                format: "SELECT 1: raw %.3f ms, reliable %.3f ms, overhead %.3f ms per query (seed budget: <20 ms)",
+                (raw / rounds).milliseconds,
+                (reliable / rounds).milliseconds,
+                overhead.milliseconds
+            )
+        }
+    }
+
+    func runRecovery() async {
+        let db = target.privateDatabase(
+            .init(
+                circuitBreaker: .init(
+                    failureThreshold: 1,
+                    successThreshold: 1,
+                    timeout: .milliseconds(200),
+                    retry: .none
+                )
+            )
+        )
+        await check("recovery", "automatic recovery") {
+            db.circuitBreaker.forceState(.open)
+            try await Task.sleep(for: .milliseconds(220))
+            _ = try await target.selectOne(on: db, .read("check-recover"))
+            guard db.circuitBreaker.state == .closed else {
+                throw CheckFailed("not closed: \(db.circuitBreaker.state.rawValue)")
+            }
+            return "OPEN → HALF_OPEN → CLOSED after one good probe"
+        }
+        await check("recovery", "graceful degradation") {
+            var lastGood: Int?
+            lastGood = try await target.selectOne(on: db, .read("check-degrade"))
+            db.circuitBreaker.forceState(.forcedOpen)
+            defer { db.circuitBreaker.reset() }
+            do {
+                _ = try await target.selectOne(on: db, .read("check-degrade"))
+                throw CheckFailed("read went through a forced-open breaker")
+            } catch is DatabaseCircuitBreakerError {
+                guard let lastGood else { throw CheckFailed("no cached value to fall back to") }
+                return "breaker open: served the last good result (\(lastGood)) marked degraded"
+            }
+        }
+    }
+}
+
+/// Hands the bound port from the server's start callback to the waiting check.
+final class PortBox: Sendable {
+    private let stream: AsyncStream<Int>
+    private let continuation: AsyncStream<Int>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Int.self)
+    }
+
+    func set(_ port: Int) { continuation.yield(port) }
+
+    func wait() async throws -> Int {
+        for await port in stream { return port }
+        throw CheckFailed("the server did not start")
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import GRDB
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import ReliableDBSQLite
+
+/// What the connection checker needs from a backend, beyond the pipeline: a trivial query, a
+/// statement that runs for a long time (to be stopped by a timeout), and a scratch table.
+protocol CheckTarget: Sendable {
+    associatedtype Backend: DatabaseBackend
+    var database: ReliableDatabase<Backend> { get }
+    /// A pipeline of its own on the same connections, so scenarios can trip a breaker without
+    /// touching the application's.
+    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<Backend>
+    func selectOne(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws -> Int
+    /// Runs for many seconds unless stopped.
+    func slowQuery(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws
+    /// Inserts a row, then runs the slow statement, in one transaction.
+    func slowTransaction(on db: ReliableDatabase<Backend>, table: String, _ options: OperationOptions) async throws
+    func createTable(_ name: String) async throws
+    func countRows(_ name: String) async throws -> Int
+    func dropTable(_ name: String) async throws
+    /// The same trivial query without the pipeline, for measuring its overhead.
+    func rawSelectOne() async throws
+}
+
+struct SQLiteCheckTarget: CheckTarget {
+    let database: ReliableDatabase<SQLiteBackend>
+
+    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<SQLiteBackend> {
+        ReliableDatabase(backend: database.raw, configuration: configuration)
+    }
+
+    func selectOne(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws -> Int {
+        try await db.query(options) { try Int.fetchOne($0, sql: "SELECT 1") ?? 0 }
+    }
+
+    func slowQuery(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws {
+        _ = try await db.query(options) { try Int.fetchOne($0, sql: Self.endless) }
+    }
+
+    func slowTransaction(
+        on db: ReliableDatabase<SQLiteBackend>,
+        table: String,
+        _ options: OperationOptions
+    ) async throws {
+        try await db.transaction(options) { db in
+            try db.execute(sql: "INSERT INTO \(table) (note) VALUES ('check')")
+            _ = try Int.fetchOne(db, sql: Self.endless)
+        }
+    }
+
+    func createTable(_ name: String) async throws {
+        try await database.raw.write { try $0.execute(sql: "CREATE TABLE \(name) (id INTEGER PRIMARY KEY, note TEXT)") }
+    }
+
+    func countRows(_ name: String) async throws -> Int {
+        try await database.raw.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM \(name)") ?? -1 }
+    }
+
+    func dropTable(_ name: String) async throws {
+        try await database.raw.write { try $0.execute(sql: "DROP TABLE IF EXISTS \(name)") }
+    }
+
+    func rawSelectOne() async throws {
+        _ = try await database.raw.read { try Int.fetchOne($0, sql: "SELECT 1") }
+    }
+
+    static let endless = """
+        WITH RECURSIVE counter(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM counter WHERE n < 1000000000000)
+        SELECT count(*) FROM counter
+        """
+}
+
+struct PostgresCheckTarget: CheckTarget {
+    let database: ReliableDatabase<PostgresBackend>
+    let logger = Logger(label: "reliabledb.check")
+
+    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<PostgresBackend> {
+        ReliableDatabase(backend: database.raw, configuration: configuration)
+    }
+
+    func selectOne(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws -> Int {
+        let logger = self.logger
+        return try await db.query(options) { connection in
+            var value = 0
+            for try await one in try await connection.query("SELECT 1", logger: logger).decode(Int.self) { value = one }
+            return value
+        }
+    }
+
+    func slowQuery(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws {
+        let logger = self.logger
+        try await db.query(options) { connection in
+            _ = try await connection.query("SELECT pg_sleep(30)", logger: logger).collect()
+        }
+    }
+
+    func slowTransaction(
+        on db: ReliableDatabase<PostgresBackend>,
+        table: String,
+        _ options: OperationOptions
+    ) async throws {
+        let logger = self.logger
+        try await db.transaction(options) { connection in
+            _ = try await connection.query(
+                PostgresQuery(unsafeSQL: "INSERT INTO \(table) (note) VALUES ('check')"),
+                logger: logger
+            )
+            .collect()
+            _ = try await connection.query("SELECT pg_sleep(30)", logger: logger).collect()
+        }
+    }
+
+    func createTable(_ name: String) async throws {
+        try await execute("CREATE TABLE \(name) (id BIGSERIAL PRIMARY KEY, note TEXT)")
+    }
+
+    func countRows(_ name: String) async throws -> Int {
+        let logger = self.logger
+        return try await database.raw.withConnection { connection in
+            var count = -1
+            let rows = try await connection.query(
+                PostgresQuery(unsafeSQL: "SELECT count(*)::int FROM \(name)"),
+                logger: logger
+            )
+            for try await value in rows.decode(Int.self) { count = value }
+            return count
+        }
+    }
+
+    func dropTable(_ name: String) async throws {
+        try await execute("DROP TABLE IF EXISTS \(name)")
+    }
+
+    func rawSelectOne() async throws {
+        let logger = self.logger
+        try await database.raw.withConnection { connection in
+            _ = try await connection.query("SELECT 1", logger: logger).collect()
+        }
+    }
+
+    private func execute(_ sql: String) async throws {
+        let logger = self.logger
+        try await database.raw.withConnection { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+        }
+    }
+}

@@ -1,0 +1,721 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import GRDB
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBLoadTest
+import ReliableDBPostgres
+import ReliableDBSQLite
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+struct LoadTestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadtest",
+        abstract: "Put the configured database under concurrent load and report throughput, latency and errors.",
+        discussion: """
+            Creates its own table (reliabledb_loadtest_<random>: id, payload, created_at), seeds 1,000 rows,
+            runs reads (a random existing row by id), writes (INSERT) or a mix through ReliableDB (or the
+            plain driver with --raw), and drops the table again, also after a failure or Ctrl-C.
+
+            Closed model by default: each connection runs its operations back to back. --rate switches to
+            the open model: operations are scheduled at fixed times and latency is measured from each
+            operation's intended start, so queueing behind a stall shows up as latency.
+
+            The pool size is DB_CONNECTION_LIMIT (SQLite: readers, plus one writer), for --raw too.
+            Exit status: 0, 1 when a --threshold is missed or the run fails, 2 for a bad configuration.
+            """
+    )
+
+    enum OperationTypeArgument: String, ExpressibleByArgument, CaseIterable {
+        case read
+        case write
+        case mixed
+    }
+
+    @Option(help: "Concurrent workers (the seed's concurrentConnections).")
+    var connections = 10
+
+    @Option(help: "Operations per connection (ignored with --duration).")
+    var operations = 100
+
+    @Option(help: "Operation type: read, write or mixed.")
+    var type: OperationTypeArgument = .mixed
+
+    @Option(help: "Share of reads for --type mixed, 0...1 (default 0.8).")
+    var readRatio: Double?
+
+    @Option(help: "Run for this many seconds instead of a number of operations.")
+    var duration: Double?
+
+    @Option(help: "Seconds of unmeasured warmup before the measured run.")
+    var warmup: Double = 0
+
+    @Option(help: "Open model: operations per second across all connections, at fixed intended start times.")
+    var rate: Double?
+
+    @Flag(help: "Run the same workload on the plain driver (GRDB DatabasePool / PostgresClient), without ReliableDB.")
+    var raw = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Run this statement as every operation (reads and writes) instead of the built-in ones.",
+            discussion: "{table} is replaced by the load test's table. On SQLite, reads use a read-only connection."
+        )
+    )
+    var sql: String?
+
+    @Flag(help: "Print the report as JSON (progress goes to standard error).")
+    var json = false
+
+    @Option(help: ArgumentHelp("Also write the report as a self-contained HTML page to this path.", valueName: "path"))
+    var html: String?
+
+    @Option(
+        name: .customLong("threshold"),
+        help: ArgumentHelp(
+            "Fail (exit 1) unless the report meets this; repeatable.",
+            discussion: "e.g. 'p99<20ms', 'p50<=5ms', 'errors<1%', 'throughput>1000'",
+            valueName: "condition"
+        )
+    )
+    var thresholds: [String] = []
+
+    @Option(name: .long, help: "Read variables from this .env file when it exists.")
+    var envFile = ".env"
+
+    func validate() throws {
+        var problems = loadTestConfiguration.problems
+        if readRatio != nil, type != .mixed {
+            problems.append("--read-ratio only applies to --type mixed")
+        }
+        if let sql, sql.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            problems.append("--sql must not be empty")
+        }
+        if !problems.isEmpty {
+            throw ValidationError(problems.joined(separator: "; "))
+        }
+        do {
+            _ = try parsedThresholds()
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    private func parsedThresholds() throws(LoadTestThreshold.ParseError) -> [LoadTestThreshold] {
+        var parsed: [LoadTestThreshold] = []
+        for threshold in thresholds {
+            parsed.append(try LoadTestThreshold.parse(threshold))
+        }
+        return parsed
+    }
+
+    private var loadTestConfiguration: LoadTestConfiguration {
+        let operationType: LoadTestConfiguration.OperationType =
+            switch type {
+            case .read: .read
+            case .write: .write
+            case .mixed: .mixed(readRatio: readRatio ?? 0.8)
+            }
+        return LoadTestConfiguration(
+            concurrentConnections: connections,
+            operationsPerConnection: operations,
+            operationType: operationType,
+            duration: duration.map { .milliseconds(Int64(($0 * 1000).rounded())) },
+            warmup: .milliseconds(Int64((warmup * 1000).rounded())),
+            rate: rate
+        )
+    }
+
+    func run() async throws {
+        let configuration: ReliableDBConfiguration
+        do {
+            configuration = try ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        let thresholds: [LoadTestThreshold]
+        do {
+            thresholds = try parsedThresholds()
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        let output = ConsoleOutput(json: json)
+        let table = "reliabledb_loadtest_" + String(UInt32.random(in: .min ... .max), radix: 16)
+        let statement = sql.map { $0.replacingOccurrences(of: "{table}", with: table) }
+        var logger = Logger(label: "reliabledb.loadtest")
+        logger.logLevel = .warning
+
+        var report: LoadTestReport
+        do {
+            switch configuration.database {
+            case .sqlite(let path):
+                report = try await runSQLite(path: path, configuration, table: table, statement: statement, output)
+            case .postgres(let url):
+                report = try await runPostgres(
+                    url: url,
+                    configuration,
+                    table: table,
+                    statement: statement,
+                    logger: logger,
+                    output
+                )
+            }
+        } catch let error as LoadTestTearDownError {
+            printError("warning: \(error.description); drop table \(table) by hand")
+            report = error.report
+        } catch is CancellationError {
+            printError("loadtest: interrupted; table \(table) was dropped")
+            throw ExitCode(130)
+        } catch {
+            printError("loadtest failed: \(error)")
+            throw ExitCode(1)
+        }
+
+        report.thresholds = report.evaluate(thresholds)
+        if json {
+            output.stdout(try report.json() + "\n")
+        } else {
+            output.stdout("\n" + report.textSummary())
+        }
+        if let html {
+            do {
+                try Data(report.html().utf8).write(to: URL(fileURLWithPath: html))
+                if !json { output.stdout("  html          \(html)\n") }
+            } catch {
+                printError("loadtest: cannot write \(html): \(error)")
+                throw ExitCode(1)
+            }
+        }
+        let failed = report.thresholds.filter { !$0.passed }
+        if !failed.isEmpty {
+            printError(
+                "loadtest: \(failed.count) threshold\(failed.count == 1 ? "" : "s") missed: "
+                    + failed.map { "\($0.expression) (actual \(String(format: "%.3f", $0.actual)))" }.joined(
+                        separator: ", "
+                    )
+            )
+            throw ExitCode(1)
+        }
+    }
+
+    // MARK: Backends
+
+    private func runSQLite(
+        path: String,
+        _ configuration: ReliableDBConfiguration,
+        table: String,
+        statement: String?,
+        _ output: ConsoleOutput
+    ) async throws -> LoadTestReport {
+        let suffix = statement.map { " running \($0)" } ?? ""
+        if raw {
+            let pool = try SQLiteLoadWorkload.openRawPool(path: path, connectionLimit: configuration.connectionLimit)
+            let workload = SQLiteLoadWorkload(
+                access: .raw(pool),
+                table: table,
+                statement: statement,
+                name: "sqlite \(path) (raw GRDB DatabasePool)\(suffix)"
+            )
+            return try await execute(workload, table: table, poolSize: configuration.connectionLimit + 1, output) {
+                try pool.close()
+            }
+        }
+        let backend = try SQLiteBackend(
+            path: path,
+            connectionLimit: configuration.connectionLimit,
+            poolTimeout: configuration.poolTimeout
+        )
+        let database = ReliableDatabase(backend: backend, configuration: configuration.reliability)
+        let workload = SQLiteLoadWorkload(
+            access: .reliable(database),
+            table: table,
+            statement: statement,
+            name: "sqlite \(path) (ReliableDB)\(suffix)"
+        )
+        return try await execute(workload, table: table, poolSize: configuration.connectionLimit + 1, output) {
+            try await database.shutdown()
+        }
+    }
+
+    private func runPostgres(
+        url: PostgresURL,
+        _ configuration: ReliableDBConfiguration,
+        table: String,
+        statement: String?,
+        logger: Logger,
+        _ output: ConsoleOutput
+    ) async throws -> LoadTestReport {
+        let suffix = statement.map { " running \($0)" } ?? ""
+        if raw {
+            let client = try PostgresLoadWorkload.rawClient(
+                url: url,
+                connectionLimit: configuration.connectionLimit,
+                logger: logger
+            )
+            let runner = Task { await client.run() }
+            let workload = PostgresLoadWorkload(
+                access: .raw(client),
+                table: table,
+                statement: statement,
+                logger: logger,
+                name: "postgresql \(url) (raw PostgresClient)\(suffix)"
+            )
+            return try await execute(workload, table: table, poolSize: configuration.connectionLimit, output) {
+                runner.cancel()
+                await runner.value
+            }
+        }
+        let database = try ReliableDatabase.postgres(configuration: configuration, logger: logger)
+        let workload = PostgresLoadWorkload(
+            access: .reliable(database),
+            table: table,
+            statement: statement,
+            logger: logger,
+            name: "postgresql \(url) (ReliableDB)\(suffix)"
+        )
+        return try await execute(workload, table: table, poolSize: configuration.connectionLimit, output) {
+            try await database.shutdown()
+        }
+    }
+
+    /// Runs the load test with a progress line, cancelling it (and so dropping the table) on
+    /// Ctrl-C, and shuts the database down whatever happens.
+    private func execute<Workload: LoadWorkload>(
+        _ workload: Workload,
+        table: String,
+        poolSize: Int,
+        _ output: ConsoleOutput,
+        shutdown: () async throws -> Void
+    ) async throws -> LoadTestReport {
+        let configuration = loadTestConfiguration
+        output.progress(
+            "Load test: \(workload.name)\n  \(configuration.summary); pool \(poolSize) connections; table \(table)\n"
+        )
+        let tester = DatabaseLoadTester(workload)
+        let result: Result<LoadTestReport, any Error>
+        do {
+            result = .success(
+                try await cancellingOnInterrupt {
+                    try await tester.runLoadTest(configuration) { output.update($0) }
+                }
+            )
+        } catch {
+            result = .failure(error)
+        }
+        do {
+            try await shutdown()
+        } catch {
+            printError("warning: closing the database failed: \(error)")
+        }
+        return try result.get()
+    }
+
+    /// Runs `operation` in a task that SIGINT cancels; a second SIGINT ends the process.
+    private func cancellingOnInterrupt<T: Sendable>(
+        _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let task = Task { try await operation() }
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler {
+            signal(SIGINT, SIG_DFL)
+            printError("\ninterrupted: stopping and dropping the load test table (Ctrl-C again to quit at once)")
+            task.cancel()
+        }
+        source.resume()
+        defer {
+            source.cancel()
+            signal(SIGINT, SIG_DFL)
+        }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
+        }
+    }
+}
+
+// MARK: Output
+
+/// Standard output and the progress line: a line rewritten in place with `\r` about every 500 ms
+/// when the progress stream is a terminal, plain lines (at most every 2 s, and at the end of each
+/// phase) when it is not. With `--json` the progress goes to standard error.
+final class ConsoleOutput: Sendable {
+    private let progressDescriptor: Int32
+    private let live: Bool
+    private let state = Mutex<(lineLength: Int, lastPlain: ContinuousClock.Instant?)>((0, nil))
+
+    init(json: Bool) {
+        progressDescriptor = json ? 2 : 1
+        live = isatty(progressDescriptor) == 1
+    }
+
+    func stdout(_ text: String) {
+        Self.emit(text, to: 1)
+    }
+
+    func progress(_ text: String) {
+        Self.emit(text, to: progressDescriptor)
+    }
+
+    func update(_ progress: LoadTestProgress) {
+        let line = progress.line
+        if live {
+            let text = state.withLock { state in
+                let padding = String(repeating: " ", count: max(0, state.lineLength - line.count))
+                state.lineLength = progress.isFinal ? 0 : line.count
+                return "\r" + line + padding + (progress.isFinal ? "\n" : "")
+            }
+            Self.emit(text, to: progressDescriptor)
+            return
+        }
+        let now = ContinuousClock.now
+        let due = state.withLock { state in
+            guard progress.isFinal || state.lastPlain.map({ now - $0 >= .seconds(2) }) ?? true else { return false }
+            state.lastPlain = progress.isFinal ? nil : now
+            return true
+        }
+        if due { Self.emit(line + "\n", to: progressDescriptor) }
+    }
+
+    private static func emit(_ text: String, to descriptor: Int32) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            bytes = bytes.dropFirst(written)
+        }
+    }
+}
+
+// MARK: SQLite workload
+
+/// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain GRDB
+/// `DatabasePool` with the same number of readers.
+struct SQLiteLoadWorkload: LoadWorkload {
+    enum Access: Sendable {
+        case reliable(ReliableDatabase<SQLiteBackend>)
+        case raw(DatabasePool)
+    }
+
+    static let seedRows = 1000
+    let access: Access
+    let table: String
+    let name: String
+    private let readOptions: OperationOptions
+    private let writeOptions: OperationOptions
+    private let readBody: @Sendable (Database) throws -> Int
+    private let writeBody: @Sendable (Database) throws -> Int
+
+    init(access: Access, table: String, statement: String?, name: String) {
+        self.access = access
+        self.table = table
+        self.name = name
+        readOptions = .read("loadtest-read", table: table)
+        writeOptions = OperationOptions("loadtest-write", table: table)
+        if let statement {
+            readBody = { db in
+                try db.cachedStatement(sql: statement).execute()
+                return 0
+            }
+            writeBody = readBody
+        } else {
+            let select = "SELECT id, payload, created_at FROM \(table) WHERE id = ?"
+            let insert = "INSERT INTO \(table) (payload) VALUES (?)"
+            readBody = { db in
+                let id = Int64.random(in: 1...Int64(Self.seedRows))
+                let row = try Row.fetchOne(db.cachedStatement(sql: select), arguments: [id])
+                let payload: String? = row?["payload"]
+                return payload?.utf8.count ?? 0
+            }
+            writeBody = { db in
+                let payload = "payload-\(UInt64.random(in: .min ... .max))"
+                try db.cachedStatement(sql: insert).execute(arguments: [payload])
+                return 1
+            }
+        }
+    }
+
+    static func openRawPool(path: String, connectionLimit: Int) throws -> DatabasePool {
+        var configuration = Configuration()
+        configuration.label = "reliabledb-loadtest-raw"
+        configuration.maximumReaderCount = connectionLimit
+        configuration.busyMode = .timeout(1)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        return try DatabasePool(path: path, configuration: configuration)
+    }
+
+    var pipelineMetrics: MetricsSnapshot? {
+        if case .reliable(let database) = access { return database.metrics() }
+        return nil
+    }
+
+    func classify(_ error: any Error) -> ErrorClass? {
+        switch access {
+        case .reliable(let database):
+            return LoadTestErrorClassification.classify(error, backend: database.classify)
+        case .raw:
+            if let error = error as? DatabaseError { return sqliteErrorClass(error.resultCode) }
+            return LoadTestErrorClassification.classify(error)
+        }
+    }
+
+    func setUp() async throws {
+        let create = """
+            CREATE TABLE \(table) (
+                id INTEGER PRIMARY KEY,
+                payload TEXT NOT NULL,
+                created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+            )
+            """
+        let seed = """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(Self.seedRows))
+            INSERT INTO \(table) (payload) SELECT 'seed-' || i FROM n
+            """
+        try await administer { db in
+            try db.execute(sql: create)
+            try db.execute(sql: seed)
+        }
+    }
+
+    func tearDown() async throws {
+        let drop = "DROP TABLE IF EXISTS \(table)"
+        try await administer { try $0.execute(sql: drop) }
+    }
+
+    /// Set-up and tear-down: on the writer, outside the breaker (an open breaker must not keep the
+    /// table from being dropped).
+    private func administer(_ body: @escaping @Sendable (Database) throws -> Void) async throws {
+        switch access {
+        case .reliable(let database):
+            try await database.write(
+                OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false),
+                body
+            )
+        case .raw(let pool):
+            try await pool.write(body)
+        }
+    }
+
+    func read() async throws {
+        switch access {
+        case .reliable(let database): _ = try await database.query(readOptions, readBody)
+        case .raw(let pool): _ = try await pool.read(readBody)
+        }
+    }
+
+    func write() async throws {
+        switch access {
+        case .reliable(let database): _ = try await database.write(writeOptions, writeBody)
+        case .raw(let pool): _ = try await pool.write(writeBody)
+        }
+    }
+}
+
+/// The raw driver's errors, classified as ReliableDB's SQLite backend does.
+private func sqliteErrorClass(_ code: ResultCode) -> ErrorClass {
+    switch code.primaryResultCode {
+    case .SQLITE_BUSY, .SQLITE_LOCKED: .transientTransaction
+    case .SQLITE_CONSTRAINT, .SQLITE_ERROR, .SQLITE_MISMATCH, .SQLITE_RANGE, .SQLITE_TOOBIG, .SQLITE_READONLY,
+        .SQLITE_AUTH, .SQLITE_MISUSE:
+        .caller
+    case .SQLITE_INTERRUPT: .cancelled
+    case .SQLITE_CANTOPEN, .SQLITE_IOERR, .SQLITE_PROTOCOL: .connection
+    case .SQLITE_NOMEM, .SQLITE_FULL: .overload
+    default: .fatal
+    }
+}
+
+// MARK: PostgreSQL workload
+
+/// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain
+/// `PostgresClient` with the same pool size.
+struct PostgresLoadWorkload: LoadWorkload {
+    enum Access: Sendable {
+        case reliable(ReliableDatabase<PostgresBackend>)
+        case raw(PostgresClient)
+    }
+
+    static let seedRows = 1000
+    let access: Access
+    let table: String
+    let statement: String?
+    let logger: Logger
+    let name: String
+    private let readOptions: OperationOptions
+    private let writeOptions: OperationOptions
+
+    init(access: Access, table: String, statement: String?, logger: Logger, name: String) {
+        self.access = access
+        self.table = table
+        self.statement = statement
+        self.logger = logger
+        self.name = name
+        readOptions = .read("loadtest-read", table: table)
+        writeOptions = OperationOptions("loadtest-write", table: table)
+    }
+
+    static func rawClient(url: PostgresURL, connectionLimit: Int, logger: Logger) throws -> PostgresClient {
+        let tls: PostgresClient.Configuration.TLS
+        switch url.sslMode {
+        case .disable:
+            tls = .disable
+        case .prefer, .require:
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            tlsConfiguration.certificateVerification = .none
+            tls = url.sslMode == .prefer ? .prefer(tlsConfiguration) : .require(tlsConfiguration)
+        case .verifyFull:
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            tlsConfiguration.certificateVerification = .fullVerification
+            if let rootCertificate = url.sslRootCertificate {
+                tlsConfiguration.trustRoots = .file(rootCertificate)
+            }
+            tls = .require(tlsConfiguration)
+        }
+        var configuration = PostgresClient.Configuration(
+            host: url.host,
+            port: url.port,
+            username: url.username,
+            password: url.password?.value,
+            database: url.database,
+            tls: tls
+        )
+        configuration.options.maximumConnections = connectionLimit
+        configuration.options.connectTimeout = url.connectTimeout
+        configuration.options.additionalStartupParameters = [("application_name", url.applicationName + "-raw")]
+        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+    }
+
+    var pipelineMetrics: MetricsSnapshot? {
+        if case .reliable(let database) = access { return database.metrics() }
+        return nil
+    }
+
+    func classify(_ error: any Error) -> ErrorClass? {
+        switch access {
+        case .reliable(let database):
+            return LoadTestErrorClassification.classify(error, backend: database.classify)
+        case .raw:
+            return postgresErrorClass(error) ?? LoadTestErrorClassification.classify(error)
+        }
+    }
+
+    func setUp() async throws {
+        let create = PostgresQuery(
+            unsafeSQL: """
+                CREATE TABLE \(table) (
+                    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                    payload text NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+        )
+        let seed = PostgresQuery(
+            unsafeSQL:
+                "INSERT INTO \(table) (payload) SELECT 'seed-' || g FROM generate_series(1, \(Self.seedRows)) AS g"
+        )
+        try await administer { connection in
+            try await connection.query(create, logger: logger).drain()
+            try await connection.query(seed, logger: logger).drain()
+        }
+    }
+
+    func tearDown() async throws {
+        let drop = PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(table)")
+        try await administer { try await $0.query(drop, logger: logger).drain() }
+    }
+
+    /// Set-up and tear-down, outside the breaker (an open breaker must not keep the table from
+    /// being dropped).
+    private func administer(_ body: (PostgresConnection) async throws -> Void) async throws {
+        switch access {
+        case .reliable(let database):
+            try await database.query(
+                OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false),
+                body
+            )
+        case .raw(let client):
+            try await client.withConnection(body)
+        }
+    }
+
+    private func readQuery() -> PostgresQuery {
+        if let statement { return PostgresQuery(unsafeSQL: statement) }
+        let id = Int64.random(in: 1...Int64(Self.seedRows))
+        return "SELECT id, payload, created_at FROM \(unescaped: table) WHERE id = \(id)"
+    }
+
+    private func writeQuery() -> PostgresQuery {
+        if let statement { return PostgresQuery(unsafeSQL: statement) }
+        let payload = "payload-\(UInt64.random(in: .min ... .max))"
+        return "INSERT INTO \(unescaped: table) (payload) VALUES (\(payload))"
+    }
+
+    func read() async throws {
+        try await run(readQuery(), options: readOptions)
+    }
+
+    func write() async throws {
+        try await run(writeQuery(), options: writeOptions)
+    }
+
+    private func run(_ query: PostgresQuery, options: OperationOptions) async throws {
+        switch access {
+        case .reliable(let database):
+            try await database.query(options) { connection in
+                try await connection.query(query, logger: logger).drain()
+            }
+        case .raw(let client):
+            try await client.query(query, logger: logger).drain()
+        }
+    }
+}
+
+extension PostgresRowSequence {
+    /// Reads every row (a statement's work is only done once its rows are consumed).
+    func drain() async throws {
+        for try await _ in self {}
+    }
+}
+
+/// The raw driver's errors, classified by SQLSTATE as ReliableDB's PostgreSQL backend does.
+private func postgresErrorClass(_ error: any Error) -> ErrorClass? {
+    guard let error = error as? PSQLError else { return nil }
+    switch error.code {
+    case .server:
+        let state = error.serverInfo?[.sqlState] ?? ""
+        switch state {
+        case "40001", "40P01": return .transientTransaction
+        case "57014": return .timeout
+        case "57P01", "57P02", "57P03": return .connection
+        default:
+            if state.hasPrefix("08") { return .connection }
+            if state.hasPrefix("53") { return .overload }
+            if ["22", "23", "42", "2B", "25", "3D", "28"].contains(where: state.hasPrefix) { return .caller }
+            return .fatal
+        }
+    case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .connectionError, .poolClosed:
+        return .connection
+    case .queryCancelled:
+        return .cancelled
+    default:
+        return .fatal
+    }
+}
