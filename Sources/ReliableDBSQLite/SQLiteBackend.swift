@@ -25,6 +25,9 @@ public final class SQLiteBackend: DatabaseBackend {
         var closed = 0
         var acquireTimeouts = 0
         var isShutDown = false
+        var acquisitions = 0
+        var acquireNanoseconds: Int64 = 0
+        var maxAcquireNanoseconds: Int64 = 0
     }
 
     /// Shared with GRDB's `prepareDatabase` hook, which counts connections as they open.
@@ -117,9 +120,13 @@ public final class SQLiteBackend: DatabaseBackend {
             counters.withLock { $0.acquireTimeouts += 1 }
             throw DatabasePoolTimeoutError(waited: ContinuousClock.now - waitStart, statistics: poolStatistics())
         }
-        instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
-            (ContinuousClock.now - waitStart).nanosecondsClamped
-        )
+        let waited = (ContinuousClock.now - waitStart).nanosecondsClamped
+        counters.withLock {
+            $0.acquisitions += 1
+            $0.acquireNanoseconds &+= waited
+            $0.maxAcquireNanoseconds = max($0.maxAcquireNanoseconds, waited)
+        }
+        instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(waited)
         defer { gate.release() }
         return try await body()
     }
@@ -137,7 +144,9 @@ public final class SQLiteBackend: DatabaseBackend {
             opened: counters.opened,
             closed: counters.closed,
             connectFailures: 0,
-            acquireTimeouts: counters.acquireTimeouts
+            acquireTimeouts: counters.acquireTimeouts,
+            averageAcquireTime: .nanoseconds(counters.acquireNanoseconds / Int64(max(1, counters.acquisitions))),
+            maxAcquireTime: .nanoseconds(counters.maxAcquireNanoseconds)
         )
     }
 
