@@ -65,8 +65,10 @@ public final class PooledPostgresConnection: PooledConnection {
     }
 
     /// Waits until a cancel request sent for this connection has been answered, so it cannot hit
-    /// the next caller's statement. Costs nothing when no cancel was sent.
-    func settleCancel() async {
+    /// the next caller's statement, but no longer than `grace`. Returns false when the cancel went
+    /// unanswered (server or network unresponsive): the connection must then be discarded. Costs
+    /// nothing when no cancel was sent.
+    func settleCancel(within grace: Duration) async -> Bool {
         let (cancel, watchdog) = state.withLock { state in
             defer {
                 state.cancel = nil
@@ -75,7 +77,20 @@ public final class PooledPostgresConnection: PooledConnection {
             return (state.cancel, state.watchdog)
         }
         watchdog?.cancel()
-        await cancel?.value
+        guard let cancel else { return true }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await cancel.value
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                return false
+            }
+            let answered = await group.next() ?? false
+            group.cancelAll()
+            return answered
+        }
     }
 }
 

@@ -153,6 +153,10 @@ public final class PostgresBackend: DatabaseBackend {
         return configuration
     }
 
+    deinit {
+        poolWaits.stop()
+    }
+
     public var backendName: String { "postgresql" }
 
     public func poolStatistics() -> PoolStatistics {
@@ -195,8 +199,14 @@ public final class PostgresBackend: DatabaseBackend {
                     return try await poolWait.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
                         try await attempt.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
                             try await withTaskCancellationHandler {
-                                try await withCheckedThrowingContinuation { continuation in
+                                try Task.checkCancellation()
+                                return try await withCheckedThrowingContinuation { continuation in
                                     pool.leaseConnection(LeaseRequest(id: requestID, continuation: continuation))
+                                    // A cancel or deadline that fired before the request was queued
+                                    // found nothing to cancel: cancel it now.
+                                    if Task.isCancelled || attempt.isExpired || poolWait.isExpired {
+                                        pool.cancelLeaseConnection(requestID)
+                                    }
                                 }
                             } onCancel: {
                                 pool.cancelLeaseConnection(requestID)
@@ -241,8 +251,8 @@ public final class PostgresBackend: DatabaseBackend {
 
     private func release(_ lease: ConnectionLease<PooledPostgresConnection>, discard: Bool) async {
         let connection = lease.connection
-        await connection.settleCancel()
-        if discard {
+        let settled = await connection.settleCancel(within: cancelGrace)
+        if discard || !settled {
             connection.markClosing(.broken)
             pool.connectionWillClose(connection.id)
         } else if clock.now >= connection.retireAt {

@@ -144,9 +144,11 @@ struct PostgresErrorClassifier {
     }
 
     static func classify(sqlState: String, sent: Bool) -> ErrorClassification {
+        // Outside a transaction (autocommit) earlier statements of the same attempt may have been
+        // applied, so "sent" errors are marked as possibly applied; the transaction path clears it.
         switch sqlState {
         case "40001", "40P01":
-            return ErrorClassification(.transientTransaction)
+            return ErrorClassification(.transientTransaction, mayHaveReachedServer: sent)
         case "57P01", "57P02", "57P03":
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
         case "57014":
@@ -154,9 +156,9 @@ struct PostgresErrorClassifier {
             // statement_timeout backstop.
             return ErrorClassification(.timeout)
         case "53300":
-            return ErrorClassification(.overload, discardConnection: true)
+            return ErrorClassification(.overload, mayHaveReachedServer: sent, discardConnection: true)
         case "55P03":
-            return ErrorClassification(.transientTransaction)
+            return ErrorClassification(.transientTransaction, mayHaveReachedServer: sent)
         default:
             break
         }
@@ -164,7 +166,7 @@ struct PostgresErrorClassifier {
         case "08":
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
         case "53":
-            return ErrorClassification(.overload)
+            return ErrorClassification(.overload, mayHaveReachedServer: sent)
         case "28", "3D":
             return ErrorClassification(.connection, discardConnection: true)
         case "22", "23", "42", "2B", "2D", "25", "44", "P0", "0A", "21", "40":

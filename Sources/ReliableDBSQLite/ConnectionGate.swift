@@ -54,6 +54,12 @@ final class ConnectionGate: Sendable {
             self?.fail(id, with: GateTimeout())
         }
         defer { timer.cancel() }
+        defer {
+            state.withLock {
+                $0.arriving.remove(id)
+                $0.earlyFailures[id] = nil
+            }
+        }
         try await attempt.withInterrupt({ [weak self] in self?.fail(id, with: AttemptDeadlineExceeded()) }) {
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in

@@ -281,8 +281,11 @@ public struct AttemptContext: Sendable {
     public func cancellingAtDeadline<R: Sendable>(_ body: @escaping @Sendable () async throws -> R) async throws -> R {
         guard scheduler != nil else { return try await body() }
         let task = Task { try await body() }
+        // Never leave the work running unsupervised, whichever way this returns.
+        defer { task.cancel() }
         return try await withTaskCancellationHandler {
-            try await withInterrupt({ task.cancel() }) { try await task.value }
+            // Cancelling runs the task's cancellation handlers; do it off the scheduler's lock.
+            try await withInterrupt({ Task { task.cancel() } }) { try await task.value }
         } onCancel: {
             task.cancel()
         }

@@ -208,7 +208,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         guard errorClass.isRetryable else {
             return attempt > 1 ? .stop(.notRetryable) : .giveUp
         }
-        if errorClass == .connection, classification.mayHaveReachedServer, !options.idempotent {
+        // Whatever the class: a statement that may have taken effect runs again only when the
+        // caller said repeating it is harmless (a transaction that was rolled back is not "maybe").
+        if classification.mayHaveReachedServer, !options.idempotent {
             return attempt > 1 ? .stop(.notRetryable) : .giveUp
         }
         guard attempt < maxAttempts else {
