@@ -72,6 +72,24 @@ struct PipelineTests {
         #expect(unsent.calls.count == 2, "a request that never left may always be retried")
     }
 
+    @Test func noClassIsRetriedWhenTheStatementMayHaveTakenEffect() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        for errorClass in [ErrorClass.transientTransaction, .overload, .connection] {
+            let maybeApplied = ClassifiedError(errorClass: errorClass, mayHaveReachedServer: true)
+            let write = Script([.failure(maybeApplied), .success(1)])
+            await #expect(throws: maybeApplied) {
+                try await db.execute(OperationOptions("autocommit-writes")) { _ in try write.next() }
+            }
+            #expect(write.calls.count == 1, "\(errorClass) was retried although the write may have applied")
+            let read = Script([.failure(maybeApplied), .success(1)])
+            _ = try await driving(clock) {
+                try await db.execute(.read("idempotent-read")) { _ in try read.next() }
+            }
+            #expect(read.calls.count == 2, "\(errorClass): an idempotent operation is retried")
+        }
+    }
+
     @Test func exhaustedRetriesReportAttemptsAndTheLastError() async throws {
         let clock = ManualClock()
         let db = makeDatabase(
