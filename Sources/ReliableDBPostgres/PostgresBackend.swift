@@ -119,21 +119,11 @@ public final class PostgresBackend: DatabaseBackend {
         applicationNameSuffix: String = ""
     ) throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
-        switch url.sslMode {
-        case .disable:
+        if let settings = url.tlsSettings {
+            let context = try NIOSSLContext(configuration: settings.configuration)
+            tls = settings.required ? .require(context) : .prefer(context)
+        } else {
             tls = .disable
-        case .prefer, .require:
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            tlsConfiguration.certificateVerification = .none
-            let context = try NIOSSLContext(configuration: tlsConfiguration)
-            tls = url.sslMode == .prefer ? .prefer(context) : .require(context)
-        case .verifyFull:
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            tlsConfiguration.certificateVerification = .fullVerification
-            if let rootCertificate = url.sslRootCertificate {
-                tlsConfiguration.trustRoots = .file(rootCertificate)
-            }
-            tls = .require(try NIOSSLContext(configuration: tlsConfiguration))
         }
         var configuration = PostgresConnection.Configuration(
             host: url.host,
@@ -313,6 +303,12 @@ public final class PostgresBackend: DatabaseBackend {
     }
 
     public func classify(_ error: any Error) -> ErrorClassification {
+        Self.classify(error)
+    }
+
+    /// The classification this backend applies, for errors from a plain PostgresNIO client too
+    /// (the load tester's raw mode), so both are counted the same way.
+    public static func classify(_ error: any Error) -> ErrorClassification {
         PostgresErrorClassifier.classify(error, sent: true)
     }
 
@@ -331,6 +327,28 @@ public final class PostgresBackend: DatabaseBackend {
 }
 
 struct PoolWaitTimedOut: Error {}
+
+extension PostgresURL {
+    /// The TLS settings `sslmode` implies, nil for `disable`: `prefer` and `require` encrypt without
+    /// verifying the certificate (libpq's meaning), `verify-full` verifies it against `sslrootcert`
+    /// or the system's roots and checks the host name.
+    public var tlsSettings: (configuration: TLSConfiguration, required: Bool)? {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch sslMode {
+        case .disable:
+            return nil
+        case .prefer, .require:
+            configuration.certificateVerification = .none
+            return (configuration, sslMode == .require)
+        case .verifyFull:
+            configuration.certificateVerification = .fullVerification
+            if let sslRootCertificate {
+                configuration.trustRoots = .file(sslRootCertificate)
+            }
+            return (configuration, true)
+        }
+    }
+}
 
 func sqlState(of error: any Error) -> String? {
     (error as? PSQLError)?.serverInfo?[.sqlState]

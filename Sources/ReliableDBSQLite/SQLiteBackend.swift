@@ -184,7 +184,9 @@ public final class SQLiteBackend: DatabaseBackend {
         }
     }
 
-    static func errorClass(of code: ResultCode) -> ErrorClass {
+    /// The pipeline's class for a SQLite result code; also used to classify a plain GRDB pool's
+    /// errors the same way (the load tester's raw mode).
+    public static func errorClass(of code: ResultCode) -> ErrorClass {
         switch code.primaryResultCode {
         case .SQLITE_BUSY, .SQLITE_LOCKED:
             .transientTransaction

@@ -472,7 +472,7 @@ struct SQLiteLoadWorkload: LoadWorkload {
         case .reliable(let database):
             return LoadTestErrorClassification.classify(error, backend: database.classify)
         case .raw:
-            if let error = error as? DatabaseError { return sqliteErrorClass(error.resultCode) }
+            if let error = error as? DatabaseError { return SQLiteBackend.errorClass(of: error.resultCode) }
             return LoadTestErrorClassification.classify(error)
         }
     }
@@ -530,19 +530,6 @@ struct SQLiteLoadWorkload: LoadWorkload {
 }
 
 /// The raw driver's errors, classified as ReliableDB's SQLite backend does.
-private func sqliteErrorClass(_ code: ResultCode) -> ErrorClass {
-    switch code.primaryResultCode {
-    case .SQLITE_BUSY, .SQLITE_LOCKED: .transientTransaction
-    case .SQLITE_CONSTRAINT, .SQLITE_ERROR, .SQLITE_MISMATCH, .SQLITE_RANGE, .SQLITE_TOOBIG, .SQLITE_READONLY,
-        .SQLITE_AUTH, .SQLITE_MISUSE:
-        .caller
-    case .SQLITE_INTERRUPT: .cancelled
-    case .SQLITE_CANTOPEN, .SQLITE_IOERR, .SQLITE_PROTOCOL: .connection
-    case .SQLITE_NOMEM, .SQLITE_FULL: .overload
-    default: .fatal
-    }
-}
-
 // MARK: PostgreSQL workload
 
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain
@@ -573,22 +560,8 @@ struct PostgresLoadWorkload: LoadWorkload {
     }
 
     static func rawClient(url: PostgresURL, connectionLimit: Int, logger: Logger) throws -> PostgresClient {
-        let tls: PostgresClient.Configuration.TLS
-        switch url.sslMode {
-        case .disable:
-            tls = .disable
-        case .prefer, .require:
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            tlsConfiguration.certificateVerification = .none
-            tls = url.sslMode == .prefer ? .prefer(tlsConfiguration) : .require(tlsConfiguration)
-        case .verifyFull:
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            tlsConfiguration.certificateVerification = .fullVerification
-            if let rootCertificate = url.sslRootCertificate {
-                tlsConfiguration.trustRoots = .file(rootCertificate)
-            }
-            tls = .require(tlsConfiguration)
-        }
+        let tls: PostgresClient.Configuration.TLS =
+            url.tlsSettings.map { $0.required ? .require($0.configuration) : .prefer($0.configuration) } ?? .disable
         var configuration = PostgresClient.Configuration(
             host: url.host,
             port: url.port,
@@ -613,7 +586,8 @@ struct PostgresLoadWorkload: LoadWorkload {
         case .reliable(let database):
             return LoadTestErrorClassification.classify(error, backend: database.classify)
         case .raw:
-            return postgresErrorClass(error) ?? LoadTestErrorClassification.classify(error)
+            if error is PSQLError { return PostgresBackend.classify(error).errorClass }
+            return LoadTestErrorClassification.classify(error)
         }
     }
 
@@ -696,26 +670,3 @@ extension PostgresRowSequence {
 }
 
 /// The raw driver's errors, classified by SQLSTATE as ReliableDB's PostgreSQL backend does.
-private func postgresErrorClass(_ error: any Error) -> ErrorClass? {
-    guard let error = error as? PSQLError else { return nil }
-    switch error.code {
-    case .server:
-        let state = error.serverInfo?[.sqlState] ?? ""
-        switch state {
-        case "40001", "40P01": return .transientTransaction
-        case "57014": return .timeout
-        case "57P01", "57P02", "57P03": return .connection
-        default:
-            if state.hasPrefix("08") { return .connection }
-            if state.hasPrefix("53") { return .overload }
-            if ["22", "23", "42", "2B", "25", "3D", "28"].contains(where: state.hasPrefix) { return .caller }
-            return .fatal
-        }
-    case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .connectionError, .poolClosed:
-        return .connection
-    case .queryCancelled:
-        return .cancelled
-    default:
-        return .fatal
-    }
-}
