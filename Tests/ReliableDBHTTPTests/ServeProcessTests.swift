@@ -59,6 +59,45 @@ struct ServeProcessTests {
         #expect(status == 0)
     }
 
+    @Test func theCarmenDemoServesUsersProfilesAndOrders() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-demo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let server = try ServerProcess(
+            binary: Self.binary,
+            arguments: [
+                "serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file",
+                directory.appendingPathComponent("none.env").path,
+            ],
+            environment: ["DATABASE_URL": "sqlite:\(directory.appendingPathComponent("demo.sqlite").path)"]
+        )
+        let port = try await server.waitForPort()
+        let base = "http://127.0.0.1:\(port)/api"
+
+        let users = try await get("\(base)/users")
+        #expect(users.status == 200)
+        #expect(users.body.contains("\"degraded\":false"))
+        #expect(users.body.contains("ana@carmen.example"), "seeded on start")
+
+        var create = HTTPClientRequest(url: "\(base)/users")
+        create.method = .POST
+        create.headers.add(name: "content-type", value: "application/json")
+        create.body = .bytes(ByteBuffer(string: #"{"email":"dora@carmen.example","name":"Dora","bio":"Sales"}"#))
+        let created = try await HTTPClient.shared.execute(create, timeout: .seconds(5))
+        #expect(created.status.code == 201)
+        let duplicate = try await HTTPClient.shared.execute(create, timeout: .seconds(5))
+        #expect(duplicate.status.code == 409, "the email is unique; the caller's error is not retried")
+        #expect(try await get("\(base)/users").body.contains("dora@carmen.example"))
+
+        let orders = try await get("\(base)/orders?user=1")
+        #expect(orders.status == 200)
+        #expect(orders.body.contains("\"totalCents\":12990"))
+        #expect(try await get("\(base)/orders?user=abc").status == 400)
+
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
     @Test func aBadConfigurationExitsNonZeroListingEveryProblem() async throws {
         let server = try ServerProcess(
             binary: Self.binary,
