@@ -408,10 +408,7 @@ final class ConsoleOutput: Sendable {
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain GRDB
 /// `DatabasePool` with the same number of readers.
 struct SQLiteLoadWorkload: LoadWorkload {
-    enum Access: Sendable {
-        case reliable(ReliableDatabase<SQLiteBackend>)
-        case raw(DatabasePool)
-    }
+    typealias Access = WorkloadAccess<SQLiteBackend, DatabasePool>
 
     static let seedRows = 1000
     let access: Access
@@ -462,19 +459,10 @@ struct SQLiteLoadWorkload: LoadWorkload {
         return try DatabasePool(path: path, configuration: configuration)
     }
 
-    var pipelineMetrics: MetricsSnapshot? {
-        if case .reliable(let database) = access { return database.metrics() }
-        return nil
-    }
+    var pipelineMetrics: MetricsSnapshot? { access.pipelineMetrics }
 
     func classify(_ error: any Error) -> ErrorClass? {
-        switch access {
-        case .reliable(let database):
-            return LoadTestErrorClassification.classify(error, backend: database.classify)
-        case .raw:
-            if let error = error as? DatabaseError { return SQLiteBackend.errorClass(of: error.resultCode) }
-            return LoadTestErrorClassification.classify(error)
-        }
+        access.classify(error) { ($0 as? DatabaseError).map { SQLiteBackend.errorClass(of: $0.resultCode) } }
     }
 
     func setUp() async throws {
@@ -530,15 +518,36 @@ struct SQLiteLoadWorkload: LoadWorkload {
 }
 
 /// The raw driver's errors, classified as ReliableDB's SQLite backend does.
+/// How a workload reaches the database: through ReliableDB's pipeline, or the plain driver
+/// (`--raw`) for comparison.
+enum WorkloadAccess<Backend: DatabaseBackend, Raw: Sendable>: Sendable {
+    case reliable(ReliableDatabase<Backend>)
+    case raw(Raw)
+
+    /// The pipeline's numbers; nil for the raw driver, which has none.
+    var pipelineMetrics: MetricsSnapshot? {
+        if case .reliable(let database) = self { return database.metrics() }
+        return nil
+    }
+
+    /// Classifies with the backend's classifier either way, so both modes count errors alike;
+    /// `driverClass` maps the driver's own error type in raw mode.
+    func classify(_ error: any Error, driverClass: (any Error) -> ErrorClass?) -> ErrorClass? {
+        switch self {
+        case .reliable(let database):
+            LoadTestErrorClassification.classify(error, backend: database.classify)
+        case .raw:
+            driverClass(error) ?? LoadTestErrorClassification.classify(error)
+        }
+    }
+}
+
 // MARK: PostgreSQL workload
 
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain
 /// `PostgresClient` with the same pool size.
 struct PostgresLoadWorkload: LoadWorkload {
-    enum Access: Sendable {
-        case reliable(ReliableDatabase<PostgresBackend>)
-        case raw(PostgresClient)
-    }
+    typealias Access = WorkloadAccess<PostgresBackend, PostgresClient>
 
     static let seedRows = 1000
     let access: Access
@@ -576,19 +585,10 @@ struct PostgresLoadWorkload: LoadWorkload {
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }
 
-    var pipelineMetrics: MetricsSnapshot? {
-        if case .reliable(let database) = access { return database.metrics() }
-        return nil
-    }
+    var pipelineMetrics: MetricsSnapshot? { access.pipelineMetrics }
 
     func classify(_ error: any Error) -> ErrorClass? {
-        switch access {
-        case .reliable(let database):
-            return LoadTestErrorClassification.classify(error, backend: database.classify)
-        case .raw:
-            if error is PSQLError { return PostgresBackend.classify(error).errorClass }
-            return LoadTestErrorClassification.classify(error)
-        }
+        access.classify(error) { $0 is PSQLError ? PostgresBackend.classify($0).errorClass : nil }
     }
 
     func setUp() async throws {
