@@ -323,27 +323,53 @@ struct LoadTestCommand: AsyncParsableCommand {
     }
 
     /// Runs `operation` in a task that SIGINT cancels; a second SIGINT ends the process.
+    ///
+    /// The handler is in place before the task starts, so a Ctrl-C that arrives while the table is
+    /// being created still stops the run and drops the table instead of killing the process.
     private func cancellingOnInterrupt<T: Sendable>(
         _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let task = Task { try await operation() }
+        let interruption = InterruptedTask()
         signal(SIGINT, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         source.setEventHandler {
             signal(SIGINT, SIG_DFL)
             printError("\ninterrupted: stopping and dropping the load test table (Ctrl-C again to quit at once)")
-            task.cancel()
+            interruption.interrupt()
         }
         source.resume()
         defer {
             source.cancel()
             signal(SIGINT, SIG_DFL)
         }
+        let task = Task { try await operation() }
+        interruption.attach { task.cancel() }
         return try await withTaskCancellationHandler {
             try await task.value
         } onCancel: {
             task.cancel()
         }
+    }
+}
+
+/// Connects a SIGINT that may arrive before the task exists to that task's cancellation.
+private final class InterruptedTask: Sendable {
+    private let state = Mutex<(interrupted: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
+
+    func interrupt() {
+        let cancel = state.withLock { state in
+            state.interrupted = true
+            return state.cancel
+        }
+        cancel?()
+    }
+
+    func attach(_ cancel: @escaping @Sendable () -> Void) {
+        let interrupted = state.withLock { state in
+            state.cancel = cancel
+            return state.interrupted
+        }
+        if interrupted { cancel() }
     }
 }
 
