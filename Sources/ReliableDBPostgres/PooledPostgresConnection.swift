@@ -3,11 +3,10 @@ import NIOCore
 import PostgresNIO
 import ReliableDB
 import Synchronization
-import _ConnectionPoolModule
 
 /// A pooled PostgreSQL connection with what the pool alone does not know: the server process id
 /// (for `pg_cancel_backend`), when it should be retired, and why it closed.
-public final class PooledPostgresConnection: PooledConnection {
+public final class PooledPostgresConnection: Sendable {
     public let id: Int
     public let underlying: PostgresConnection
     /// The server process serving this connection (`pg_backend_pid()`).
@@ -29,14 +28,13 @@ public final class PooledPostgresConnection: PooledConnection {
         self.retireAt = retireAt
     }
 
-    public func onClose(_ closure: @escaping @Sendable ((any Error)?) -> Void) {
-        underlying.closeFuture.whenComplete { _ in
-            let reason = self.state.withLock { $0.closeReason } ?? .server
-            closure(PoolCloseError(reason: reason))
-        }
+    /// Why it was closed, once the pool or a deadline closed it; nil when the server or the
+    /// network did.
+    var closeReason: PoolCloseReason? {
+        state.withLock { $0.closeReason }
     }
 
-    public func close() {
+    func close() {
         state.withLock { if $0.closeReason == nil { $0.closeReason = .pool } }
         _ = underlying.close() as EventLoopFuture<Void>
     }
@@ -96,7 +94,7 @@ public final class PooledPostgresConnection: PooledConnection {
 
 /// Why the pool closed a connection.
 public enum PoolCloseReason: String, Sendable, CaseIterable {
-    /// Closed by the pool: idle timeout, overflow, keep-alive failure or shutdown.
+    /// Closed by the pool: idle timeout, keep-alive failure or shutdown.
     case pool
     /// Reached its maximum lifetime.
     case lifetime
@@ -104,9 +102,4 @@ public enum PoolCloseReason: String, Sendable, CaseIterable {
     case broken
     /// Closed by the server or the network.
     case server
-}
-
-/// Carries the close reason through the pool's `onClose` callback to the observer.
-struct PoolCloseError: Error {
-    var reason: PoolCloseReason
 }

@@ -5,25 +5,18 @@ import NIOSSL
 import PostgresNIO
 import ReliableDB
 import Synchronization
-import _ConnectionPoolModule
 
-/// The PostgreSQL backend: PostgresNIO connections in postgres-nio's `ConnectionPool`, with exact
-/// statistics, a bounded wait for a connection, server-side cancellation at the deadline, and
-/// broken or old connections retired instead of handed out again.
+/// The PostgreSQL backend: PostgresNIO connections in a pool of its own, with exact statistics,
+/// a bounded wait for a connection, server-side cancellation at the deadline, and broken or old
+/// connections retired instead of handed out again.
 public final class PostgresBackend: DatabaseBackend {
-    typealias Pool = ConnectionPool<
-        PooledPostgresConnection, Int, ConnectionIDGenerator, LeaseRequest, Int, KeepAlive, PoolObserver,
-        ContinuousClock
-    >
-
     public let url: PostgresURL
     public let connectionLimit: Int
     public let poolTimeout: Duration
     /// How long a cancelled statement may take to stop before its connection is closed.
     public let cancelGrace: Duration
     let connectionConfiguration: PostgresConnection.Configuration
-    private let pool: Pool
-    private let observer = PoolObserver()
+    private let pool: PostgresConnectionPool
     private let canceller: QueryCanceller
     private let poolWaits: DeadlineScheduler
     private let clock: any ReliabilityClock
@@ -70,24 +63,14 @@ public final class PostgresBackend: DatabaseBackend {
         canceller = QueryCanceller(configuration: cancellerConfiguration, logger: logger)
         poolWaits = DeadlineScheduler(clock: clock)
 
-        var poolConfiguration = ConnectionPoolConfiguration()
-        poolConfiguration.minimumConnectionCount = 0
-        poolConfiguration.maximumConnectionSoftLimit = connectionLimit
-        poolConfiguration.maximumConnectionHardLimit = connectionLimit
-        poolConfiguration.idleTimeout = idleTimeout
-        poolConfiguration.circuitBreakerTripAfter = poolTimeout
         let factoryConfiguration = configuration
         let factoryLogger = logger
         let factoryClock = clock
-        pool = Pool(
-            configuration: poolConfiguration,
-            idGenerator: ConnectionIDGenerator(),
-            requestType: LeaseRequest.self,
-            keepAliveBehavior: KeepAlive(logger: logger),
-            observabilityDelegate: observer,
-            clock: ContinuousClock()
-        ) { id, _ in
+        pool = PostgresConnectionPool(limit: connectionLimit, idleTimeout: idleTimeout, logger: logger) {
+            id,
+            eventLoop in
             let connection = try await PostgresConnection.connect(
+                on: eventLoop,
                 configuration: factoryConfiguration,
                 id: id,
                 logger: factoryLogger
@@ -98,13 +81,12 @@ public final class PostgresBackend: DatabaseBackend {
                     pid = try row.decode(Int32.self)
                 }
                 let jitter = Double.random(in: 0...0.05)
-                let pooled = PooledPostgresConnection(
+                return PooledPostgresConnection(
                     id: id,
                     underlying: connection,
                     backendPID: pid,
                     retireAt: factoryClock.now + maxLifetime * (1 - jitter)
                 )
-                return ConnectionAndMetadata(connection: pooled, maximalStreamsOnConnection: 1)
             } catch {
                 try? await connection.close()
                 throw error
@@ -150,7 +132,7 @@ public final class PostgresBackend: DatabaseBackend {
     public var backendName: String { "postgresql" }
 
     public func poolStatistics() -> PoolStatistics {
-        observer.statistics(maximum: connectionLimit)
+        pool.statistics()
     }
 
     /// Runs `body` on a pooled connection. When the attempt's deadline passes, the running
@@ -161,96 +143,98 @@ public final class PostgresBackend: DatabaseBackend {
         within attempt: AttemptContext = .unbounded,
         _ body: (PostgresConnection) async throws -> R
     ) async throws -> R {
-        let lease = try await lease(within: attempt)
-        let connection = lease.connection
+        let connection = try await lease(within: attempt)
         let canceller = self.canceller
         let grace = cancelGrace
         do {
             let result = try await attempt.withInterrupt({ connection.beginCancel(using: canceller, grace: grace) }) {
                 try await body(connection.underlying)
             }
-            await release(lease, discard: false)
+            await release(connection, discard: false)
             return result
         } catch {
             let discard = classify(error).discardConnection || connection.underlying.isClosed
-            await release(lease, discard: discard)
+            await release(connection, discard: discard)
             throw error
         }
     }
 
-    private func lease(within attempt: AttemptContext) async throws -> ConnectionLease<PooledPostgresConnection> {
+    private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
+        if let connection = pool.leaseIdle() {
+            pool.recordAcquire(waited: .zero)
+            instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(0)
+            return connection
+        }
         let requestID = requestIDs.add(1, ordering: .relaxed).newValue
         let pool = self.pool
         let start = ContinuousClock.now
-        observer.leaseRequested()
         do {
-            let lease = try await poolWaits.bounded(until: clock.now + poolTimeout) { poolWait in
+            let connection = try await poolWaits.bounded(until: clock.now + poolTimeout) { poolWait in
                 do {
-                    return try await poolWait.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
-                        try await attempt.withInterrupt({ pool.cancelLeaseConnection(requestID) }) {
+                    return try await poolWait.withInterrupt({ pool.cancel(requestID) }) {
+                        try await attempt.withInterrupt({ pool.cancel(requestID) }) {
                             try await withTaskCancellationHandler {
                                 try Task.checkCancellation()
                                 return try await withCheckedThrowingContinuation { continuation in
-                                    pool.leaseConnection(LeaseRequest(id: requestID, continuation: continuation))
+                                    pool.enqueue(requestID, continuation)
                                     // A cancel or deadline that fired before the request was queued
                                     // found nothing to cancel: cancel it now.
                                     if Task.isCancelled || attempt.isExpired || poolWait.isExpired {
-                                        pool.cancelLeaseConnection(requestID)
+                                        pool.cancel(requestID)
                                     }
                                 }
                             } onCancel: {
-                                pool.cancelLeaseConnection(requestID)
+                                pool.cancel(requestID)
                             }
                         }
                     }
-                } catch let error as ConnectionPoolError where error == .requestCancelled && poolWait.isExpired {
+                } catch PoolLeaseError.cancelled where poolWait.isExpired {
                     throw PoolWaitTimedOut()
                 } catch is AttemptDeadlineExceeded where poolWait.isExpired {
                     throw PoolWaitTimedOut()
                 }
             }
             let waited = ContinuousClock.now - start
-            observer.leaseEnded(granted: true, waited: waited, timedOut: false)
+            pool.recordAcquire(waited: waited)
             instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(waited.nanosecondsClamped)
-            return lease
+            return connection
         } catch {
             let waited = ContinuousClock.now - start
-            observer.leaseEnded(granted: false, waited: waited, timedOut: error is PoolWaitTimedOut)
             switch error {
             case is PoolWaitTimedOut:
+                pool.recordAcquire(waited: waited, timedOut: true)
                 throw DatabasePoolTimeoutError(
                     waited: waited,
                     statistics: poolStatistics(),
-                    lastConnectError: observer.lastConnectError.map(describePostgresError)
+                    lastConnectError: pool.lastConnectError.map(describePostgresError)
                 )
-            case let poolError as ConnectionPoolError where poolError == .requestCancelled && attempt.isExpired:
+            case PoolLeaseError.cancelled where attempt.isExpired:
                 throw AttemptDeadlineExceeded()
-            case let poolError as ConnectionPoolError where poolError == .requestCancelled:
+            case PoolLeaseError.cancelled:
                 throw CancellationError()
-            case let poolError as ConnectionPoolError where poolError == .connectionCreationCircuitBreakerTripped:
+            case PoolLeaseError.connectFailed(let cause):
                 throw PostgresUnavailableError(
                     target: url.description,
-                    cause: observer.lastConnectError.map(describePostgresError) ?? describePostgresError(poolError),
-                    sqlState: observer.lastConnectError.flatMap(sqlState(of:))
+                    cause: describePostgresError(cause),
+                    sqlState: sqlState(of: cause)
                 )
+            case PoolLeaseError.shutDown:
+                throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
             default:
                 throw error
             }
         }
     }
 
-    private func release(_ lease: ConnectionLease<PooledPostgresConnection>, discard: Bool) async {
-        let connection = lease.connection
+    private func release(_ connection: PooledPostgresConnection, discard: Bool) async {
         let settled = await connection.settleCancel(within: cancelGrace)
         if discard || !settled {
-            connection.markClosing(.broken)
-            pool.connectionWillClose(connection.id)
+            pool.release(connection, closeReason: .broken)
         } else if clock.now >= connection.retireAt {
-            connection.markClosing(.lifetime)
-            pool.connectionWillClose(connection.id)
+            pool.release(connection, closeReason: .lifetime)
+        } else {
+            pool.release(connection)
         }
-        observer.released()
-        lease.release()
     }
 
     /// Probes with `SELECT version()` through the pool. While the pool holds no connection (at
@@ -318,8 +302,9 @@ public final class PostgresBackend: DatabaseBackend {
 
     /// Closes every connection; in-flight statements fail.
     public func shutdown() async throws {
-        pool.triggerForceShutdown()
         let task = runner.withLock { $0 }
+        task?.cancel()
+        await pool.shutdown()
         await task?.value
         poolWaits.stop()
         await canceller.close()

@@ -56,7 +56,14 @@ public func describePostgresError(_ error: any Error) -> String {
         if let inner = error.closureError { return describePostgresError(inner) }
         if let inner = error.commitError { return "COMMIT failed: \(describePostgresError(inner))" }
         return "transaction failed"
+    case let error as PoolLeaseError:
+        switch error {
+        case .cancelled: return "the connection request was cancelled"
+        case .shutDown: return "the connection pool is shut down"
+        case .connectFailed(let cause): return describePostgresError(cause)
+        }
     case let error as ConnectionPoolError:
+        // From a plain PostgresClient (the load tester's raw mode).
         if error == .connectionCreationCircuitBreakerTripped {
             return "the pool stopped trying to connect after repeated failures"
         }
@@ -111,6 +118,9 @@ struct PostgresErrorClassifier {
             return ErrorClassification(.fatal)
         case let error as PSQLError:
             return classify(error, sent: sent)
+        case let error as PoolLeaseError:
+            if case .cancelled = error { return ErrorClassification(.cancelled) }
+            return ErrorClassification(.connection)
         case let error as ConnectionPoolError:
             if error == .requestCancelled { return ErrorClassification(.cancelled) }
             return ErrorClassification(.connection)
