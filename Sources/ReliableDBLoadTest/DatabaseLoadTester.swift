@@ -161,8 +161,8 @@ public struct DatabaseLoadTester<Workload: LoadWorkload>: Sendable {
         let workload = self.workload
         let recording = phase == .measuring
         let tallies = try await withThrowingTaskGroup(of: WorkerTally.self) { group in
-            for _ in 0..<configuration.concurrentConnections {
-                group.addTask {
+            for index in 0..<configuration.concurrentConnections {
+                group.addTask(executorPreference: workload.executor(forWorker: index)) {
                     await Self.runWorker(workload, plan: plan, counters: counters, series: recording ? series : nil)
                 }
             }

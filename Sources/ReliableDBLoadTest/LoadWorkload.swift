@@ -29,6 +29,11 @@ public protocol LoadWorkload: Sendable {
 
     /// The class of an operation's error, or nil when it fits none (reported as `other`).
     func classify(_ error: any Error) -> ErrorClass?
+
+    /// Where worker `index` should run, or nil for the default executor. A driver that does its
+    /// I/O on event loops runs fastest with each worker on one loop, as pgbench's `-j` threads
+    /// each own their connections.
+    func executor(forWorker index: Int) -> (any TaskExecutor)?
 }
 
 extension LoadWorkload {
@@ -39,6 +44,8 @@ extension LoadWorkload {
     public func classify(_ error: any Error) -> ErrorClass? {
         LoadTestErrorClassification.classify(error)
     }
+
+    public func executor(forWorker index: Int) -> (any TaskExecutor)? { nil }
 }
 
 /// Maps an operation's error to an ``ErrorClass`` as a caller of ReliableDB sees it.

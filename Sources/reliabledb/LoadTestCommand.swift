@@ -583,6 +583,7 @@ struct PostgresLoadWorkload: LoadWorkload {
     let name: String
     private let readOptions: OperationOptions
     private let writeOptions: OperationOptions
+    private let executors = EventLoopExecutor.forDefaultEventLoops
 
     init(access: Access, table: String, statement: String?, logger: Logger, name: String) {
         self.access = access
@@ -615,6 +616,11 @@ struct PostgresLoadWorkload: LoadWorkload {
 
     func classify(_ error: any Error) -> ErrorClass? {
         access.classify(error) { $0 is PSQLError ? PostgresBackend.classify($0).errorClass : nil }
+    }
+
+    /// Workers spread over the event loops, each running where its connections do I/O.
+    func executor(forWorker index: Int) -> (any TaskExecutor)? {
+        executors.isEmpty ? nil : executors[index % executors.count]
     }
 
     func setUp() async throws {
