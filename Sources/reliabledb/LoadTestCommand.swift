@@ -74,6 +74,18 @@ struct LoadTestCommand: AsyncParsableCommand {
     )
     var sql: String?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Send --sql unnamed with every operation instead of preparing it once per connection.",
+            discussion: """
+                By default the statement is prepared once per connection and then only bound and \
+                executed (SQLite caches it the same way), like pgbench -M prepared. With this flag \
+                PostgreSQL parses and plans it on every operation, as an application's query() does.
+                """
+        )
+    )
+    var unprepared = false
+
     @Flag(help: "Print the report as JSON (progress goes to standard error).")
     var json = false
 
@@ -257,7 +269,8 @@ struct LoadTestCommand: AsyncParsableCommand {
         logger: Logger,
         _ output: ConsoleOutput
     ) async throws -> LoadTestReport {
-        let suffix = statement.map { " running \($0)" } ?? ""
+        let suffix = statement.map { " running \($0)\(unprepared ? " unprepared" : "")" } ?? ""
+        let statement = statement.map { PostgresLoadWorkload.CustomStatement(sql: $0, prepared: !unprepared) }
         if raw {
             let client = try PostgresLoadWorkload.rawClient(
                 url: url,
@@ -575,20 +588,27 @@ enum WorkloadAccess<Backend: DatabaseBackend, Raw: Sendable>: Sendable {
 struct PostgresLoadWorkload: LoadWorkload {
     typealias Access = WorkloadAccess<PostgresBackend, PostgresClient>
 
+    /// The `--sql` statement, and whether to prepare it.
+    struct CustomStatement {
+        var sql: String
+        var prepared: Bool
+    }
+
     static let seedRows = 1000
     let access: Access
     let table: String
-    let statement: String?
+    let statement: CustomStatement?
     let logger: Logger
     let name: String
     private let readOptions: OperationOptions
     private let writeOptions: OperationOptions
     private let executors = EventLoopExecutor.forDefaultEventLoops
 
-    init(access: Access, table: String, statement: String?, logger: Logger, name: String) {
+    init(access: Access, table: String, statement: CustomStatement?, logger: Logger, name: String) {
         self.access = access
         self.table = table
         self.statement = statement
+        if let statement { PreparedCustomStatement.text.withLock { $0 = statement.sql } }
         self.logger = logger
         self.name = name
         readOptions = .read("loadtest-read", table: table)
@@ -663,38 +683,59 @@ struct PostgresLoadWorkload: LoadWorkload {
     }
 
     private func readQuery() -> PostgresQuery {
-        if let statement { return PostgresQuery(unsafeSQL: statement) }
         let id = Int64.random(in: 1...Int64(Self.seedRows))
         return "SELECT id, payload, created_at FROM \(unescaped: table) WHERE id = \(id)"
     }
 
     private func writeQuery() -> PostgresQuery {
-        if let statement { return PostgresQuery(unsafeSQL: statement) }
         let payload = "payload-\(UInt64.random(in: .min ... .max))"
         return "INSERT INTO \(unescaped: table) (payload) VALUES (\(payload))"
     }
 
     func read() async throws {
-        try await run(readQuery(), options: readOptions)
+        try await run(options: readOptions, builtIn: readQuery)
     }
 
     func write() async throws {
-        try await run(writeQuery(), options: writeOptions)
+        try await run(options: writeOptions, builtIn: writeQuery)
     }
 
-    private func run(_ query: PostgresQuery, options: OperationOptions) async throws {
-        switch access {
-        case .reliable(let database):
+    private func run(options: OperationOptions, builtIn: () -> PostgresQuery) async throws {
+        switch (statement, access) {
+        case (let custom?, .reliable(let database)) where custom.prepared:
+            try await database.query(options) { connection in
+                try await connection.execute(PreparedCustomStatement(), logger: logger).drain()
+            }
+        case (let custom?, .raw(let client)) where custom.prepared:
+            try await client.execute(PreparedCustomStatement(), logger: logger).drain()
+        case (_, .reliable(let database)):
+            let query = statement.map { PostgresQuery(unsafeSQL: $0.sql) } ?? builtIn()
             try await database.query(options) { connection in
                 try await connection.query(query, logger: logger).drain()
             }
-        case .raw(let client):
+        case (_, .raw(let client)):
+            let query = statement.map { PostgresQuery(unsafeSQL: $0.sql) } ?? builtIn()
             try await client.query(query, logger: logger).drain()
         }
     }
 }
 
-extension PostgresRowSequence {
+/// `--sql` as a PostgresNIO prepared statement, which is parsed once per connection and then only
+/// bound and executed. PostgresNIO takes the text from a static property; a load test runs one
+/// statement per process, and the name carries a hash of the text so a changed text is never
+/// executed under an old name.
+struct PreparedCustomStatement: PostgresPreparedStatement {
+    typealias Row = PostgresRow
+    static let text = Mutex("")
+
+    static var sql: String { text.withLock { $0 } }
+    static var name: String { "reliabledb_loadtest_" + String(UInt64(bitPattern: Int64(sql.hashValue)), radix: 16) }
+
+    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
+extension AsyncSequence {
     /// Reads every row (a statement's work is only done once its rows are consumed).
     func drain() async throws {
         for try await _ in self {}

@@ -195,13 +195,21 @@ struct LoadTestCommandTests {
         #expect(try Self.loadTestTables(inSQLite: database) == [])
     }
 
-    @Test(arguments: [false, true])
-    func postgresSelectOneThroughReliableDBAndRaw(raw: Bool) async throws {
+    /// `--sql` is a prepared statement by default (reads and writes, ReliableDB and raw) and an
+    /// unnamed one per operation with `--unprepared`.
+    @Test(arguments: [
+        (raw: false, unprepared: false, sql: "SELECT 1"),
+        (raw: true, unprepared: false, sql: "SELECT 1"),
+        (raw: false, unprepared: true, sql: "SELECT 1"),
+        (raw: false, unprepared: false, sql: "INSERT INTO {table} (payload) VALUES ('custom')"),
+        (raw: true, unprepared: true, sql: "INSERT INTO {table} (payload) VALUES ('custom')"),
+    ])
+    func postgresCustomStatementThroughReliableDBAndRaw(raw: Bool, unprepared: Bool, sql: String) async throws {
         let directory = try TemporaryDirectory()
         let url = try PostgresTestServer.urlString
         let outcome = try await Self.loadtest(
-            (raw ? ["--raw"] : []) + [
-                "--sql", "SELECT 1", "--connections", "4", "--operations", "25", "--type", "read", "--json",
+            (raw ? ["--raw"] : []) + (unprepared ? ["--unprepared"] : []) + [
+                "--sql", sql, "--connections", "4", "--operations", "25", "--type", "mixed", "--json",
                 "--warmup", "0.2",
             ],
             environment: ["DATABASE_URL": url, "DB_CONNECTION_LIMIT": "4"],
@@ -213,6 +221,8 @@ struct LoadTestCommandTests {
         #expect(report?["totalOperations"] as? Int == 100)
         #expect(report?["failedOperations"] as? Int == 0, "\(outcome.stdout)")
         #expect((report?["pipeline"] is NSNull) == raw)
+        let workload = report?["workload"] as? String ?? ""
+        #expect(workload.hasSuffix(" unprepared") == unprepared, "\(workload)")
         #expect(!outcome.stdout.contains("reliabledb-test-pw"), "the password never appears")
         let table = try #require(outcome.table, "the header names the table")
         #expect(try await Self.tableExists(table, inPostgres: url) == false)
