@@ -1,10 +1,13 @@
 // Throughput of `SELECT 1` with N concurrent callers: ReliableDB's PostgreSQL client against the
-// plain PostgresNIO client, on the same server in the same run, in alternating rounds so that
-// machine noise hits both alike. Prints per-round figures, medians and the ratio.
+// plain PostgresNIO client (PostgresClient) and against ReliableDB's pool without the pipeline
+// (what the breaker, retries and deadline cost), on the same server in the same run, in
+// alternating rounds so that machine noise hits all alike. Prints per-round figures, medians and
+// the ratios.
 //
 //   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresThroughput' scripts/test
 //
-// Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3).
+// Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3), BENCH_PINNED (0): 1 runs
+// each caller on one of PostgresNIO's event loops (EventLoopExecutor), as `reliabledb loadtest` does.
 import Foundation
 import Logging
 import PostgresNIO
@@ -15,6 +18,7 @@ let environment = ProcessInfo.processInfo.environment
 let callers = Int(environment["BENCH_CALLERS"] ?? "") ?? 10
 let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
+let executors = environment["BENCH_PINNED"] == "1" ? EventLoopExecutor.forDefaultEventLoops : []
 guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
     case .success(var url) = PostgresURL.parse(rawURL)
 else {
@@ -40,13 +44,15 @@ let clientRunner = Task { await client.run() }
 // ReliableDB with the defaults a user gets (breaker, retries, deadline) on the same pool size.
 let db = ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: callers))
 let options = OperationOptions.read("select-1")
+// The same pool without the pipeline: isolates what the breaker, retries and deadline cost.
+let backendOnly = try PostgresBackend(url: url, connectionLimit: callers)
 
 func measure(_ label: String, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
     let deadline = ContinuousClock.now + roundLength
     let start = ContinuousClock.now
     let count = try await withThrowingTaskGroup(of: Int.self) { group in
-        for _ in 0..<callers {
-            group.addTask {
+        for index in 0..<callers {
+            group.addTask(executorPreference: executors.isEmpty ? nil : executors[index % executors.count]) {
                 var done = 0
                 while ContinuousClock.now < deadline {
                     try await operation()
@@ -65,31 +71,44 @@ func measure(_ label: String, _ operation: @escaping @Sendable () async throws -
 let plain: @Sendable () async throws -> Void = {
     for try await _ in try await client.query("SELECT 1", logger: logger) {}
 }
+let pool: @Sendable () async throws -> Void = {
+    try await backendOnly.withConnection { connection in
+        for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+    }
+}
 let reliable: @Sendable () async throws -> Void = {
     try await db.query(options) { connection in
         for try await _ in try await connection.query("SELECT 1", logger: logger) {}
     }
 }
 
-print("SELECT 1, \(callers) concurrent callers, \(rounds) rounds of \(roundLength) each, alternating")
+print(
+    "SELECT 1, \(callers) concurrent callers\(executors.isEmpty ? "" : " pinned to \(executors.count) event loops"),",
+    "\(rounds) rounds of \(roundLength) each, alternating"
+)
 print("warm-up")
 _ = try await measure("plain", plain)
 _ = try await measure("reliable", reliable)
+_ = try await measure("pool", pool)
 var plainRates: [Double] = []
 var reliableRates: [Double] = []
+var poolRates: [Double] = []
 for round in 1...rounds {
     print("round \(round)")
     if round.isMultiple(of: 2) {
         reliableRates.append(try await measure("reliable", reliable))
+        poolRates.append(try await measure("pool", pool))
         plainRates.append(try await measure("plain", plain))
     } else {
         plainRates.append(try await measure("plain", plain))
+        poolRates.append(try await measure("pool", pool))
         reliableRates.append(try await measure("reliable", reliable))
     }
 }
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 let ratios = zip(reliableRates, plainRates).map { $0 / $1 }
 print(String(format: "median plain    %9.0f queries/s", median(plainRates)))
+print(String(format: "median pool     %9.0f queries/s", median(poolRates)))
 print(String(format: "median reliable %9.0f queries/s", median(reliableRates)))
 print(
     String(
@@ -98,9 +117,18 @@ print(
         ratios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
     )
 )
+let pipelineRatios = zip(reliableRates, poolRates).map { $0 / $1 }
+print(
+    String(
+        format: "ratio reliable/pool (the pipeline's cost): median %.3f (rounds: %@)",
+        median(pipelineRatios),
+        pipelineRatios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
+    )
+)
 print(
     "reliable pool: \(db.metrics().pool); breaker \(db.circuitBreaker.state.rawValue); failed \(db.metrics().failedQueries)"
 )
 try await db.shutdown()
+try await backendOnly.shutdown()
 clientRunner.cancel()
 _ = await clientRunner.value
