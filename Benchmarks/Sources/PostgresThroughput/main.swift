@@ -1,6 +1,7 @@
 // Throughput of `SELECT 1` with N concurrent callers: ReliableDB's PostgreSQL client against the
 // plain PostgresNIO client (PostgresClient) and against ReliableDB's pool without the pipeline
-// (what the breaker, retries and deadline cost), on the same server in the same run, in
+// (what the breaker, retries and deadline cost) and one dedicated connection per caller (no pool),
+// on the same server in the same run, in
 // alternating rounds so that machine noise hits all alike. Prints per-round figures, medians and
 // the ratios.
 //
@@ -47,7 +48,30 @@ let options = OperationOptions.read("select-1")
 // The same pool without the pipeline: isolates what the breaker, retries and deadline cost.
 let backendOnly = try PostgresBackend(url: url, connectionLimit: callers)
 
-func measure(_ label: String, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
+// One dedicated connection per caller, no pool: the floor the others are measured against.
+var directConnections: [PostgresConnection] = []
+for index in 0..<callers {
+    var configuration = PostgresConnection.Configuration(
+        host: url.host,
+        port: url.port,
+        username: url.username,
+        password: url.password?.value,
+        database: url.database,
+        tls: .disable
+    )
+    configuration.options.additionalStartupParameters = [("application_name", "bench-direct")]
+    directConnections.append(
+        try await PostgresConnection.connect(
+            on: executors.isEmpty ? PostgresConnection.defaultEventLoopGroup.next() : executors[index % executors.count].eventLoop,
+            configuration: configuration,
+            id: index,
+            logger: logger
+        )
+    )
+}
+let connections = directConnections
+
+func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
     let deadline = ContinuousClock.now + roundLength
     let start = ContinuousClock.now
     let count = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -55,7 +79,7 @@ func measure(_ label: String, _ operation: @escaping @Sendable () async throws -
             group.addTask(executorPreference: executors.isEmpty ? nil : executors[index % executors.count]) {
                 var done = 0
                 while ContinuousClock.now < deadline {
-                    try await operation()
+                    try await operation(index)
                     done += 1
                 }
                 return done
@@ -68,15 +92,18 @@ func measure(_ label: String, _ operation: @escaping @Sendable () async throws -
     return rate
 }
 
-let plain: @Sendable () async throws -> Void = {
+let direct: @Sendable (Int) async throws -> Void = { index in
+    for try await _ in try await connections[index].query("SELECT 1", logger: logger) {}
+}
+let plain: @Sendable (Int) async throws -> Void = { _ in
     for try await _ in try await client.query("SELECT 1", logger: logger) {}
 }
-let pool: @Sendable () async throws -> Void = {
+let pool: @Sendable (Int) async throws -> Void = { _ in
     try await backendOnly.withConnection { connection in
         for try await _ in try await connection.query("SELECT 1", logger: logger) {}
     }
 }
-let reliable: @Sendable () async throws -> Void = {
+let reliable: @Sendable (Int) async throws -> Void = { _ in
     try await db.query(options) { connection in
         for try await _ in try await connection.query("SELECT 1", logger: logger) {}
     }
@@ -90,6 +117,8 @@ print("warm-up")
 _ = try await measure("plain", plain)
 _ = try await measure("reliable", reliable)
 _ = try await measure("pool", pool)
+_ = try await measure("direct", direct)
+var directRates: [Double] = []
 var plainRates: [Double] = []
 var reliableRates: [Double] = []
 var poolRates: [Double] = []
@@ -99,7 +128,9 @@ for round in 1...rounds {
         reliableRates.append(try await measure("reliable", reliable))
         poolRates.append(try await measure("pool", pool))
         plainRates.append(try await measure("plain", plain))
+        directRates.append(try await measure("direct", direct))
     } else {
+        directRates.append(try await measure("direct", direct))
         plainRates.append(try await measure("plain", plain))
         poolRates.append(try await measure("pool", pool))
         reliableRates.append(try await measure("reliable", reliable))
@@ -108,6 +139,7 @@ for round in 1...rounds {
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 let ratios = zip(reliableRates, plainRates).map { $0 / $1 }
 print(String(format: "median plain    %9.0f queries/s", median(plainRates)))
+print(String(format: "median direct   %9.0f queries/s", median(directRates)))
 print(String(format: "median pool     %9.0f queries/s", median(poolRates)))
 print(String(format: "median reliable %9.0f queries/s", median(reliableRates)))
 print(
@@ -130,5 +162,6 @@ print(
 )
 try await db.shutdown()
 try await backendOnly.shutdown()
+for connection in connections { try await connection.close().get() }
 clientRunner.cancel()
 _ = await clientRunner.value
