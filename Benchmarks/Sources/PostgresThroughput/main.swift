@@ -62,7 +62,8 @@ for index in 0..<callers {
     configuration.options.additionalStartupParameters = [("application_name", "bench-direct")]
     directConnections.append(
         try await PostgresConnection.connect(
-            on: executors.isEmpty ? PostgresConnection.defaultEventLoopGroup.next() : executors[index % executors.count].eventLoop,
+            on: executors.isEmpty
+                ? PostgresConnection.defaultEventLoopGroup.next() : executors[index % executors.count].eventLoop,
             configuration: configuration,
             id: index,
             logger: logger
