@@ -55,16 +55,27 @@ final class PostgresConnectionPool: Sendable {
         var acquireTotalMicroseconds: UInt64 = 0
 
         /// Takes an open idle connection, the most recently used one on `eventLoop` if any, so
-        /// surplus connections stay idle long enough to time out.
-        mutating func takeIdle(preferring eventLoop: (any EventLoop)?) -> PooledPostgresConnection? {
+        /// surplus connections stay idle long enough to time out. When only connections on other
+        /// loops are idle, one of them is taken and, below the limit, a connection on `eventLoop`
+        /// is opened in the background (`localConnect`), so the next lease from that loop is local.
+        mutating func takeIdle(
+            preferring eventLoop: (any EventLoop)?
+        ) -> (connection: PooledPostgresConnection, localConnect: Int?)? {
             idle.removeAll { $0.connection.underlying.isClosed }
             guard !idle.isEmpty else { return nil }
             var index = idle.count - 1
-            if let eventLoop, let local = idle.lastIndex(where: { $0.connection.underlying.eventLoop === eventLoop }) {
-                index = local
+            var localConnect: Int?
+            if let eventLoop {
+                if let local = idle.lastIndex(where: { $0.connection.underlying.eventLoop === eventLoop }) {
+                    index = local
+                } else if !isShutDown, connecting == 0, open.count < limit {
+                    connecting += 1
+                    nextConnectionID += 1
+                    localConnect = nextConnectionID
+                }
             }
             leased += 1
-            return idle.remove(at: index).connection
+            return (idle.remove(at: index).connection, localConnect)
         }
 
         /// Reserves a connection slot when waiters outnumber the connections being opened.
@@ -108,7 +119,12 @@ final class PostgresConnectionPool: Sendable {
     /// An idle connection at once, or nil: the fast path, no suspension.
     func leaseIdle() -> PooledPostgresConnection? {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
-        return state.withLock { $0.isShutDown ? nil : $0.takeIdle(preferring: eventLoop) }
+        guard
+            let (connection, localConnect) = state.withLock({ $0.isShutDown ? nil : $0.takeIdle(preferring: eventLoop) }
+            )
+        else { return nil }
+        if let localConnect, let eventLoop { open(localConnect, on: eventLoop) }
+        return connection
     }
 
     /// Queues request `id`; `continuation` is resumed with a connection or a `PoolLeaseError`.
@@ -116,18 +132,21 @@ final class PostgresConnectionPool: Sendable {
     func enqueue(_ id: Int, _ continuation: CheckedContinuation<PooledPostgresConnection, any Error>) {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
         enum Action {
-            case grant(PooledPostgresConnection)
+            case grant(PooledPostgresConnection, connect: Int?)
             case fail(PoolLeaseError)
             case wait(connect: Int?)
         }
         let action = state.withLock { state -> Action in
             if state.isShutDown { return .fail(.shutDown) }
-            if let connection = state.takeIdle(preferring: eventLoop) { return .grant(connection) }
+            if let (connection, localConnect) = state.takeIdle(preferring: eventLoop) {
+                return .grant(connection, connect: localConnect)
+            }
             state.waiters.append(Waiter(id: id, continuation: continuation))
             return .wait(connect: state.reserveConnect())
         }
         switch action {
-        case .grant(let connection):
+        case .grant(let connection, let connectionID):
+            if let connectionID, let eventLoop { open(connectionID, on: eventLoop) }
             continuation.resume(returning: connection)
         case .fail(let error):
             continuation.resume(throwing: error)

@@ -375,6 +375,76 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    @Test func aTaskOnAnEventLoopGetsAConnectionOnThatLoop() async throws {
+        let backend = try PostgresBackend(url: try TestServer.url(), connectionLimit: 4)
+        let executors = EventLoopExecutor.forDefaultEventLoops
+        func leaseIsLocal(on executor: EventLoopExecutor) async throws -> Bool {
+            try await Task(executorPreference: executor) {
+                try await backend.withConnection { connection in connection.eventLoop === executor.eventLoop }
+            }.value
+        }
+        // One lease from each loop, one after the other: a loop that finds only another loop's
+        // connection idle takes it and gets a connection of its own opened in the background.
+        for executor in executors { _ = try await leaseIsLocal(on: executor) }
+        #expect(try await eventually { backend.poolStatistics().total == executors.count })
+        // Now every lease, from either loop and in either order, gets a connection on its loop.
+        for executor in executors + executors.reversed() + executors {
+            #expect(
+                try await leaseIsLocal(on: executor),
+                "a task on \(executor.eventLoop) got another loop's connection"
+            )
+        }
+        #expect(backend.poolStatistics().total == executors.count)
+        #expect(backend.poolStatistics().opened == executors.count, "no loop needed a second connection")
+        try await backend.shutdown()
+    }
+
+    @Test func withNothingOpenAFailedConnectFailsTheWaitersAtOnceWithItsCause() async throws {
+        let backend = try PostgresBackend(url: try TestServer.url { $0.port = 1 }, poolTimeout: .seconds(60))
+        let db = ReliableDatabase(backend: backend, configuration: .init(circuitBreakerEnabled: false))
+        let failures = await withTaskGroup(of: String.self) { group in
+            for index in 0..<3 {
+                group.addTask {
+                    do {
+                        _ = try await db.selectInt(OperationOptions("w\(index)", retries: false), "SELECT 1")
+                        return "succeeded"
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        // Not a pool timeout (60 s): the connect error itself, for every waiter.
+        for failure in failures { #expect(failure.contains("refused"), "\(failure)") }
+        let pool = db.metrics().pool
+        #expect(pool.waiting == 0)
+        #expect(pool.acquireTimeouts == 0)
+        #expect(pool.connectFailures >= 1)
+        #expect(pool.total == 0)
+        try await db.shutdown()
+    }
+
+    @Test func idleConnectionsCloseAfterTheIdleTimeout() async throws {
+        let url = try TestServer.url()
+        let backend = try PostgresBackend(url: url, connectionLimit: 3, idleTimeout: .milliseconds(300))
+        let db = ReliableDatabase(backend: backend)
+        let observer = try await Observer.connect()
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 { group.addTask { try await db.selectInt(.read("r"), "SELECT 1 FROM pg_sleep(0.05)") } }
+            try await group.waitForAll()
+        }
+        #expect(db.metrics().pool.total == 3)
+        #expect(try await eventually { db.metrics().pool.total == 0 })
+        #expect(db.metrics().pool.closesByReason["pool"] == 3)
+        #expect(try await eventually { try await observer.activity(of: url.applicationName).total == 0 })
+        // The next query opens a new connection.
+        #expect(try await db.selectInt(.read("again"), "SELECT 2") == 2)
+        #expect(db.metrics().pool.opened == 4)
+        try await db.shutdown()
+        try await observer.close()
+    }
+
     @Test func connectionFailuresNameTheirCauseWithoutThePassword() async throws {
         let password = try TestServer.password
         let cases: [(String, PostgresURL, String)] = [
