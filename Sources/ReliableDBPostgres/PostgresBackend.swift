@@ -32,6 +32,9 @@ public final class PostgresBackend: DatabaseBackend {
     ///   - poolTimeout: the longest wait for a connection (`DB_POOL_TIMEOUT`).
     ///   - maxLifetime: connections are retired after this, minus up to 5% jitter so they do not
     ///     all reconnect at once.
+    ///   - idleTimeout: idle connections are closed after this.
+    ///   - keepAliveInterval: a connection idle this long is checked with `SELECT 1` (and closed
+    ///     if that fails) before a caller can get a dead one; it also keeps NAT and firewall state.
     ///   - statementTimeout: the server-side `statement_timeout` set on every connection, a backstop
     ///     for when a cancel request cannot reach the server. Nil leaves the server's setting.
     public init(
@@ -40,6 +43,7 @@ public final class PostgresBackend: DatabaseBackend {
         poolTimeout: Duration = .seconds(10),
         maxLifetime: Duration = .seconds(1800),
         idleTimeout: Duration = .seconds(60),
+        keepAliveInterval: Duration = .seconds(30),
         statementTimeout: Duration? = .seconds(305),
         cancelGrace: Duration = .seconds(2),
         clock: any ReliabilityClock = SystemClock(),
@@ -66,7 +70,12 @@ public final class PostgresBackend: DatabaseBackend {
         let factoryConfiguration = configuration
         let factoryLogger = logger
         let factoryClock = clock
-        pool = PostgresConnectionPool(limit: connectionLimit, idleTimeout: idleTimeout, logger: logger) {
+        pool = PostgresConnectionPool(
+            limit: connectionLimit,
+            idleTimeout: idleTimeout,
+            keepAliveAfter: keepAliveInterval,
+            logger: logger
+        ) {
             id,
             eventLoop in
             let connection = try await PostgresConnection.connect(

@@ -445,6 +445,27 @@ struct PostgresBackendTests {
         try await observer.close()
     }
 
+    @Test func idleConnectionsAreCheckedWithAKeepAlive() async throws {
+        let url = try TestServer.url()
+        let backend = try PostgresBackend(url: url, connectionLimit: 1, keepAliveInterval: .milliseconds(300))
+        let db = ReliableDatabase(backend: backend)
+        let observer = try await Observer.connect()
+        #expect(try await db.selectInt(.read("last-user-query"), "SELECT 42") == 42)
+        // The server shows each backend's latest statement: the keep-alive replaces the caller's.
+        #expect(
+            try await eventually {
+                try await observer.latestQueries(of: url.applicationName) == ["SELECT 1"]
+            }
+        )
+        let pool = db.metrics().pool
+        #expect(pool.total == 1 && pool.idle == 1, "the checked connection went back to the pool")
+        #expect(pool.opened == 1)
+        #expect(try await db.selectInt(.read("after"), "SELECT 7") == 7)
+        #expect(db.metrics().pool.opened == 1, "and is used again")
+        try await db.shutdown()
+        try await observer.close()
+    }
+
     @Test func connectionFailuresNameTheirCauseWithoutThePassword() async throws {
         let password = try TestServer.password
         let cases: [(String, PostgresURL, String)] = [

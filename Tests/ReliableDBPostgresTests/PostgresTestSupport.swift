@@ -113,6 +113,17 @@ struct Observer {
         return (0, 0)
     }
 
+    /// The latest statement of each of `applicationName`'s backends.
+    func latestQueries(of applicationName: String) async throws -> [String] {
+        let rows = try await connection.query(
+            "SELECT query FROM pg_stat_activity WHERE application_name = \(applicationName)",
+            logger: logger
+        )
+        var queries: [String] = []
+        for try await query in rows.decode(String.self) { queries.append(query) }
+        return queries
+    }
+
     func count(_ sql: String) async throws -> Int {
         var value = -1
         for try await count in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(
