@@ -33,18 +33,29 @@ final class PostgresConnectionPool: Sendable {
 
     private struct IdleConnection {
         let connection: PooledPostgresConnection
+        /// Last returned by a caller: the idle timeout counts from here.
         let since: ContinuousClock.Instant
+        /// Last known alive (returned, or answered a keep-alive): the next check counts from here.
+        let checked: ContinuousClock.Instant
     }
 
     private struct State {
+        let limit: Int
         var idle: [IdleConnection] = []
         var open: [Int: PooledPostgresConnection] = [:]
+        /// Connections lent to callers, including ones closed (by the server) while lent.
         var leased = 0
+        /// Lent connections that closed before they were returned: no longer open, not active.
+        var closedWhileLeased = 0
         var connecting = 0
-        var pinging = 0
+        /// Idle connections out for a keep-alive check.
+        var pinging: [Int: IdleConnection] = [:]
+        /// Connections the pool is closing that no caller holds.
+        var closing: Set<Int> = []
         var waiters = CircularBuffer<Waiter>()
         var isShutDown = false
         var nextConnectionID = 0
+        var consecutiveConnectFailures = 0
         var opened = 0
         var closed = 0
         var connectFailures = 0
@@ -54,6 +65,10 @@ final class PostgresConnectionPool: Sendable {
         var acquireTime = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
         var acquireTotalMicroseconds: UInt64 = 0
 
+        init(limit: Int) {
+            self.limit = limit
+        }
+
         /// Takes an open idle connection, the most recently used one on `eventLoop` if any, so
         /// surplus connections stay idle long enough to time out. When only connections on other
         /// loops are idle, one of them is taken and, below the limit, a connection on `eventLoop`
@@ -61,7 +76,11 @@ final class PostgresConnectionPool: Sendable {
         mutating func takeIdle(
             preferring eventLoop: (any EventLoop)?
         ) -> (connection: PooledPostgresConnection, localConnect: Int?)? {
-            idle.removeAll { $0.connection.underlying.isClosed }
+            idle.removeAll { entry in
+                guard entry.connection.underlying.isClosed else { return false }
+                closing.insert(entry.connection.id)
+                return true
+            }
             guard !idle.isEmpty else { return nil }
             var index = idle.count - 1
             var localConnect: Int?
@@ -69,29 +88,49 @@ final class PostgresConnectionPool: Sendable {
                 if let local = idle.lastIndex(where: { $0.connection.underlying.eventLoop === eventLoop }) {
                     index = local
                 } else if !isShutDown, connecting == 0, open.count < limit {
-                    connecting += 1
-                    nextConnectionID += 1
-                    localConnect = nextConnectionID
+                    localConnect = reserveSlot()
                 }
             }
             leased += 1
             return (idle.remove(at: index).connection, localConnect)
         }
 
-        /// Reserves a connection slot when waiters outnumber the connections being opened.
-        mutating func reserveConnect() -> Int? {
-            guard !isShutDown, waiters.count > connecting, open.count + connecting < limit else { return nil }
+        private mutating func reserveSlot() -> Int {
             connecting += 1
             nextConnectionID += 1
             return nextConnectionID
         }
 
-        let limit: Int
+        /// Reserves a connection for every waiter that no connection being opened will serve,
+        /// within the limit.
+        mutating func reserveConnects() -> [Int] {
+            var ids: [Int] = []
+            while !isShutDown, waiters.count > connecting, open.count + connecting < limit {
+                ids.append(reserveSlot())
+            }
+            return ids
+        }
+
+        /// Hands a usable connection to the first waiter, or back to the idle list.
+        mutating func place(
+            _ connection: PooledPostgresConnection,
+            since: ContinuousClock.Instant,
+            checked: ContinuousClock.Instant
+        ) -> Waiter? {
+            if let waiter = waiters.popFirst() {
+                leased += 1
+                return waiter
+            }
+            idle.append(IdleConnection(connection: connection, since: since, checked: checked))
+            return nil
+        }
     }
 
     let limit: Int
     let idleTimeout: Duration
     let keepAliveAfter: Duration
+    /// The longest a keep-alive check may take before its connection is closed as dead.
+    let keepAliveTimeout: Duration
     private let state: Mutex<State>
     private let connect: Connect
     private let eventLoops: any EventLoopGroup
@@ -101,6 +140,7 @@ final class PostgresConnectionPool: Sendable {
         limit: Int,
         idleTimeout: Duration,
         keepAliveAfter: Duration = .seconds(30),
+        keepAliveTimeout: Duration = .seconds(10),
         eventLoops: any EventLoopGroup = PostgresConnection.defaultEventLoopGroup,
         logger: Logger,
         connect: @escaping Connect
@@ -108,6 +148,7 @@ final class PostgresConnectionPool: Sendable {
         self.limit = limit
         self.idleTimeout = idleTimeout
         self.keepAliveAfter = keepAliveAfter
+        self.keepAliveTimeout = keepAliveTimeout
         self.eventLoops = eventLoops
         self.logger = logger
         self.connect = connect
@@ -119,10 +160,8 @@ final class PostgresConnectionPool: Sendable {
     /// An idle connection at once, or nil: the fast path, no suspension.
     func leaseIdle() -> PooledPostgresConnection? {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
-        guard
-            let (connection, localConnect) = state.withLock({ $0.isShutDown ? nil : $0.takeIdle(preferring: eventLoop) }
-            )
-        else { return nil }
+        let taken = state.withLock { $0.isShutDown ? nil : $0.takeIdle(preferring: eventLoop) }
+        guard let (connection, localConnect) = taken else { return nil }
         if let localConnect, let eventLoop { open(localConnect, on: eventLoop) }
         return connection
     }
@@ -134,7 +173,7 @@ final class PostgresConnectionPool: Sendable {
         enum Action {
             case grant(PooledPostgresConnection, connect: Int?)
             case fail(PoolLeaseError)
-            case wait(connect: Int?)
+            case wait(connects: [Int])
         }
         let action = state.withLock { state -> Action in
             if state.isShutDown { return .fail(.shutDown) }
@@ -142,7 +181,7 @@ final class PostgresConnectionPool: Sendable {
                 return .grant(connection, connect: localConnect)
             }
             state.waiters.append(Waiter(id: id, continuation: continuation))
-            return .wait(connect: state.reserveConnect())
+            return .wait(connects: state.reserveConnects())
         }
         switch action {
         case .grant(let connection, let connectionID):
@@ -150,8 +189,8 @@ final class PostgresConnectionPool: Sendable {
             continuation.resume(returning: connection)
         case .fail(let error):
             continuation.resume(throwing: error)
-        case .wait(let connectionID):
-            if let connectionID { open(connectionID, on: eventLoop ?? eventLoops.next()) }
+        case .wait(let connectionIDs):
+            for connectionID in connectionIDs { open(connectionID, on: eventLoop ?? eventLoops.next()) }
         }
     }
 
@@ -170,24 +209,28 @@ final class PostgresConnectionPool: Sendable {
     /// its slot freed for a new connection.
     func release(_ connection: PooledPostgresConnection, closeReason: PoolCloseReason? = nil) {
         enum Action {
-            case close(PooledPostgresConnection, PoolCloseReason)
+            case close(PoolCloseReason)
             case grant(Waiter)
             case none
         }
+        let now = ContinuousClock.now
         let action = state.withLock { state -> Action in
             state.leased -= 1
-            if let closeReason { return .close(connection, closeReason) }
-            if state.isShutDown { return .close(connection, .pool) }
-            if connection.underlying.isClosed { return .close(connection, .server) }
-            if let waiter = state.waiters.popFirst() {
-                state.leased += 1
-                return .grant(waiter)
+            if state.open[connection.id] == nil {
+                // Closed while lent; `closed` already counted it.
+                state.closedWhileLeased -= 1
+                return .close(closeReason ?? .server)
             }
-            state.idle.append(IdleConnection(connection: connection, since: .now))
-            return .none
+            let reason =
+                closeReason ?? (state.isShutDown ? .pool : connection.underlying.isClosed ? .server : nil)
+            if let reason {
+                state.closing.insert(connection.id)
+                return .close(reason)
+            }
+            return state.place(connection, since: now, checked: now).map(Action.grant) ?? .none
         }
         switch action {
-        case .close(let connection, let reason):
+        case .close(let reason):
             connection.markClosing(reason)
             connection.close()
         case .grant(let waiter):
@@ -213,8 +256,9 @@ final class PostgresConnectionPool: Sendable {
 
     // MARK: Opening and closing connections
 
-    private func open(_ id: Int, on eventLoop: any EventLoop) {
+    private func open(_ id: Int, on eventLoop: any EventLoop, after delay: Duration = .zero) {
         Task {
+            if delay > .zero { try? await Task.sleep(for: delay) }
             do {
                 opened(try await connect(id, eventLoop))
             } catch {
@@ -229,18 +273,19 @@ final class PostgresConnectionPool: Sendable {
             case idle
             case close
         }
+        let now = ContinuousClock.now
         let action = state.withLock { state -> Action in
             state.connecting -= 1
             state.opened += 1
             state.open[connection.id] = connection
             state.lastConnectError = nil
-            if state.isShutDown { return .close }
-            if let waiter = state.waiters.popFirst() {
-                state.leased += 1
-                return .grant(waiter)
+            state.consecutiveConnectFailures = 0
+            // Closed between the handshake and now: `closed` will count it; hand nothing out.
+            if state.isShutDown || connection.underlying.isClosed {
+                state.closing.insert(connection.id)
+                return .close
             }
-            state.idle.append(IdleConnection(connection: connection, since: .now))
-            return .idle
+            return state.place(connection, since: now, checked: now).map(Action.grant) ?? .idle
         }
         connection.underlying.closeFuture.whenComplete { _ in self.closed(connection) }
         switch action {
@@ -254,103 +299,139 @@ final class PostgresConnectionPool: Sendable {
     }
 
     private func connectFailed(_ error: any Error) {
-        let failed = state.withLock { state -> [Waiter] in
+        let (failed, retries, delay) = state.withLock { state -> ([Waiter], [Int], Duration) in
             state.connecting -= 1
             state.connectFailures += 1
+            state.consecutiveConnectFailures += 1
             state.lastConnectError = error
-            // With nothing open and nothing on the way, no release will ever serve the queue:
-            // fail it now with the cause rather than at the pool timeout.
-            guard state.open.isEmpty, state.connecting == 0 else { return [] }
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters)
+            // With nothing open no release will serve the queue, and the server is most likely
+            // unreachable: fail the waiters now with the cause rather than at the pool timeout
+            // (the pipeline retries with backoff). Connects still under way finish on their own.
+            if state.open.isEmpty {
+                defer { state.waiters.removeAll() }
+                return (Array(state.waiters), [], .zero)
+            }
+            // Otherwise try again for the waiters no connection will serve, backing off while
+            // the failures go on (100 ms doubling to 2 s); they give up at their pool timeout.
+            let exponent = min(state.consecutiveConnectFailures - 1, 5)
+            let delay = min(Duration.milliseconds(100) * (1 << exponent), .seconds(2))
+            return ([], state.reserveConnects(), delay)
         }
         for waiter in failed { waiter.continuation.resume(throwing: PoolLeaseError.connectFailed(error)) }
+        for id in retries { open(id, on: eventLoops.next(), after: delay) }
     }
 
     private func closed(_ connection: PooledPostgresConnection) {
-        let (reopen, eventLoop) = state.withLock { state -> (Int?, (any EventLoop)?) in
-            guard state.open.removeValue(forKey: connection.id) != nil else { return (nil, nil) }
+        let (reopen, eventLoop) = state.withLock { state -> ([Int], (any EventLoop)?) in
+            guard state.open.removeValue(forKey: connection.id) != nil else { return ([], nil) }
             state.closed += 1
             state.closesByReason[(connection.closeReason ?? .server).rawValue, default: 0] += 1
+            let idleBefore = state.idle.count
             state.idle.removeAll { $0.connection === connection }
-            return (state.reserveConnect(), connection.underlying.eventLoop)
+            let wasPinging = state.pinging.removeValue(forKey: connection.id) != nil
+            let wasClosing = state.closing.remove(connection.id) != nil
+            if state.idle.count == idleBefore, !wasPinging, !wasClosing {
+                state.closedWhileLeased += 1
+            }
+            return (state.reserveConnects(), connection.underlying.eventLoop)
         }
-        if let reopen, let eventLoop { open(reopen, on: eventLoop) }
+        if let eventLoop {
+            for id in reopen { open(id, on: eventLoop) }
+        }
     }
 
     // MARK: Maintenance
 
-    /// Closes connections idle longer than the idle timeout and pings those idle longer than
-    /// `keepAliveAfter`, until cancelled.
+    /// Closes connections idle longer than the idle timeout and checks those not known alive
+    /// for `keepAliveAfter`, until cancelled.
     func run() async {
         let interval = min(min(idleTimeout, keepAliveAfter) / 4, .seconds(5))
         while !Task.isCancelled {
             try? await Task.sleep(for: max(interval, .milliseconds(100)))
-            await sweep()
+            sweep()
         }
     }
 
-    private func sweep() async {
+    private func sweep() {
         let now = ContinuousClock.now
-        let (expired, stale) = state.withLock { state -> ([PooledPostgresConnection], [PooledPostgresConnection]) in
+        let (expired, stale) = state.withLock { state -> ([PooledPostgresConnection], [IdleConnection]) in
             var expired: [PooledPostgresConnection] = []
-            var stale: [PooledPostgresConnection] = []
+            var stale: [IdleConnection] = []
             state.idle.removeAll { entry in
                 if now - entry.since >= idleTimeout {
                     expired.append(entry.connection)
+                    state.closing.insert(entry.connection.id)
                     return true
                 }
-                if now - entry.since >= keepAliveAfter {
-                    stale.append(entry.connection)
+                if now - entry.checked >= keepAliveAfter {
+                    stale.append(entry)
                     return true
                 }
                 return false
             }
-            state.pinging += stale.count
+            for entry in stale { state.pinging[entry.connection.id] = entry }
             return (expired, stale)
         }
         for connection in expired {
             connection.markClosing(.pool)
             connection.close()
         }
-        await withTaskGroup(of: Void.self) { group in
-            for connection in stale {
-                group.addTask { await self.ping(connection) }
-            }
+        // Each check runs on its own, so one that hangs holds up neither the sweep nor the others.
+        for entry in stale {
+            Task { await check(entry) }
         }
     }
 
-    private func ping(_ connection: PooledPostgresConnection) async {
+    /// Runs `SELECT 1` on an idle connection; one that fails or does not answer within
+    /// `keepAliveTimeout` is closed.
+    private func check(_ entry: IdleConnection) async {
+        let connection = entry.connection
+        let watchdog = Task {
+            try? await Task.sleep(for: keepAliveTimeout)
+            guard !Task.isCancelled else { return }
+            connection.markClosing(.pool)
+            connection.close()
+        }
         var alive = true
         do {
             _ = try await connection.underlying.query("SELECT 1", logger: logger).collect()
         } catch {
             alive = false
         }
-        let action = state.withLock { state -> Waiter?? in
-            state.pinging -= 1
-            guard alive, !state.isShutDown else { return .none }
-            if let waiter = state.waiters.popFirst() {
-                state.leased += 1
-                return .some(waiter)
+        watchdog.cancel()
+        let now = ContinuousClock.now
+        enum Action {
+            case grant(Waiter)
+            case idle
+            case close
+        }
+        let action = state.withLock { state -> Action in
+            // Gone from `pinging` when it closed meanwhile (and was counted then).
+            guard state.pinging.removeValue(forKey: connection.id) != nil else { return .close }
+            guard alive, !state.isShutDown, !connection.underlying.isClosed else {
+                state.closing.insert(connection.id)
+                return .close
             }
-            state.idle.append(IdleConnection(connection: connection, since: .now))
-            return .some(nil)
+            // The idle timeout still counts from the caller's last use.
+            return state.place(connection, since: entry.since, checked: now).map(Action.grant) ?? .idle
         }
         switch action {
-        case .none:
+        case .grant(let waiter):
+            waiter.continuation.resume(returning: connection)
+        case .idle:
+            break
+        case .close:
             connection.markClosing(.pool)
             connection.close()
-        case .some(let waiter):
-            waiter?.continuation.resume(returning: connection)
         }
     }
 
     /// Fails the waiters, closes every connection (leased ones too: their statements fail) and
-    /// waits until they are closed.
+    /// waits until they, and any being opened, are closed.
     func shutdown() async {
         let (waiters, connections) = state.withLock { state -> ([Waiter], [PooledPostgresConnection]) in
             state.isShutDown = true
+            for entry in state.idle { state.closing.insert(entry.connection.id) }
             defer {
                 state.waiters.removeAll()
                 state.idle.removeAll()
@@ -363,6 +444,14 @@ final class PostgresConnectionPool: Sendable {
             connection.close()
         }
         for connection in connections {
+            try? await connection.underlying.closeFuture.get()
+        }
+        // A connect under way finishes (or times out) and closes what it opened.
+        while state.withLock({ $0.connecting > 0 }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        let late = state.withLock { Array($0.open.values) }
+        for connection in late {
             try? await connection.underlying.closeFuture.get()
         }
     }
@@ -378,8 +467,8 @@ final class PostgresConnectionPool: Sendable {
             let samples = state.acquireTime.totalCount
             return PoolStatistics(
                 total: state.open.count,
-                active: state.leased,
-                idle: max(0, state.open.count - state.leased),
+                active: state.leased - state.closedWhileLeased,
+                idle: state.idle.count + state.pinging.count,
                 waiting: state.waiters.count,
                 max: limit,
                 opened: state.opened,

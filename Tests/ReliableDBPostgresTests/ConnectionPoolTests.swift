@@ -1,0 +1,108 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import Synchronization
+import Testing
+
+@testable import ReliableDBPostgres
+
+/// The pool's own bookkeeping against the real server, in the serialized suite because other
+/// tests stop the server. Connects are real; one test makes a chosen connect attempt fail.
+extension PostgresBackendTests {
+    @Test func idleConnectionsTimeOutAlthoughKeepAlivesKeepCheckingThem() async throws {
+        let backend = try PostgresBackend(
+            url: try TestServer.url(),
+            connectionLimit: 3,
+            idleTimeout: .milliseconds(900),
+            keepAliveInterval: .milliseconds(200)
+        )
+        let db = ReliableDatabase(backend: backend)
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 { group.addTask { try await db.selectInt(.read("r"), "SELECT 1 FROM pg_sleep(0.05)") } }
+            try await group.waitForAll()
+        }
+        #expect(db.metrics().pool.total == 3)
+        // A keep-alive proves a connection alive; it does not make it recently used.
+        #expect(try await eventually { db.metrics().pool.total == 0 }, "\(db.metrics().pool)")
+        #expect(db.metrics().pool.closesByReason["pool"] == 3)
+        try await db.shutdown()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aFailedConnectIsRetriedForWaitersWhileOtherConnectionsAreOpen() async throws {
+        let pool = try Self.pool(limit: 5) { attempt in
+            if attempt == 2 { throw InjectedConnectFailure() }
+        }
+        let first = try await Self.lease(1, from: pool)
+        // Its connect fails; with `first` open the waiter stays queued and the pool tries again.
+        let second = try await Self.lease(2, from: pool)
+        let third = try await Self.lease(3, from: pool)
+        let statistics = pool.statistics()
+        #expect(statistics.connectFailures == 1)
+        #expect(statistics.opened == 3)
+        #expect(statistics.active == 3 && statistics.waiting == 0)
+        for connection in [first, second, third] { pool.release(connection) }
+        #expect(pool.statistics().idle == 3)
+        await pool.shutdown()
+    }
+
+    @Test func aLeasedConnectionTheServerClosesLeavesTheStatisticsExact() async throws {
+        let pool = try Self.pool(limit: 5)
+        let observer = try await Observer.connect()
+        let doomed = try await Self.lease(1, from: pool)
+        try await observer.execute("SELECT pg_terminate_backend(\(doomed.backendPID))")
+        #expect(try await eventually { pool.statistics().total == 0 })
+        var statistics = pool.statistics()
+        #expect(statistics.active == 0, "a closed connection is not active, even before it is returned")
+        let other = try await Self.lease(2, from: pool)
+        pool.release(other)
+        statistics = pool.statistics()
+        #expect(statistics.total == 1 && statistics.active == 0 && statistics.idle == 1, "\(statistics)")
+        pool.release(doomed)
+        statistics = pool.statistics()
+        #expect(statistics.total == 1 && statistics.active == 0 && statistics.idle == 1, "\(statistics)")
+        #expect(statistics.closed == 1 && statistics.closesByReason["server"] == 1)
+        await pool.shutdown()
+        statistics = pool.statistics()
+        #expect(statistics.total == 0 && statistics.active == 0 && statistics.idle == 0, "\(statistics)")
+        #expect(statistics.closesByReason["pool"] == 1)
+        try await observer.close()
+    }
+
+    struct InjectedConnectFailure: Error {}
+
+    /// A pool of real connections to the test server; `beforeConnect` sees the attempt number
+    /// (from 1) and may throw to fail that attempt.
+    static func pool(
+        limit: Int,
+        beforeConnect: @escaping @Sendable (Int) throws -> Void = { _ in }
+    ) throws -> PostgresConnectionPool {
+        let configuration = try PostgresBackend.connectionConfiguration(for: try TestServer.url())
+        let logger = Logger(label: "test.pool")
+        let attempts = Atomic<Int>(0)
+        return PostgresConnectionPool(limit: limit, idleTimeout: .seconds(60), logger: logger) { id, eventLoop in
+            try beforeConnect(attempts.add(1, ordering: .relaxed).newValue)
+            let connection = try await PostgresConnection.connect(
+                on: eventLoop,
+                configuration: configuration,
+                id: id,
+                logger: logger
+            )
+            var pid: Int32 = 0
+            for try await row in try await connection.query("SELECT pg_backend_pid()", logger: logger) {
+                pid = try row.decode(Int32.self)
+            }
+            return PooledPostgresConnection(
+                id: id,
+                underlying: connection,
+                backendPID: pid,
+                retireAt: MonotonicTime(nanoseconds: .max)
+            )
+        }
+    }
+
+    static func lease(_ id: Int, from pool: PostgresConnectionPool) async throws -> PooledPostgresConnection {
+        try await withCheckedThrowingContinuation { pool.enqueue(id, $0) }
+    }
+}
