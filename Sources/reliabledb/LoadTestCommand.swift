@@ -446,7 +446,7 @@ final class ConsoleOutput: Sendable {
 
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain GRDB
 /// `DatabasePool` with the same number of readers.
-struct SQLiteLoadWorkload: LoadWorkload {
+final class SQLiteLoadWorkload: LoadWorkload {
     typealias Access = WorkloadAccess<SQLiteBackend, DatabasePool>
 
     static let seedRows = 1000
@@ -584,8 +584,9 @@ enum WorkloadAccess<Backend: DatabaseBackend, Raw: Sendable>: Sendable {
 // MARK: PostgreSQL workload
 
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain
-/// `PostgresClient` with the same pool size.
-struct PostgresLoadWorkload: LoadWorkload {
+/// `PostgresClient` with the same pool size. A class: the tester's generic code copies its workload
+/// for every operation, and a reference copies with one retain instead of a field-by-field copy.
+final class PostgresLoadWorkload: LoadWorkload {
     typealias Access = WorkloadAccess<PostgresBackend, PostgresClient>
 
     /// The `--sql` statement, and whether to prepare it.
