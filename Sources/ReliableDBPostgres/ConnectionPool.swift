@@ -157,10 +157,15 @@ final class PostgresConnectionPool: Sendable {
 
     // MARK: Leasing
 
-    /// An idle connection at once, or nil: the fast path, no suspension.
+    /// An idle connection at once, or nil: the fast path, no suspension. A granted lease is
+    /// recorded as a zero wait under the same lock.
     func leaseIdle() -> PooledPostgresConnection? {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
-        let taken = state.withLock { $0.isShutDown ? nil : $0.takeIdle(preferring: eventLoop) }
+        let taken = state.withLock { state -> (PooledPostgresConnection, Int?)? in
+            guard !state.isShutDown, let taken = state.takeIdle(preferring: eventLoop) else { return nil }
+            _ = state.acquireTime.record(0)
+            return taken
+        }
         guard let (connection, localConnect) = taken else { return nil }
         if let localConnect, let eventLoop { open(localConnect, on: eventLoop) }
         return connection

@@ -170,7 +170,6 @@ public final class PostgresBackend: DatabaseBackend {
 
     private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
         if let connection = pool.leaseIdle() {
-            pool.recordAcquire(waited: .zero)
             instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(0)
             return connection
         }
