@@ -8,7 +8,8 @@
 //   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresThroughput' scripts/test
 //
 // Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3), BENCH_PINNED (0): 1 runs
-// each caller on one of PostgresNIO's event loops (EventLoopExecutor), as `reliabledb loadtest` does.
+// each caller on one of PostgresNIO's event loops (EventLoopExecutor), as `reliabledb loadtest` does,
+// BENCH_PREPARED (0): 1 runs a prepared statement, as `loadtest --sql` does.
 import Foundation
 import Logging
 import PostgresNIO
@@ -20,6 +21,24 @@ let callers = Int(environment["BENCH_CALLERS"] ?? "") ?? 10
 let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
 let executors = environment["BENCH_PINNED"] == "1" ? EventLoopExecutor.forDefaultEventLoops : []
+let prepared = environment["BENCH_PREPARED"] == "1"
+
+/// `SELECT 1` as a prepared statement (BENCH_PREPARED=1): parsed once per connection.
+struct SelectOne: PostgresPreparedStatement {
+    static let sql = "SELECT 1"
+    typealias Row = Int
+    func makeBindings() -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
+}
+
+/// Runs `SELECT 1` on `connection` as the settings say.
+func selectOne(on connection: PostgresConnection) async throws {
+    if prepared {
+        for try await _ in try await connection.execute(SelectOne(), logger: logger) {}
+    } else {
+        try await selectOne(on: connection)
+    }
+}
 guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
     case .success(var url) = PostgresURL.parse(rawURL)
 else {
@@ -94,24 +113,29 @@ func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throw
 }
 
 let direct: @Sendable (Int) async throws -> Void = { index in
-    for try await _ in try await connections[index].query("SELECT 1", logger: logger) {}
+    try await selectOne(on: connections[index])
 }
 let plain: @Sendable (Int) async throws -> Void = { _ in
-    for try await _ in try await client.query("SELECT 1", logger: logger) {}
+    if prepared {
+        for try await _ in try await client.execute(SelectOne(), logger: logger) {}
+    } else {
+        for try await _ in try await client.query("SELECT 1", logger: logger) {}
+    }
 }
 let pool: @Sendable (Int) async throws -> Void = { _ in
     try await backendOnly.withConnection { connection in
-        for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+        try await selectOne(on: connection)
     }
 }
 let reliable: @Sendable (Int) async throws -> Void = { _ in
     try await db.query(options) { connection in
-        for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+        try await selectOne(on: connection)
     }
 }
 
 print(
-    "SELECT 1, \(callers) concurrent callers\(executors.isEmpty ? "" : " pinned to \(executors.count) event loops"),",
+    "SELECT 1\(prepared ? " prepared" : ""), \(callers) concurrent callers"
+        + "\(executors.isEmpty ? "" : " pinned to \(executors.count) event loops"),",
     "\(rounds) rounds of \(roundLength) each, alternating"
 )
 print("warm-up")
