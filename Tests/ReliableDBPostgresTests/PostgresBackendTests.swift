@@ -260,7 +260,7 @@ struct PostgresBackendTests {
 
     @Test func anOutageOpensTheBreakerAndTheFirstProbeAfterTheTimeoutClosesIt() async throws {
         let db = try TestServer.open(
-            try TestServer.url(),
+            try TestServer.outageURL(),
             connectionLimit: 2,
             poolTimeout: .milliseconds(500),
             reliability: .init(
@@ -344,7 +344,7 @@ struct PostgresBackendTests {
     }
 
     @Test func aStoppedServerTurnsTheMonitorUnhealthyWithinTwoIntervalsAndRecoveryResolves() async throws {
-        let db = try TestServer.open(try TestServer.url(), connectionLimit: 2, poolTimeout: .seconds(1))
+        let db = try TestServer.open(try TestServer.outageURL(), connectionLimit: 2, poolTimeout: .seconds(1))
         let sink = AlertRecorder()
         let interval = Duration.milliseconds(250)
         let monitor = HealthMonitor(

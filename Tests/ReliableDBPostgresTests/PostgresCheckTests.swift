@@ -16,8 +16,9 @@ extension PostgresBackendTests {
         #expect(leftovers == 0)
         try await observer.close()
 
+        let outageURL = try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL")
         try await TestServer.control("stop")
-        let failing = try await runReliableDB(["check"], environment: ["DATABASE_URL": url])
+        let failing = try await runReliableDB(["check"], environment: ["DATABASE_URL": outageURL])
         try await TestServer.control("start")
         #expect(failing.status != 0)
         #expect(failing.output.contains("FAIL"))

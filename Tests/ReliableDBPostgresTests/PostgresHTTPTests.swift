@@ -10,7 +10,7 @@ import Testing
 
 extension PostgresBackendTests {
     @Test func aStoppedServerFlipsReadyAndHealthWhileLiveStays200() async throws {
-        let db = try TestServer.open(try TestServer.url(), connectionLimit: 2, poolTimeout: .seconds(1))
+        let db = try TestServer.open(try TestServer.outageURL(), connectionLimit: 2, poolTimeout: .seconds(1))
         let monitor = HealthMonitor(database: db, configuration: .init(interval: .milliseconds(200)))
         let endpoints = HealthEndpoints(
             database: db,

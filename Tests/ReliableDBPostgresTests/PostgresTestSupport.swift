@@ -33,16 +33,27 @@ struct TestServer {
         return url
     }
 
+    /// The second server, which the outage tests stop and start (`control`). Other suites run in
+    /// parallel against the first one and never see these outages.
+    static func outageURL(
+        applicationName: String = "rdb-\(UUID().uuidString.prefix(8).lowercased())"
+    ) throws -> PostgresURL {
+        var url = try PostgresURL.parse(try environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL")).get()
+        url.applicationName = applicationName
+        url.sslMode = .disable
+        return url
+    }
+
     static var password: String {
         get throws { try environment("RELIABLEDB_TEST_POSTGRES_PASSWORD") }
     }
 
-    /// Runs the cluster control script written by scripts/test (`start`, `stop`, `restart`).
+    /// Runs the outage server's control script written by scripts/test (`start`, `stop`, `restart`).
     ///
     /// Spawned and reaped with posix_spawn/waitpid on a dispatch thread: Foundation's `Process`
     /// did not notice the script's exit when the script had started the server daemon.
     static func control(_ command: String) async throws {
-        let script = try environment("RELIABLEDB_TEST_POSTGRES_CTL")
+        let script = try environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_CTL")
         let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
             DispatchQueue.global().async {
                 var pid: pid_t = 0
