@@ -672,12 +672,21 @@ final class PostgresLoadWorkload: LoadWorkload {
     /// Set-up and tear-down, outside the breaker (an open breaker must not keep the table from
     /// being dropped).
     private func administer(_ body: (PostgresConnection) async throws -> Void) async throws {
+        try await withConnection(
+            OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false),
+            body
+        )
+    }
+
+    /// Runs `body` on a connection: through ReliableDB's pipeline with `options`, or leased from
+    /// the plain client.
+    private func withConnection(
+        _ options: OperationOptions,
+        _ body: (PostgresConnection) async throws -> Void
+    ) async throws {
         switch access {
         case .reliable(let database):
-            try await database.query(
-                OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false),
-                body
-            )
+            try await database.query(options, body)
         case .raw(let client):
             try await client.withConnection(body)
         }
@@ -702,21 +711,15 @@ final class PostgresLoadWorkload: LoadWorkload {
     }
 
     private func run(options: OperationOptions, builtIn: () -> PostgresQuery) async throws {
-        switch (statement, access) {
-        case (let custom?, .reliable(let database)) where custom.prepared:
-            try await database.query(options) { connection in
+        if let statement, statement.prepared {
+            try await withConnection(options) { connection in
                 try await connection.execute(PreparedCustomStatement(), logger: logger).drain()
             }
-        case (let custom?, .raw(let client)) where custom.prepared:
-            try await client.execute(PreparedCustomStatement(), logger: logger).drain()
-        case (_, .reliable(let database)):
+        } else {
             let query = statement.map { PostgresQuery(unsafeSQL: $0.sql) } ?? builtIn()
-            try await database.query(options) { connection in
+            try await withConnection(options) { connection in
                 try await connection.query(query, logger: logger).drain()
             }
-        case (_, .raw(let client)):
-            let query = statement.map { PostgresQuery(unsafeSQL: $0.sql) } ?? builtIn()
-            try await client.query(query, logger: logger).drain()
         }
     }
 }
