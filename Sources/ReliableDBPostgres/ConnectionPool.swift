@@ -263,7 +263,15 @@ final class PostgresConnectionPool: Sendable {
 
     private func open(_ id: Int, on eventLoop: any EventLoop, after delay: Duration = .zero) {
         Task {
-            if delay > .zero { try? await Task.sleep(for: delay) }
+            if delay > .zero {
+                try? await Task.sleep(for: delay)
+                // A retry that comes due after shutdown gives its slot back instead of connecting.
+                let abandoned = state.withLock { state in
+                    if state.isShutDown { state.connecting -= 1 }
+                    return state.isShutDown
+                }
+                if abandoned { return }
+            }
             do {
                 opened(try await connect(id, eventLoop))
             } catch {
