@@ -22,6 +22,16 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Query latency with the alert webhook down or a black hole, against an idle sink.
+        .executableTarget(
+            name: "WebhookIsolation",
+            dependencies: [
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "ReliableDBSQLite", package: "ReliableDB"),
+                .product(name: "ReliableDBWebhook", package: "ReliableDB"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "PipelineBenchmarks",
             dependencies: [
