@@ -136,9 +136,16 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // What several test targets need to run the built `reliabledb` as a process.
+        .target(
+            name: "ReliableDBTestSupport",
+            path: "Tests/ReliableDBTestSupport",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "ReliableDBHTTPTests",
             dependencies: [
+                "ReliableDBTestSupport",
                 "ReliableDB",
                 "ReliableDBHTTP",
                 "ReliableDBPrometheus",
@@ -181,6 +188,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBPostgresTests",
             dependencies: [
+                "ReliableDBTestSupport",
                 "ReliableDB",
                 "ReliableDBPostgres",
                 "ReliableDBHTTP",
@@ -188,6 +196,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strictSwift
         ),

@@ -2,16 +2,14 @@ import AsyncHTTPClient
 import Foundation
 import GRDB
 import NIOCore
+import ReliableDBTestSupport
 import Synchronization
 import Testing
 
 /// `reliabledb serve` as a user runs it: a separate process, real HTTP, a real SIGTERM.
 @Suite("reliabledb serve as a process")
 struct ServeProcessTests {
-    /// The executable SwiftPM built next to the test bundle.
-    static var binary: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("reliabledb")
-    }
+    static var binary: URL { reliabledbBinary }
 
     @Test func servesTheFourEndpointsAndShutsDownGracefullyOnSIGTERM() async throws {
         #expect(
@@ -144,97 +142,6 @@ func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
     return false
 }
 
-/// A child process with its output captured.
-final class ServerProcess: Sendable {
-    private let process: Process
-    private let output = OutputBuffer()
-    private let exited: Task<Int32, Never>
-
-    init(binary: URL, arguments: [String], environment: [String: String]) throws {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
-        env.merge(environment) { $1 }
-        process.environment = env
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        process.terminationHandler = { continuation.yield($0.terminationStatus) }
-        self.process = process
-        exited = Task {
-            for await status in stream { return status }
-            return -1
-        }
-        let output = self.output
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                output.closed.store(true, ordering: .releasing)
-            }
-            let text = String(decoding: data, as: UTF8.self)
-            output.state.withLock { $0.stdout += text }
-        }
-        stderr.fileHandleForReading.readabilityHandler = { handle in
-            let text = String(decoding: handle.availableData, as: UTF8.self)
-            output.state.withLock { $0.stderr += text }
-        }
-        try process.run()
-    }
-
-    var standardError: String { output.state.withLock { $0.stderr } }
-    var standardOutput: String { output.state.withLock { $0.stdout } }
-
-    /// The table names in a SQLite file, read with GRDB outside ReliableDB.
-    static func sqliteTables(_ path: String) async throws -> [String] {
-        let queue = try DatabaseQueue(path: path)
-        return try await queue.read {
-            try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-    }
-
-    /// The port from the "listening on http://host:port" line.
-    func waitForPort() async throws -> Int {
-        let start = ContinuousClock.now
-        while ContinuousClock.now - start < .seconds(30) {
-            let text = output.state.withLock { $0.stdout }
-            if let range = text.range(of: "listening on http://127.0.0.1:") {
-                let digits = text[range.upperBound...].prefix { $0.isNumber }
-                if let port = Int(digits) { return port }
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        process.terminate()
-        throw ServerDidNotStart(stderr: standardError)
-    }
-
-    func signal(_ number: Int32) {
-        kill(process.processIdentifier, number)
-    }
-
-    /// Waits for the process to exit and for its output to be read to the end.
-    func exitStatus() async -> Int32 {
-        let status = await exited.value
-        let start = ContinuousClock.now
-        while !output.closed.load(ordering: .acquiring), ContinuousClock.now - start < .seconds(5) {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        return status
-    }
-
-    struct ServerDidNotStart: Error {
-        var stderr: String
-    }
-}
-
-final class OutputBuffer: Sendable {
-    let state = Mutex<(stdout: String, stderr: String)>(("", ""))
-    let closed = Atomic<Bool>(false)
-}
-
 @Suite("reliabledb check as a process")
 struct CheckProcessTests {
     @Test func checkAllPassesAgainstTheEmbeddedSQLite() async throws {
@@ -272,4 +179,14 @@ struct CheckReportBody: Decodable {
     var passed: Int
     var failed: Int
     var results: [Result]
+}
+
+extension ServerProcess {
+    /// The table names in a SQLite file, read with GRDB outside ReliableDB.
+    static func sqliteTables(_ path: String) async throws -> [String] {
+        let queue = try DatabaseQueue(path: path)
+        return try await queue.read {
+            try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    }
 }

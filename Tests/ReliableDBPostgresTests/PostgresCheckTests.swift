@@ -1,4 +1,5 @@
 import Foundation
+import ReliableDBTestSupport
 import Testing
 
 extension PostgresBackendTests {
@@ -30,9 +31,7 @@ extension PostgresBackendTests {
 /// Runs the built `reliabledb` with `arguments`, returning its exit status and standard output.
 func runReliableDB(_ arguments: [String], environment: [String: String]) async throws -> (status: Int32, output: String)
 {
-    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-        "reliabledb"
-    )
+    let binary = reliabledbBinary
     let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-out-\(UUID().uuidString)")
     _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: outputFile) }

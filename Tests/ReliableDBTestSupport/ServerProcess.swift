@@ -1,0 +1,94 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The `reliabledb` executable SwiftPM built next to the test bundle.
+public var reliabledbBinary: URL {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("reliabledb")
+}
+
+/// A child process with its output captured.
+public final class ServerProcess: Sendable {
+    private let process: Process
+    private let output = OutputBuffer()
+    private let exited: Task<Int32, Never>
+
+    public init(binary: URL, arguments: [String], environment: [String: String]) throws {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
+        env.merge(environment) { $1 }
+        process.environment = env
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        process.terminationHandler = { continuation.yield($0.terminationStatus) }
+        self.process = process
+        exited = Task {
+            for await status in stream { return status }
+            return -1
+        }
+        let output = self.output
+        stdout.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                output.closed.store(true, ordering: .releasing)
+            }
+            let text = String(decoding: data, as: UTF8.self)
+            output.state.withLock { $0.stdout += text }
+        }
+        stderr.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            output.state.withLock { $0.stderr += text }
+        }
+        try process.run()
+    }
+
+    public var standardError: String { output.state.withLock { $0.stderr } }
+    public var standardOutput: String { output.state.withLock { $0.stdout } }
+
+    /// The port from the "listening on http://host:port" line.
+    public func waitForPort() async throws -> Int {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(30) {
+            let text = output.state.withLock { $0.stdout }
+            if let range = text.range(of: "listening on http://127.0.0.1:") {
+                let digits = text[range.upperBound...].prefix { $0.isNumber }
+                if let port = Int(digits) { return port }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.terminate()
+        throw ServerDidNotStart(stderr: standardError)
+    }
+
+    public func signal(_ number: Int32) {
+        kill(process.processIdentifier, number)
+    }
+
+    /// Waits for the process to exit and for its output to be read to the end.
+    public func exitStatus() async -> Int32 {
+        let status = await exited.value
+        let start = ContinuousClock.now
+        while !output.closed.load(ordering: .acquiring), ContinuousClock.now - start < .seconds(5) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return status
+    }
+
+    public struct ServerDidNotStart: Error {
+        public var stderr: String
+    }
+}
+
+final class OutputBuffer: Sendable {
+    let state = Mutex<(stdout: String, stderr: String)>(("", ""))
+    let closed = Atomic<Bool>(false)
+}
