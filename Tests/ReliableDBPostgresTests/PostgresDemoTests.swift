@@ -1,0 +1,66 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import ReliableDBTestSupport
+import Testing
+
+extension PostgresBackendTests {
+    /// The seed's graceful degradation, as a user of `serve --demo` sees it: with the database
+    /// down and the breaker open, a read answers with its last good result, marked degraded.
+    @Test func theDemoAnswersFromItsLastGoodReadWhileTheBreakerIsOpen() async throws {
+        let server = try ServerProcess(
+            binary: reliabledbBinary,
+            arguments: ["serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file", "/nonexistent/.env"],
+            environment: [
+                "DATABASE_URL": try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"),
+                "DB_CB_FAILURE_THRESHOLD": "2",
+                "DB_CB_TIMEOUT": "600000",
+            ]
+        )
+        let base = "http://127.0.0.1:\(try await server.waitForPort())/api"
+        let fresh = try await Self.fetch("\(base)/users")
+        #expect(fresh.status == 200)
+        #expect(fresh.body.contains("\"degraded\":false"))
+        #expect(fresh.body.contains("ana@carmen.example"))
+
+        try await TestServer.control("stop")
+        // The first failures open the breaker; from then on the read answers from its last result.
+        var degraded: Fetched?
+        #expect(
+            try await eventually {
+                let response = try await Self.fetch("\(base)/users")
+                if response.degradedHeader == "true" { degraded = response }
+                return degraded != nil
+            }
+        )
+        #expect(degraded?.status == 200)
+        #expect(degraded?.body.contains("\"degraded\":true") == true)
+        #expect(degraded?.body.contains("ana@carmen.example") == true, "the last good list, not an empty one")
+        // A read never answered before has nothing to fall back on: the breaker's 503.
+        let neverRead = try await Self.fetch("\(base)/orders?user=2")
+        #expect(neverRead.status == 503)
+        #expect(neverRead.retryAfter != nil)
+        try await TestServer.control("start")
+
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
+    struct Fetched {
+        var status: Int
+        var body: String
+        var degradedHeader: String?
+        var retryAfter: String?
+    }
+
+    static func fetch(_ url: String) async throws -> Fetched {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return Fetched(
+            status: Int(response.status.code),
+            body: String(buffer: body),
+            degradedHeader: response.headers.first(name: "X-ReliableDB-Degraded"),
+            retryAfter: response.headers.first(name: "Retry-After")
+        )
+    }
+}
