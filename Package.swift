@@ -165,6 +165,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBLoadTestTests",
             dependencies: [
+                "ReliableDBTestSupport",
                 "ReliableDB",
                 "ReliableDBLoadTest",
                 "ReliableDBSQLite",

@@ -3,6 +3,7 @@ import Logging
 import Prometheus
 import ReliableDB
 import ReliableDBPrometheus
+import ReliableDBTestSupport
 import ReliableDBWebhook
 import Testing
 import Yams
@@ -58,31 +59,8 @@ struct DeployFilesTests {
         for arguments in [
             ["check", "rules", "prometheus/alerts.yml"], ["check", "config", "prometheus/prometheus.yml"],
         ] {
-            let (status, text) = try await Self.run(path, arguments)
+            let (status, text) = try await runToCompletion(path, arguments, in: Self.deploy)
             #expect(status == 0, "promtool \(arguments.joined(separator: " ")): \(text)")
-        }
-    }
-
-    /// Runs a tool to completion on a dispatch thread, keeping the cooperative threads free.
-    static func run(_ path: String, _ arguments: [String]) async throws -> (Int32, String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                do {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: path)
-                    process.arguments = arguments
-                    process.currentDirectoryURL = deploy
-                    let output = Pipe()
-                    process.standardOutput = output
-                    process.standardError = output
-                    try process.run()
-                    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    process.waitUntilExit()
-                    continuation.resume(returning: (process.terminationStatus, text))
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import ReliableDBLoadTest
+import ReliableDBTestSupport
 import Testing
 
 /// The HTML report opened the way a person opens it: in a real browser (headless Chromium, which
@@ -23,7 +24,7 @@ struct BrowserRenderingTests {
         report.thresholds = report.evaluate([try .parse("p99<20ms")])
         try Data(report.html().utf8).write(to: page)
 
-        let (status, log) = try await Self.run(
+        let (status, log) = try await runToCompletion(
             browser,
             [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -38,28 +39,6 @@ struct BrowserRenderingTests {
         #expect(image.count > 20_000, "the page rendered content (\(image.count) bytes)")
         for marker in ["Uncaught", "ERROR:CONSOLE", "SyntaxError", "Failed to load resource"] {
             #expect(!log.contains(marker), "browser log: \(marker)")
-        }
-    }
-
-    /// Runs a program to completion on a dispatch thread, capturing stdout and stderr.
-    static func run(_ path: String, _ arguments: [String]) async throws -> (Int32, String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                do {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: path)
-                    process.arguments = arguments
-                    let output = Pipe()
-                    process.standardOutput = output
-                    process.standardError = output
-                    try process.run()
-                    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    process.waitUntilExit()
-                    continuation.resume(returning: (process.terminationStatus, text))
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
         }
     }
 }

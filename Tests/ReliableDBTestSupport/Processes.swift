@@ -92,3 +92,31 @@ final class OutputBuffer: Sendable {
     let state = Mutex<(stdout: String, stderr: String)>(("", ""))
     let closed = Atomic<Bool>(false)
 }
+
+/// Runs a program to completion on a dispatch thread, keeping the cooperative threads free, and
+/// returns its exit status with standard output and error together.
+public func runToCompletion(
+    _ path: String,
+    _ arguments: [String],
+    in directory: URL? = nil
+) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            do {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: path)
+                process.arguments = arguments
+                if let directory { process.currentDirectoryURL = directory }
+                let output = Pipe()
+                process.standardOutput = output
+                process.standardError = output
+                try process.run()
+                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                continuation.resume(returning: (process.terminationStatus, text))
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+}
