@@ -22,39 +22,34 @@ let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
 let callers = 4
 
-/// A listening socket that never accepts: connects succeed in the kernel, requests get no answer.
-func blackHolePort() -> Int {
+/// A TCP socket bound to a free port on 127.0.0.1, and that port.
+func boundSocket() -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
     }
-    listen(fd, 1024)
     _ = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
-    return Int(UInt16(bigEndian: address.sin_port))
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
 
-/// A port nothing listens on (bound, read, closed).
+/// A listening socket that never accepts: connects succeed in the kernel, requests get no answer.
+func blackHolePort() -> Int {
+    let (fd, port) = boundSocket()
+    listen(fd, 1024)
+    return port
+}
+
+/// A port nothing listens on.
 func refusedPort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
+    let (fd, port) = boundSocket()
     close(fd)
-    return Int(UInt16(bigEndian: address.sin_port))
+    return port
 }
 
 let logger = Logger(label: "bench")
