@@ -31,6 +31,14 @@ final class PostgresConnectionPool: Sendable {
         let continuation: CheckedContinuation<PooledPostgresConnection, any Error>
     }
 
+    /// Where a returned, opened or checked connection goes, decided under the lock and carried
+    /// out after it (`carryOut`).
+    private enum Placement {
+        case grant(Waiter)
+        case idle
+        case close(PoolCloseReason)
+    }
+
     private struct IdleConnection {
         let connection: PooledPostgresConnection
         /// Last returned by a caller: the idle timeout counts from here.
@@ -116,13 +124,13 @@ final class PostgresConnectionPool: Sendable {
             _ connection: PooledPostgresConnection,
             since: ContinuousClock.Instant,
             checked: ContinuousClock.Instant
-        ) -> Waiter? {
+        ) -> Placement {
             if let waiter = waiters.popFirst() {
                 leased += 1
-                return waiter
+                return .grant(waiter)
             }
             idle.append(IdleConnection(connection: connection, since: since, checked: checked))
-            return nil
+            return .idle
         }
     }
 
@@ -213,13 +221,8 @@ final class PostgresConnectionPool: Sendable {
     /// Returns a leased connection; with a `closeReason` (or when it is closed) it is closed and
     /// its slot freed for a new connection.
     func release(_ connection: PooledPostgresConnection, closeReason: PoolCloseReason? = nil) {
-        enum Action {
-            case close(PoolCloseReason)
-            case grant(Waiter)
-            case none
-        }
         let now = ContinuousClock.now
-        let action = state.withLock { state -> Action in
+        let placement = state.withLock { state -> Placement in
             state.leased -= 1
             if state.open[connection.id] == nil {
                 // Closed while lent; `closed` already counted it.
@@ -232,16 +235,20 @@ final class PostgresConnectionPool: Sendable {
                 state.closing.insert(connection.id)
                 return .close(reason)
             }
-            return state.place(connection, since: now, checked: now).map(Action.grant) ?? .none
+            return state.place(connection, since: now, checked: now)
         }
-        switch action {
+        carryOut(placement, connection)
+    }
+
+    private func carryOut(_ placement: Placement, _ connection: PooledPostgresConnection) {
+        switch placement {
+        case .grant(let waiter):
+            waiter.continuation.resume(returning: connection)
+        case .idle:
+            break
         case .close(let reason):
             connection.markClosing(reason)
             connection.close()
-        case .grant(let waiter):
-            waiter.continuation.resume(returning: connection)
-        case .none:
-            break
         }
     }
 
@@ -281,13 +288,8 @@ final class PostgresConnectionPool: Sendable {
     }
 
     private func opened(_ connection: PooledPostgresConnection) {
-        enum Action {
-            case grant(Waiter)
-            case idle
-            case close
-        }
         let now = ContinuousClock.now
-        let action = state.withLock { state -> Action in
+        let placement = state.withLock { state -> Placement in
             state.connecting -= 1
             state.opened += 1
             state.open[connection.id] = connection
@@ -296,19 +298,12 @@ final class PostgresConnectionPool: Sendable {
             // Closed between the handshake and now: `closed` will count it; hand nothing out.
             if state.isShutDown || connection.underlying.isClosed {
                 state.closing.insert(connection.id)
-                return .close
+                return .close(.pool)
             }
-            return state.place(connection, since: now, checked: now).map(Action.grant) ?? .idle
+            return state.place(connection, since: now, checked: now)
         }
         connection.underlying.closeFuture.whenComplete { _ in self.closed(connection) }
-        switch action {
-        case .grant(let waiter):
-            waiter.continuation.resume(returning: connection)
-        case .idle:
-            break
-        case .close:
-            connection.close()
-        }
+        carryOut(placement, connection)
     }
 
     private func connectFailed(_ error: any Error) {
@@ -413,30 +408,17 @@ final class PostgresConnectionPool: Sendable {
         }
         watchdog.cancel()
         let now = ContinuousClock.now
-        enum Action {
-            case grant(Waiter)
-            case idle
-            case close
-        }
-        let action = state.withLock { state -> Action in
+        let placement = state.withLock { state -> Placement in
             // Gone from `pinging` when it closed meanwhile (and was counted then).
-            guard state.pinging.removeValue(forKey: connection.id) != nil else { return .close }
+            guard state.pinging.removeValue(forKey: connection.id) != nil else { return .close(.pool) }
             guard alive, !state.isShutDown, !connection.underlying.isClosed else {
                 state.closing.insert(connection.id)
-                return .close
+                return .close(.pool)
             }
             // The idle timeout still counts from the caller's last use.
-            return state.place(connection, since: entry.since, checked: now).map(Action.grant) ?? .idle
+            return state.place(connection, since: entry.since, checked: now)
         }
-        switch action {
-        case .grant(let waiter):
-            waiter.continuation.resume(returning: connection)
-        case .idle:
-            break
-        case .close:
-            connection.markClosing(.pool)
-            connection.close()
-        }
+        carryOut(placement, connection)
     }
 
     /// Fails the waiters, closes every connection (leased ones too: their statements fail) and
