@@ -51,6 +51,17 @@ public func describePostgresError(_ error: any Error) -> String {
         default:
             return "PostgreSQL client error (\(error.code))"
         }
+    case let error as PostgresError:
+        // PostgresNIO's EventLoopFuture API (`PreparedQuery`, `PostgresDatabase`) reports these.
+        switch error {
+        case .server(let message):
+            let state = message.fields[.sqlState] ?? "?????"
+            return "SQLSTATE \(state): \(message.fields[.message] ?? "server error")"
+        case .connectionClosed:
+            return "the connection was closed"
+        case .protocol(let detail):
+            return "protocol error: \(detail)"
+        }
     case let error as PostgresTransactionError:
         if let inner = error.beginError { return "BEGIN failed: \(describePostgresError(inner))" }
         if let inner = error.closureError { return describePostgresError(inner) }
@@ -118,6 +129,14 @@ struct PostgresErrorClassifier {
             return ErrorClassification(.fatal)
         case let error as PSQLError:
             return classify(error, sent: sent)
+        case let error as PostgresError:
+            // The EventLoopFuture API's form of the same errors.
+            switch error {
+            case .server:
+                return classify(sqlState: error.code.raw, sent: sent)
+            case .connectionClosed, .protocol:
+                return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+            }
         case let error as PoolLeaseError:
             if case .cancelled = error { return ErrorClassification(.cancelled) }
             return ErrorClassification(.connection)

@@ -56,6 +56,27 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    /// PostgresNIO's EventLoopFuture API (`PreparedQuery`, which `loadtest --sql` uses) reports
+    /// the legacy `PostgresError`; the pipeline must classify it like `PSQLError`.
+    @Test func theEventLoopFutureAPIsErrorsAreClassifiedLikeTheAsyncAPIs() async throws {
+        let db = try TestServer.open(try TestServer.url())
+        let error = await #expect(throws: PostgresError.self) {
+            try await db.query(.read("divide-by-zero")) { connection in
+                let statement = try await connection.prepare(query: "SELECT 1 / $1::bigint").get()
+                _ = try await statement.execute([PostgresData(int: 0)]).get()
+            }
+        }
+        #expect(error.map(describePostgresError)?.hasPrefix("SQLSTATE 22012: ") == true)
+        let metrics = db.metrics()
+        #expect(metrics.errorsByClass[.caller] == 1, "22012 is the caller's error")
+        #expect(metrics.retries == 0)
+        #expect(metrics.circuitBreaker.totalFailures == 0)
+        let lost = PostgresBackend.classify(PostgresError.connectionClosed)
+        #expect(lost.errorClass == .connection)
+        #expect(lost.discardConnection)
+        try await db.shutdown()
+    }
+
     @Test func poolStatisticsMatchPgStatActivity() async throws {
         let url = try TestServer.url()
         let db = try TestServer.open(url, connectionLimit: 5, poolTimeout: .seconds(20))
