@@ -50,9 +50,19 @@ public final class CircuitBreaker: Sendable {
 
     /// Reports how a permitted call ended.
     public func record(_ permit: CircuitBreakerStateMachine.Permit, outcome: CircuitCallOutcome, duration: Duration) {
+        record(permit, outcome: outcome, duration: duration, at: clock.now)
+    }
+
+    /// Reports how a permitted call ended, at a time the caller has just read from the breaker's
+    /// clock (the pipeline reads it once for its own metrics and the breaker).
+    func record(
+        _ permit: CircuitBreakerStateMachine.Permit,
+        outcome: CircuitCallOutcome,
+        duration: Duration,
+        at now: MonotonicTime
+    ) {
         guard permit.isCounted else { return }
         instruments?.recordBreakerCall(outcome)
-        let now = clock.now
         let transition = machine.withLock { $0.record(permit, outcome: outcome, duration: duration, at: now) }
         if let transition { publish(transition) }
     }

@@ -5,11 +5,12 @@ import Synchronization
 /// Fires operation deadlines from one background loop, so an operation with a timeout runs inline
 /// in its caller's task: no child task, no timer and no allocation per call.
 ///
-/// An operation registers its deadline and gets a slot. Work that can be stopped (a SQLite
-/// statement, a PostgreSQL query, a pool wait) attaches an *interrupt* to the slot while it runs;
-/// when the deadline passes the loop marks the slot fired and calls the interrupt. Interrupts are
-/// called under the scheduler's lock, and detaching takes the same lock, so an interrupt can never
-/// hit a connection that has already moved on to another caller.
+/// Work that can be stopped (a SQLite statement, a PostgreSQL query, a pool wait) registers its
+/// deadline with an *interrupt* for as long as it runs; when the deadline passes the loop marks
+/// the slot fired and calls the interrupt. Interrupts are called under the scheduler's lock, and
+/// unregistering takes the same lock, so an interrupt can never hit a connection that has already
+/// moved on to another caller. Only interruptible work registers: whether an operation's deadline
+/// has passed is a clock reading, so an operation costs two lock round trips here, not four.
 ///
 /// With the system clock the loop is a dedicated thread that sleeps until the earliest armed
 /// deadline and is woken when an earlier one arrives, so deadlines fire on time even when every
@@ -17,7 +18,7 @@ import Synchronization
 /// ``ManualClock``) the loop is a task sleeping on that clock, at most ``tick`` at a time. Either
 /// parks when nothing is armed.
 public final class DeadlineScheduler: Sendable {
-    struct Token: Sendable, Equatable {
+    package struct Token: Sendable, Equatable {
         let index: Int32
         let generation: UInt32
     }
@@ -44,7 +45,7 @@ public final class DeadlineScheduler: Sendable {
     /// The longest the loop sleeps while deadlines are armed: the worst-case lateness of a
     /// deadline registered earlier than all others.
     public let tick: Duration
-    private let clock: any ReliabilityClock
+    let clock: any ReliabilityClock
     private let state: Mutex<State>
     private let usesThread: Bool
     private let wakeup = DispatchSemaphore(value: 0)
@@ -79,12 +80,13 @@ public final class DeadlineScheduler: Sendable {
     /// check it inside.
     public func bounded<R>(until deadline: MonotonicTime, _ body: (AttemptContext) async throws -> R) async throws -> R
     {
-        let token = register(deadline)
-        defer { unregister(token) }
-        return try await body(AttemptContext(scheduler: self, token: token, attempt: 1, deadline: deadline))
+        try await body(AttemptContext(scheduler: self, attempt: 1, deadline: deadline))
     }
 
-    func register(_ deadline: MonotonicTime) -> Token {
+    /// Arms `deadline` with `interrupt` until ``unregister(_:)``; nil, arming nothing, when the
+    /// deadline has already passed.
+    func register(_ deadline: MonotonicTime, interrupt: @escaping @Sendable () -> Void) -> Token? {
+        if clock.now >= deadline { return nil }
         let (token, wake, start, signalThread) = state.withLock {
             state -> (Token, CheckedContinuation<Void, Never>?, Bool, Bool) in
             let index: Int32
@@ -98,6 +100,7 @@ public final class DeadlineScheduler: Sendable {
             state.slots[slot].deadline = deadline
             state.slots[slot].inUse = true
             state.slots[slot].fired = false
+            state.slots[slot].interrupt = interrupt
             state.armed += 1
             let start = !state.loopRunning && !state.stopped
             if start { state.loopRunning = true }
@@ -134,33 +137,6 @@ public final class DeadlineScheduler: Sendable {
             state.slots[slot].generation &+= 1
             state.free.append(token.index)
             return fired
-        }
-    }
-
-    func hasFired(_ token: Token) -> Bool {
-        state.withLock { state in
-            let slot = Int(token.index)
-            return state.slots[slot].generation == token.generation && state.slots[slot].fired
-        }
-    }
-
-    /// Attaches `interrupt` to the slot. Returns false, attaching nothing, when the deadline has
-    /// already fired.
-    func attach(_ token: Token, interrupt: @escaping @Sendable () -> Void) -> Bool {
-        state.withLock { state in
-            let slot = Int(token.index)
-            guard state.slots[slot].generation == token.generation, !state.slots[slot].fired else { return false }
-            state.slots[slot].interrupt = interrupt
-            return true
-        }
-    }
-
-    func detach(_ token: Token) {
-        state.withLock { state in
-            let slot = Int(token.index)
-            if state.slots[slot].generation == token.generation {
-                state.slots[slot].interrupt = nil
-            }
         }
     }
 
@@ -236,33 +212,42 @@ public final class DeadlineScheduler: Sendable {
 /// stoppable: a backend attaches an interrupt (cancel the statement, wake the waiter) for the time
 /// it holds a connection, and the scheduler calls it when the deadline passes.
 public struct AttemptContext: Sendable {
+    /// Fires the interrupts; nil when the operation has no deadline.
     let scheduler: DeadlineScheduler?
-    let token: DeadlineScheduler.Token
     /// 1 for the first attempt.
     public let attempt: Int
     /// When the operation's time is up; nil when timeouts are off.
     public let deadline: MonotonicTime?
 
     /// A context with no deadline, for calling backend methods outside the pipeline.
-    public static let unbounded = AttemptContext(
-        scheduler: nil,
-        token: .init(index: 0, generation: 0),
-        attempt: 1,
-        deadline: nil
-    )
+    public static let unbounded = AttemptContext(scheduler: nil, attempt: 1, deadline: nil)
 
     /// Whether the deadline has passed.
     public var isExpired: Bool {
-        scheduler?.hasFired(token) ?? false
+        guard let scheduler, let deadline else { return false }
+        return scheduler.clock.now >= deadline
     }
 
     /// Runs synchronous work (such as a GRDB closure on its database thread) with `interrupt`
     /// attached. Throws ``AttemptDeadlineExceeded`` without running `body` when time is already up.
     public func withInterrupt<R>(_ interrupt: @escaping @Sendable () -> Void, _ body: () throws -> R) throws -> R {
-        guard let scheduler else { return try body() }
-        guard scheduler.attach(token, interrupt: interrupt) else { throw AttemptDeadlineExceeded() }
-        defer { scheduler.detach(token) }
+        let token = try attachInterrupt(interrupt)
+        defer { detachInterrupt(token) }
         return try body()
+    }
+
+    /// Attaches `interrupt` until ``detachInterrupt(_:)`` is given what this returns: the same as
+    /// `withInterrupt` for a backend's hot path, without an async wrapper around the work (each
+    /// async frame costs executor checks on every resumption). Throws ``AttemptDeadlineExceeded``
+    /// when time is already up.
+    package func attachInterrupt(_ interrupt: @escaping @Sendable () -> Void) throws -> DeadlineScheduler.Token? {
+        guard let scheduler, let deadline else { return nil }
+        guard let token = scheduler.register(deadline, interrupt: interrupt) else { throw AttemptDeadlineExceeded() }
+        return token
+    }
+
+    package func detachInterrupt(_ token: DeadlineScheduler.Token?) {
+        if let token { scheduler?.unregister(token) }
     }
 
     /// Runs asynchronous work with `interrupt` attached.
@@ -270,9 +255,8 @@ public struct AttemptContext: Sendable {
         _ interrupt: @escaping @Sendable () -> Void,
         _ body: () async throws -> R
     ) async throws -> R {
-        guard let scheduler else { return try await body() }
-        guard scheduler.attach(token, interrupt: interrupt) else { throw AttemptDeadlineExceeded() }
-        defer { scheduler.detach(token) }
+        let token = try attachInterrupt(interrupt)
+        defer { detachInterrupt(token) }
         return try await body()
     }
 

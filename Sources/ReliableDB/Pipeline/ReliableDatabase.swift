@@ -71,8 +71,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         operationMetrics.operationStarted()
         let timeout = configuration.timeouts.timeout(for: options)
         let deadline = timeout.map { start + $0 }
-        let token = deadline.map { deadlines.register($0) }
-        defer { if let token { deadlines.unregister(token) } }
         let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
         let maxAttempts = options.retries ? configuration.circuitBreaker.retry.attempts : 1
         if maxAttempts > 1 {
@@ -85,7 +83,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             attempt += 1
             var permit: CircuitBreakerStateMachine.Permit?
             if useBreaker {
-                switch circuitBreaker.acquire() {
+                switch circuitBreaker.acquire(at: attemptStart) {
                 case .permitted(let granted):
                     permit = granted
                 case .rejected(let state, let retryAfter):
@@ -101,28 +99,28 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
             do {
                 let context = AttemptContext(
-                    scheduler: token == nil ? nil : deadlines,
-                    token: token ?? AttemptContext.unbounded.token,
+                    scheduler: deadline == nil ? nil : deadlines,
                     attempt: attempt,
                     deadline: deadline
                 )
                 let value = try await operation(context)
                 let end = clock.now
                 if let permit {
-                    circuitBreaker.record(permit, outcome: .success, duration: end - attemptStart)
+                    circuitBreaker.record(permit, outcome: .success, duration: end - attemptStart, at: end)
                 }
                 finish(options, duration: end - start, outcome: .success)
                 return value
             } catch {
                 let end = clock.now
-                let expired = token.map { deadlines.hasFired($0) } ?? false
+                let expired = deadline.map { end >= $0 } ?? false
                 let classification = expired ? ErrorClassification(.timeout) : classify(error)
                 let errorClass = classification.errorClass
                 if let permit {
                     circuitBreaker.record(
                         permit,
                         outcome: errorClass.countsAgainstBreaker ? .failure : .ignored,
-                        duration: end - attemptStart
+                        duration: end - attemptStart,
+                        at: end
                     )
                 }
                 if errorClass == .timeout, let timeout {
