@@ -62,6 +62,12 @@ public final class PooledPostgresConnection: Sendable {
         }
     }
 
+    /// Whether a cancel was sent for the statement this connection ran, so it must be settled
+    /// before the connection is reused.
+    var hasPendingCancel: Bool {
+        state.withLock { $0.cancel != nil || $0.watchdog != nil }
+    }
+
     /// Waits until a cancel request sent for this connection has been answered, so it cannot hit
     /// the next caller's statement, but no longer than `grace`. Returns false when the cancel went
     /// unanswered (server or network unresponsive): the connection must then be discarded. Costs

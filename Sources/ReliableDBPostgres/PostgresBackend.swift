@@ -24,6 +24,8 @@ public final class PostgresBackend: DatabaseBackend {
     private let requestIDs = Atomic<Int>(0)
     private let runner = Mutex<Task<Void, Never>?>(nil)
     private let instruments = Mutex<ReliabilityInstruments?>(nil)
+    /// Read on every lease, so a pool without instruments takes no lock for them.
+    private let hasInstruments = Atomic<Bool>(false)
 
     /// Opens a pool (connections are made on demand) for `url`.
     ///
@@ -152,14 +154,31 @@ public final class PostgresBackend: DatabaseBackend {
         within attempt: AttemptContext = .unbounded,
         _ body: (PostgresConnection) async throws -> R
     ) async throws -> R {
-        let connection = try await lease(within: attempt)
+        // The common cases run without extra async frames: each one adds executor checks on every
+        // resumption, which on 2 cores cost more than the pool's own bookkeeping.
+        let connection: PooledPostgresConnection
+        if let idle = pool.leaseIdle() {
+            if hasInstruments.load(ordering: .acquiring) {
+                instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(0)
+            }
+            connection = idle
+        } else {
+            connection = try await waitForConnection(within: attempt)
+        }
         let canceller = self.canceller
         let grace = cancelGrace
         do {
-            let result = try await attempt.withInterrupt({ connection.beginCancel(using: canceller, grace: grace) }) {
-                try await body(connection.underlying)
+            let result: R
+            do {
+                let interrupt = try attempt.attachInterrupt { connection.beginCancel(using: canceller, grace: grace) }
+                defer { attempt.detachInterrupt(interrupt) }
+                result = try await body(connection.underlying)
             }
-            await release(connection, discard: false)
+            if connection.hasPendingCancel {
+                await release(connection, discard: false)
+            } else {
+                release(connection, discard: false, settled: true)
+            }
             return result
         } catch {
             let discard = classify(error).discardConnection || connection.underlying.isClosed
@@ -168,11 +187,9 @@ public final class PostgresBackend: DatabaseBackend {
         }
     }
 
-    private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
-        if let connection = pool.leaseIdle() {
-            instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(0)
-            return connection
-        }
+    /// Queues for a connection when none is idle, bounded by the pool timeout and the attempt's
+    /// deadline.
+    private func waitForConnection(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
         let requestID = requestIDs.add(1, ordering: .relaxed).newValue
         let pool = self.pool
         let start = ContinuousClock.now
@@ -236,6 +253,12 @@ public final class PostgresBackend: DatabaseBackend {
 
     private func release(_ connection: PooledPostgresConnection, discard: Bool) async {
         let settled = await connection.settleCancel(within: cancelGrace)
+        release(connection, discard: discard, settled: settled)
+    }
+
+    /// Returns the connection once any cancel sent for it is settled (`settled` false: it went
+    /// unanswered, so the connection is discarded).
+    private func release(_ connection: PooledPostgresConnection, discard: Bool, settled: Bool) {
         if discard || !settled {
             pool.release(connection, closeReason: .broken)
         } else if clock.now >= connection.retireAt {
@@ -306,6 +329,7 @@ public final class PostgresBackend: DatabaseBackend {
 
     public func attach(_ instruments: ReliabilityInstruments) {
         self.instruments.withLock { $0 = instruments }
+        hasInstruments.store(true, ordering: .releasing)
     }
 
     /// Closes every connection; in-flight statements fail.
