@@ -93,16 +93,19 @@ public final class OperationMetricsRecorder: Sendable {
         let micros = UInt64(max(0, duration.nanosecondsClamped / 1000))
         let slow = duration > slowQueryThreshold
         state.withLock { state in
-            let key =
-                state.operations[name] != nil || state.operations.count < maxOperationNames
-                ? name : Self.overflowName
             Self.apply(outcome, micros: micros, slow: slow, to: &state.overall)
-            Self.apply(
-                outcome,
-                micros: micros,
-                slow: slow,
-                to: &state.operations[key, default: Accumulator(digits: .two)]
-            )
+            // One hash of the name in the common case: this runs under the lock every core shares.
+            if let index = state.operations.index(forKey: name) {
+                Self.apply(outcome, micros: micros, slow: slow, to: &state.operations.values[index])
+            } else {
+                let key = state.operations.count < maxOperationNames ? name : Self.overflowName
+                Self.apply(
+                    outcome,
+                    micros: micros,
+                    slow: slow,
+                    to: &state.operations[key, default: Accumulator(digits: .two)]
+                )
+            }
             if case .failure(let errorClass) = outcome {
                 state.errorsByClass[errorClass, default: 0] += 1
             }
