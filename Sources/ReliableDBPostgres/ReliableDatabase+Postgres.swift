@@ -30,6 +30,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
 
     /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
+    @inlinable
     public func query<T>(
         _ options: OperationOptions,
         _ body: (PostgresConnection) async throws -> T

@@ -683,6 +683,7 @@ final class PostgresLoadWorkload: LoadWorkload {
 
     /// Runs `body` on a connection: through ReliableDB's pipeline with `options`, or leased from
     /// the plain client.
+    @inline(__always)
     private func withConnection(
         _ options: OperationOptions,
         _ body: (PostgresConnection) async throws -> Void
@@ -713,6 +714,7 @@ final class PostgresLoadWorkload: LoadWorkload {
         try await run(options: writeOptions, builtIn: writeQuery)
     }
 
+    @inline(__always)
     private func run(options: OperationOptions, builtIn: () -> PostgresQuery) async throws {
         if let preparedStatements {
             try await withConnection(options) { try await preparedStatements.execute(on: $0) }
@@ -731,22 +733,38 @@ final class PostgresLoadWorkload: LoadWorkload {
 /// iterating the async row sequence of a `PostgresPreparedStatement`.
 final class PreparedStatements: Sendable {
     let sql: String
-    /// By connection id; a replaced connection gets a new id and is prepared anew.
-    private let byConnection = Mutex<[Int: PreparedQuery]>([:])
+    /// By connection id, striped so that workers on different cores rarely take the same lock; a
+    /// replaced connection gets a new id and is prepared anew.
+    private let stripes = (0..<16).map { _ in Stripe() }
+
+    private final class Stripe: Sendable {
+        let byConnection = Mutex<[Int: Prepared]>([:])
+    }
+
+    /// A reference, so a lookup copies one pointer instead of the statement's fields.
+    private final class Prepared: Sendable {
+        let query: PreparedQuery
+
+        init(_ query: PreparedQuery) {
+            self.query = query
+        }
+    }
 
     init(sql: String) {
         self.sql = sql
     }
 
+    @inline(__always)
     func execute(on connection: PostgresConnection) async throws {
-        let statement: PreparedQuery
-        if let prepared = byConnection.withLock({ $0[connection.id] }) {
+        let stripe = stripes[connection.id & (stripes.count - 1)]
+        let statement: Prepared
+        if let prepared = stripe.byConnection.withLock({ $0[connection.id] }) {
             statement = prepared
         } else {
-            statement = try await connection.prepare(query: sql).get()
-            byConnection.withLock { $0[connection.id] = statement }
+            statement = Prepared(try await connection.prepare(query: sql).get())
+            stripe.byConnection.withLock { $0[connection.id] = statement }
         }
-        try await statement.execute([]) { _ in }.get()
+        try await statement.query.execute([]) { _ in }.get()
     }
 }
 
