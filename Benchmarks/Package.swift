@@ -22,6 +22,25 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // PostgresNIO's async prepared statements against its EventLoopFuture PreparedQuery.
+        .executableTarget(
+            name: "PostgresAPIs",
+            dependencies: [
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "ReliableDBPostgres", package: "ReliableDB"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // The pipeline's and the pool's CPU per operation, on one event loop and on two.
+        .executableTarget(
+            name: "PipelineContention",
+            dependencies: [
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "ReliableDBPostgres", package: "ReliableDB"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Query latency with the alert webhook down or a black hole, against an idle sink.
         .executableTarget(
             name: "WebhookIsolation",

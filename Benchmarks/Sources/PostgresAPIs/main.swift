@@ -1,0 +1,112 @@
+// What PostgresNIO's two prepared-statement APIs cost per `SELECT 1`: the async
+// `PostgresPreparedStatement` (rows as an async sequence) against `PreparedQuery` (the
+// EventLoopFuture API, rows handed to a callback on the event loop), which `loadtest --sql` uses.
+// 10 callers, each with its own connection on the event loop its task runs on (no pool), in
+// alternating rounds against the same server.
+//
+//   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresAPIs' scripts/test
+//
+// Settings: BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3).
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+
+let environment = ProcessInfo.processInfo.environment
+let callers = 10
+let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
+let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
+let executors = EventLoopExecutor.forDefaultEventLoops
+guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
+    case .success(let url) = PostgresURL.parse(rawURL)
+else {
+    print("set RELIABLEDB_TEST_POSTGRES_URL or DATABASE_URL to a postgres:// URL")
+    exit(2)
+}
+let logger = Logger(label: "bench")
+
+struct SelectOne: PostgresPreparedStatement {
+    static let sql = "SELECT 1"
+    typealias Row = Int
+    func makeBindings() -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
+}
+
+var openedConnections: [PostgresConnection] = []
+var preparedQueries: [PreparedQuery] = []
+for index in 0..<callers {
+    let configuration = PostgresConnection.Configuration(
+        host: url.host,
+        port: url.port,
+        username: url.username,
+        password: url.password?.value,
+        database: url.database,
+        tls: .disable
+    )
+    let connection: PostgresConnection = try await PostgresConnection.connect(
+        on: executors[index % executors.count].eventLoop,
+        configuration: configuration,
+        id: index,
+        logger: logger
+    )
+    openedConnections.append(connection)
+    preparedQueries.append(try await connection.prepare(query: SelectOne.sql).get())
+}
+let connections = openedConnections
+let statements = preparedQueries
+
+func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+    let deadline = ContinuousClock.now + roundLength
+    let start = ContinuousClock.now
+    let count = try await withThrowingTaskGroup(of: Int.self) { group in
+        for index in 0..<callers {
+            group.addTask(executorPreference: executors[index % executors.count]) {
+                var done = 0
+                while ContinuousClock.now < deadline {
+                    try await operation(index)
+                    done += 1
+                }
+                return done
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    let rate = Double(count) / (ContinuousClock.now - start).seconds
+    print("  \(label.padding(toLength: 8, withPad: " ", startingAt: 0))" + String(format: "%9.0f queries/s", rate))
+    return rate
+}
+
+let asyncSequence: @Sendable (Int) async throws -> Void = { index in
+    for try await _ in try await connections[index].execute(SelectOne(), logger: logger) {}
+}
+let eventLoopFuture: @Sendable (Int) async throws -> Void = { index in
+    try await statements[index].execute([]) { _ in }.get()
+}
+
+print("SELECT 1 prepared, \(callers) callers with a connection each on \(executors.count) event loops")
+_ = try await measure("warm-up", eventLoopFuture)
+var asyncRates: [Double] = []
+var futureRates: [Double] = []
+for round in 1...rounds {
+    print("round \(round)")
+    if round.isMultiple(of: 2) {
+        futureRates.append(try await measure("future", eventLoopFuture))
+        asyncRates.append(try await measure("async", asyncSequence))
+    } else {
+        asyncRates.append(try await measure("async", asyncSequence))
+        futureRates.append(try await measure("future", eventLoopFuture))
+    }
+}
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+let ratios = zip(futureRates, asyncRates).map { $0 / $1 }
+print(String(format: "median async  %9.0f queries/s", median(asyncRates)))
+print(String(format: "median future %9.0f queries/s", median(futureRates)))
+print(
+    String(
+        format: "ratio future/async: median %.3f (rounds: %@)",
+        median(ratios),
+        ratios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
+    )
+)
+for connection in connections { try await connection.close().get() }
