@@ -9,6 +9,8 @@ import Synchronization
 public final class PooledPostgresConnection: Sendable {
     public let id: Int
     public let underlying: PostgresConnection
+    /// The loop the connection does its I/O on, read once (the pool compares it on every lease).
+    let eventLoop: any EventLoop
     /// The server process serving this connection (`pg_backend_pid()`).
     public let backendPID: Int32
     /// After this instant the connection is closed when released (maximum lifetime, jittered).
@@ -24,6 +26,7 @@ public final class PooledPostgresConnection: Sendable {
     init(id: Int, underlying: PostgresConnection, backendPID: Int32, retireAt: MonotonicTime) {
         self.id = id
         self.underlying = underlying
+        eventLoop = underlying.eventLoop
         self.backendPID = backendPID
         self.retireAt = retireAt
     }
