@@ -3,8 +3,7 @@
 // what is measured is ReliableDB's own bookkeeping and what sharing it across cores costs.
 // Stable to a few percent between runs, unlike end-to-end throughput on a shared machine.
 //
-//   swift build -c release --package-path Benchmarks --product PipelineContention
-//   RELIABLEDB_TEST_COMMAND='Benchmarks/.build/release/PipelineContention' scripts/test
+//   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PipelineContention' scripts/test
 //
 // Settings: BENCH_ROUNDS (3), BENCH_ROUND_SECONDS (2).
 import Foundation
