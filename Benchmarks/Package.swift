@@ -12,10 +12,13 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
     ],
     targets: [
+        // Closed-loop callers, medians and ratios for the side-by-side throughput runs.
+        .target(name: "BenchmarkSupport", swiftSettings: [.swiftLanguageMode(.v6)]),
         // Side by side: the reliable client vs the plain PostgresNIO client, same server, same run.
         .executableTarget(
             name: "PostgresThroughput",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "ReliableDB", package: "ReliableDB"),
                 .product(name: "ReliableDBPostgres", package: "ReliableDB"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -26,6 +29,7 @@ let package = Package(
         .executableTarget(
             name: "PostgresAPIs",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "ReliableDB", package: "ReliableDB"),
                 .product(name: "ReliableDBPostgres", package: "ReliableDB"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

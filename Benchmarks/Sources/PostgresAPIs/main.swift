@@ -7,6 +7,7 @@
 //   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresAPIs' scripts/test
 //
 // Settings: BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3).
+import BenchmarkSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -57,24 +58,7 @@ let connections = openedConnections
 let statements = preparedQueries
 
 func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
-    let deadline = ContinuousClock.now + roundLength
-    let start = ContinuousClock.now
-    let count = try await withThrowingTaskGroup(of: Int.self) { group in
-        for index in 0..<callers {
-            group.addTask(executorPreference: executors[index % executors.count]) {
-                var done = 0
-                while ContinuousClock.now < deadline {
-                    try await operation(index)
-                    done += 1
-                }
-                return done
-            }
-        }
-        return try await group.reduce(0, +)
-    }
-    let rate = Double(count) / (ContinuousClock.now - start).seconds
-    print("  \(label.padding(toLength: 8, withPad: " ", startingAt: 0))" + String(format: "%9.0f queries/s", rate))
-    return rate
+    try await measureThroughput(label, callers: callers, for: roundLength, on: executors, operation)
 }
 
 let asyncSequence: @Sendable (Int) async throws -> Void = { index in
@@ -98,15 +82,7 @@ for round in 1...rounds {
         futureRates.append(try await measure("future", eventLoopFuture))
     }
 }
-func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-let ratios = zip(futureRates, asyncRates).map { $0 / $1 }
 print(String(format: "median async  %9.0f queries/s", median(asyncRates)))
 print(String(format: "median future %9.0f queries/s", median(futureRates)))
-print(
-    String(
-        format: "ratio future/async: median %.3f (rounds: %@)",
-        median(ratios),
-        ratios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
-    )
-)
+print(ratioSummary("ratio future/async, per round", futureRates, asyncRates))
 for connection in connections { try await connection.close().get() }

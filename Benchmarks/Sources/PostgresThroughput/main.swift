@@ -10,6 +10,7 @@
 // Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3), BENCH_PINNED (0): 1 runs
 // each caller on one of PostgresNIO's event loops (EventLoopExecutor), as `reliabledb loadtest` does,
 // BENCH_PREPARED (0): 1 runs a prepared statement, as `loadtest --sql` does.
+import BenchmarkSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -92,24 +93,7 @@ for index in 0..<callers {
 let connections = directConnections
 
 func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
-    let deadline = ContinuousClock.now + roundLength
-    let start = ContinuousClock.now
-    let count = try await withThrowingTaskGroup(of: Int.self) { group in
-        for index in 0..<callers {
-            group.addTask(executorPreference: executors.isEmpty ? nil : executors[index % executors.count]) {
-                var done = 0
-                while ContinuousClock.now < deadline {
-                    try await operation(index)
-                    done += 1
-                }
-                return done
-            }
-        }
-        return try await group.reduce(0, +)
-    }
-    let rate = Double(count) / (ContinuousClock.now - start).seconds
-    print(String(format: "  %-9@ %9.0f queries/s", label as NSString, rate))
-    return rate
+    try await measureThroughput(label, callers: callers, for: roundLength, on: executors, operation)
 }
 
 let direct: @Sendable (Int) async throws -> Void = { index in
@@ -161,27 +145,12 @@ for round in 1...rounds {
         reliableRates.append(try await measure("reliable", reliable))
     }
 }
-func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-let ratios = zip(reliableRates, plainRates).map { $0 / $1 }
 print(String(format: "median plain    %9.0f queries/s", median(plainRates)))
 print(String(format: "median direct   %9.0f queries/s", median(directRates)))
 print(String(format: "median pool     %9.0f queries/s", median(poolRates)))
 print(String(format: "median reliable %9.0f queries/s", median(reliableRates)))
-print(
-    String(
-        format: "ratio reliable/plain: median of per-round ratios %.3f (rounds: %@)",
-        median(ratios),
-        ratios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
-    )
-)
-let pipelineRatios = zip(reliableRates, poolRates).map { $0 / $1 }
-print(
-    String(
-        format: "ratio reliable/pool (the pipeline's cost): median %.3f (rounds: %@)",
-        median(pipelineRatios),
-        pipelineRatios.map { String(format: "%.3f", $0) }.joined(separator: ", ")
-    )
-)
+print(ratioSummary("ratio reliable/plain, per round", reliableRates, plainRates))
+print(ratioSummary("ratio reliable/pool (the pipeline's cost), per round", reliableRates, poolRates))
 print(
     "reliable pool: \(db.metrics().pool); breaker \(db.circuitBreaker.state.rawValue); failed \(db.metrics().failedQueries)"
 )
