@@ -87,24 +87,17 @@ final class PostgresConnectionPool: Sendable {
             preferring eventLoop: (any EventLoop)?
         ) -> (connection: PooledPostgresConnection, localConnect: Int?)? {
             while !idle.isEmpty {
-                var index = idle.count - 1
-                var local = true
-                if let eventLoop, let onLoop = idle.lastIndex(where: { $0.connection.eventLoop === eventLoop }) {
-                    index = onLoop
-                } else if eventLoop != nil {
-                    local = false
-                }
-                let entry = idle.remove(at: index)
+                let onLoop = eventLoop.flatMap { loop in idle.lastIndex { $0.connection.eventLoop === loop } }
+                let entry = idle.remove(at: onLoop ?? idle.count - 1)
                 // Closed by the server while idle: drop it and look again. Only the candidate is
                 // checked, so a lease costs the same with 1 idle connection or 100.
                 if entry.connection.underlying.isClosed {
                     closing.insert(entry.connection.id)
                     continue
                 }
-                var localConnect: Int?
-                if !local, !isShutDown, connecting == 0, open.count < limit {
-                    localConnect = reserveSlot()
-                }
+                let wantsLocal = eventLoop != nil && onLoop == nil
+                let localConnect =
+                    wantsLocal && !isShutDown && connecting == 0 && open.count < limit ? reserveSlot() : nil
                 leased += 1
                 return (entry.connection, localConnect)
             }

@@ -76,8 +76,7 @@ public final class DeadlineScheduler: Sendable {
     }
 
     /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
-    /// pipeline (a backend's pool wait). After `body` ends, `context.isExpired` is not reliable;
-    /// check it inside.
+    /// pipeline (a backend's pool wait).
     public func bounded<R>(until deadline: MonotonicTime, _ body: (AttemptContext) async throws -> R) async throws -> R
     {
         try await body(AttemptContext(scheduler: self, attempt: 1, deadline: deadline))
