@@ -13,7 +13,14 @@ let package = Package(
     ],
     targets: [
         // Closed-loop callers, medians and ratios for the side-by-side throughput runs.
-        .target(name: "BenchmarkSupport", swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Side by side: the reliable client vs the plain PostgresNIO client, same server, same run.
         .executableTarget(
             name: "PostgresThroughput",
@@ -40,6 +47,7 @@ let package = Package(
         .executableTarget(
             name: "PipelineContention",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "ReliableDB", package: "ReliableDB"),
                 .product(name: "ReliableDBPostgres", package: "ReliableDB"),
             ],
@@ -58,6 +66,7 @@ let package = Package(
         .executableTarget(
             name: "PipelineBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "ReliableDB", package: "ReliableDB"),
             ],

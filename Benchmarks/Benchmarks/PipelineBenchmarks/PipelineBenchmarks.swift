@@ -1,16 +1,6 @@
 import Benchmark
+import BenchmarkSupport
 import ReliableDB
-
-/// A backend with nothing behind it, so the benchmarks measure the pipeline alone.
-final class NoopBackend: DatabaseBackend {
-    var backendName: String { "noop" }
-    func classify(_ error: any Error) -> ErrorClassification { ErrorClassification(.caller) }
-    func poolStatistics() -> PoolStatistics { PoolStatistics() }
-    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        ProbeResult(serverVersion: "noop", roundTrip: .zero)
-    }
-    func shutdown() async throws {}
-}
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(

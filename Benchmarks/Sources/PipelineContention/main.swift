@@ -6,31 +6,16 @@
 //   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PipelineContention' scripts/test
 //
 // Settings: BENCH_ROUNDS (3), BENCH_ROUND_SECONDS (2).
+import BenchmarkSupport
 import Foundation
 import ReliableDB
 import ReliableDBPostgres
-
-/// A backend whose operations do nothing: the pipeline alone.
-final class NoopBackend: DatabaseBackend {
-    var backendName: String { "noop" }
-    func classify(_ error: any Error) -> ErrorClassification { ErrorClassification(.caller) }
-    func poolStatistics() -> PoolStatistics { PoolStatistics() }
-    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        ProbeResult(serverVersion: "noop", roundTrip: .zero)
-    }
-    func shutdown() async throws {}
-}
 
 let environment = ProcessInfo.processInfo.environment
 let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 3
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 2)
 let executors = EventLoopExecutor.forDefaultEventLoops
-guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
-    case .success(let url) = PostgresURL.parse(rawURL)
-else {
-    print("set RELIABLEDB_TEST_POSTGRES_URL or DATABASE_URL to a postgres:// URL")
-    exit(2)
-}
+let url = benchmarkServerURL()
 
 /// Runs `operation` from 10 tasks spread over `loops` event loops for one round; returns the
 /// busy time of those loops per operation, in nanoseconds.

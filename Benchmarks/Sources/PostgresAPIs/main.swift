@@ -19,12 +19,7 @@ let callers = 10
 let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
 let executors = EventLoopExecutor.forDefaultEventLoops
-guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
-    case .success(let url) = PostgresURL.parse(rawURL)
-else {
-    print("set RELIABLEDB_TEST_POSTGRES_URL or DATABASE_URL to a postgres:// URL")
-    exit(2)
-}
+let url = benchmarkServerURL()
 let logger = Logger(label: "bench")
 
 struct SelectOne: PostgresPreparedStatement {
@@ -37,18 +32,11 @@ struct SelectOne: PostgresPreparedStatement {
 var openedConnections: [PostgresConnection] = []
 var preparedQueries: [PreparedQuery] = []
 for index in 0..<callers {
-    let configuration = PostgresConnection.Configuration(
-        host: url.host,
-        port: url.port,
-        username: url.username,
-        password: url.password?.value,
-        database: url.database,
-        tls: .disable
-    )
-    let connection: PostgresConnection = try await PostgresConnection.connect(
+    let connection = try await connectDirectly(
+        to: url,
         on: executors[index % executors.count].eventLoop,
-        configuration: configuration,
         id: index,
+        applicationName: "bench-apis",
         logger: logger
     )
     openedConnections.append(connection)

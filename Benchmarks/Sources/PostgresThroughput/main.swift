@@ -40,13 +40,7 @@ func selectOne(on connection: PostgresConnection) async throws {
         for try await _ in try await connection.query("SELECT 1", logger: logger) {}
     }
 }
-guard let rawURL = environment["RELIABLEDB_TEST_POSTGRES_URL"] ?? environment["DATABASE_URL"],
-    case .success(var url) = PostgresURL.parse(rawURL)
-else {
-    print("set RELIABLEDB_TEST_POSTGRES_URL or DATABASE_URL to a postgres:// URL")
-    exit(2)
-}
-url.sslMode = .disable
+let url = benchmarkServerURL()
 let logger = Logger(label: "bench")
 
 // Plain PostgresNIO client.
@@ -71,21 +65,13 @@ let backendOnly = try PostgresBackend(url: url, connectionLimit: callers)
 // One dedicated connection per caller, no pool: the floor the others are measured against.
 var directConnections: [PostgresConnection] = []
 for index in 0..<callers {
-    var configuration = PostgresConnection.Configuration(
-        host: url.host,
-        port: url.port,
-        username: url.username,
-        password: url.password?.value,
-        database: url.database,
-        tls: .disable
-    )
-    configuration.options.additionalStartupParameters = [("application_name", "bench-direct")]
     directConnections.append(
-        try await PostgresConnection.connect(
+        try await connectDirectly(
+            to: url,
             on: executors.isEmpty
                 ? PostgresConnection.defaultEventLoopGroup.next() : executors[index % executors.count].eventLoop,
-            configuration: configuration,
             id: index,
+            applicationName: "bench-direct",
             logger: logger
         )
     )
