@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import PostgresNIO
 import ReliableDB
+import ReliableDBTestSupport
 import Testing
 
 /// `reliabledb loadtest` as a user runs it: a separate process, exit status, stdout, files.
@@ -44,9 +45,7 @@ struct LoadTestCommandTests {
         process.executableURL = binary
         process.arguments = ["loadtest"] + arguments + ["--env-file", directory.path("none.env")]
         process.currentDirectoryURL = directory.url
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
-        env.merge(environment) { $1 }
-        process.environment = env
+        process.environment = childEnvironment(environment)
         let stdout = Pipe()
         let stderr = Pipe()
         process.standardOutput = stdout

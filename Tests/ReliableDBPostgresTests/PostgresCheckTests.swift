@@ -38,9 +38,7 @@ func runReliableDB(_ arguments: [String], environment: [String: String]) async t
     let process = Process()
     process.executableURL = binary
     process.arguments = arguments + ["--env-file", "/nonexistent/.env"]
-    var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
-    env.merge(environment) { $1 }
-    process.environment = env
+    process.environment = childEnvironment(environment)
     let handle = try FileHandle(forWritingTo: outputFile)
     process.standardOutput = handle
     let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in

@@ -20,9 +20,7 @@ public final class ServerProcess: Sendable {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
-        env.merge(environment) { $1 }
-        process.environment = env
+        process.environment = childEnvironment(environment)
         let stdout = Pipe()
         let stderr = Pipe()
         process.standardOutput = stdout
@@ -119,4 +117,12 @@ public func runToCompletion(
             }
         }
     }
+}
+
+/// This process's environment for a child `reliabledb`, without the `DB_*` and `DATABASE_URL`
+/// settings of whoever runs the tests, plus `overrides`: a test configures the child itself.
+public func childEnvironment(_ overrides: [String: String]) -> [String: String] {
+    ProcessInfo.processInfo.environment
+        .filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
+        .merging(overrides) { $1 }
 }
