@@ -1,8 +1,9 @@
 // What PostgresNIO's two prepared-statement APIs cost per `SELECT 1`: the async
 // `PostgresPreparedStatement` (rows as an async sequence) against `PreparedQuery` (the
-// EventLoopFuture API, rows handed to a callback on the event loop), which `loadtest --sql` uses.
-// 10 callers, each with its own connection on the event loop its task runs on (no pool), in
-// alternating rounds against the same server.
+// EventLoopFuture API, rows handed to a callback on the event loop), which `loadtest --sql` uses,
+// and, as the driver's ceiling, `PreparedQuery` chained on the event loop with no Swift task per
+// query. 10 callers, each with its own connection on the event loop its task runs on (no pool),
+// in rotating rounds against the same server.
 //
 //   RELIABLEDB_TEST_COMMAND='swift run -c release --package-path Benchmarks PostgresAPIs' scripts/test
 //
@@ -10,6 +11,7 @@
 import BenchmarkSupport
 import Foundation
 import Logging
+import NIOCore
 import PostgresNIO
 import ReliableDB
 import ReliableDBPostgres
@@ -56,21 +58,74 @@ let eventLoopFuture: @Sendable (Int) async throws -> Void = { index in
     try await statements[index].execute([]) { _ in }.get()
 }
 
+/// One caller of the chained mode: each query is sent from the previous one's completion
+/// callback. Touched only on its connection's event loop.
+final class Chain: @unchecked Sendable {
+    let statement: PreparedQuery
+    let deadline: NIODeadline
+    let finished: EventLoopPromise<Int>
+    var done = 0
+
+    init(_ statement: PreparedQuery, until deadline: NIODeadline, on eventLoop: any EventLoop) {
+        self.statement = statement
+        self.deadline = deadline
+        finished = eventLoop.makePromise()
+    }
+
+    func next() {
+        guard NIODeadline.now() < deadline else { return finished.succeed(done) }
+        statement.execute([]) { _ in }.whenComplete { result in
+            switch result {
+            case .success:
+                self.done += 1
+                self.next()
+            case .failure(let error):
+                self.finished.fail(error)
+            }
+        }
+    }
+}
+
+func measureChains() async throws -> Double {
+    let start = ContinuousClock.now
+    let deadline = NIODeadline.now() + TimeAmount.nanoseconds(Int64(roundLength.components.seconds) * 1_000_000_000)
+    let chains = (0..<callers).map { Chain(statements[$0], until: deadline, on: connections[$0].eventLoop) }
+    for (index, chain) in chains.enumerated() {
+        connections[index].eventLoop.execute { chain.next() }
+    }
+    var count = 0
+    for chain in chains {
+        count += try await chain.finished.futureResult.get()
+    }
+    let rate = Double(count) / (ContinuousClock.now - start).seconds
+    print("  chain    " + String(format: "%9.0f queries/s", rate))
+    return rate
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 print("SELECT 1 prepared, \(callers) callers with a connection each on \(executors.count) event loops")
 _ = try await measure("warm-up", eventLoopFuture)
 var asyncRates: [Double] = []
 var futureRates: [Double] = []
+var chainRates: [Double] = []
 for round in 1...rounds {
     print("round \(round)")
-    if round.isMultiple(of: 2) {
-        futureRates.append(try await measure("future", eventLoopFuture))
-        asyncRates.append(try await measure("async", asyncSequence))
-    } else {
-        asyncRates.append(try await measure("async", asyncSequence))
-        futureRates.append(try await measure("future", eventLoopFuture))
+    // Rotated, so no mode always runs first.
+    let modes = [0, 1, 2].map { ($0 + round) % 3 }
+    for mode in modes {
+        switch mode {
+        case 0: asyncRates.append(try await measure("async", asyncSequence))
+        case 1: futureRates.append(try await measure("future", eventLoopFuture))
+        default: chainRates.append(try await measureChains())
+        }
     }
 }
 print(String(format: "median async  %9.0f queries/s", median(asyncRates)))
 print(String(format: "median future %9.0f queries/s", median(futureRates)))
+print(String(format: "median chain  %9.0f queries/s", median(chainRates)))
 print(ratioSummary("ratio future/async, per round", futureRates, asyncRates))
+print(ratioSummary("ratio future/chain, per round", futureRates, chainRates))
 for connection in connections { try await connection.close().get() }
