@@ -1,6 +1,7 @@
 // What the side-by-side throughput benchmarks share: closed-loop callers for one round, medians
 // and per-round ratios.
 import Foundation
+import ReliableDB
 
 /// Runs `operation` from `callers` tasks for `length`, caller `i` on `executors[i % count]` (none:
 /// the global executor); prints and returns the operations per second.
@@ -26,8 +27,7 @@ public func measureThroughput(
         }
         return try await group.reduce(0, +)
     }
-    let elapsed = (ContinuousClock.now - start).components
-    let rate = Double(count) / (Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+    let rate = Double(count) / (ContinuousClock.now - start).seconds
     print("  \(label.padding(toLength: 9, withPad: " ", startingAt: 0))" + String(format: "%9.0f queries/s", rate))
     return rate
 }

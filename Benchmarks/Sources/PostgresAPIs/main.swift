@@ -88,7 +88,7 @@ final class Chain: @unchecked Sendable {
 
 func measureChains() async throws -> Double {
     let start = ContinuousClock.now
-    let deadline = NIODeadline.now() + TimeAmount.nanoseconds(Int64(roundLength.components.seconds) * 1_000_000_000)
+    let deadline = NIODeadline.now() + TimeAmount(roundLength)
     let chains = (0..<callers).map { Chain(statements[$0], until: deadline, on: connections[$0].eventLoop) }
     for (index, chain) in chains.enumerated() {
         connections[index].eventLoop.execute { chain.next() }
@@ -100,10 +100,6 @@ func measureChains() async throws -> Double {
     let rate = Double(count) / (ContinuousClock.now - start).seconds
     print("  chain    " + String(format: "%9.0f queries/s", rate))
     return rate
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 print("SELECT 1 prepared, \(callers) callers with a connection each on \(executors.count) event loops")
