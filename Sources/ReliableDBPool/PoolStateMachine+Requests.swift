@@ -1,0 +1,122 @@
+extension PoolStateMachine {
+    /// A request asks for a connection.
+    ///
+    /// - Parameters:
+    ///   - request: The caller's id for this request, unique among waiting requests.
+    ///   - deadline: The earlier of the pool timeout and the operation's own deadline, computed by
+    ///     the caller; `nil` waits without bound. A deadline at or before `now` fails at once.
+    ///   - now: The current time.
+    ///   - preferredLoop: The caller's event loop; an idle connection on it is taken first, and a
+    ///     connect started for this request is asked to open there.
+    /// - Returns: a grant to this request (an idle connection was free), a failure for it, or
+    ///   neither (it waits; a connect may be started). Overdue waiters are failed on the way.
+    package mutating func lease(
+        request: RequestID,
+        deadline: PoolInstant?,
+        now: PoolInstant,
+        preferredLoop: Int? = nil
+    ) -> PoolActions {
+        var actions = PoolActions()
+        failOverdueWaiters(now: now, into: &actions)
+        counters.requests += 1
+        if lifecycle != .running {
+            counters.failedByShutdown += 1
+            actions.failures.append(PoolFailure(request: request, reason: .shutdown))
+        } else if let deadline, deadline <= now {
+            counters.acquireTimeouts += 1
+            actions.failures.append(PoolFailure(request: request, reason: .timeout))
+        } else if waiters.isEmpty, let index = connections.bestIdle(preferring: preferredLoop, now: now) {
+            connections[index].state = .leased(request: request, since: now)
+            counters.granted += 1
+            actions.grant = PoolGrant(request: request, connection: connections[index].id, waited: .zero)
+            if let preferredLoop, connections[index].loopKey != preferredLoop {
+                startLocalConnect(loopKey: preferredLoop, into: &actions)
+            }
+        } else {
+            let enqueued = waiters.enqueue(request, deadline: deadline, now: now, loopKey: preferredLoop)
+            precondition(enqueued, "request \(request) is already waiting; request ids must be unique")
+            startConnects(now: now, loopKey: preferredLoop, into: &actions)
+        }
+        finishEvent(now: now, into: &actions)
+        return actions
+    }
+
+    /// Opens one connection on `loopKey` in the background, when the caller got another loop's
+    /// connection, there is room and connecting is healthy: the next lease from that loop is then
+    /// local (its replies are read without a thread hop). It goes idle when it opens.
+    private mutating func startLocalConnect(loopKey: Int, into actions: inout PoolActions) {
+        let (connecting, total) = connections.connectingAndTotal()
+        guard connecting == 0, backoff.failures == 0, total < configuration.maximumConnections else { return }
+        let id = nextConnectionID
+        nextConnectionID += 1
+        connections.add(PoolConnection(id: id, loopKey: loopKey, state: .connecting, expiresAt: nil))
+        counters.connectsStarted += 1
+        actions.connects.append(PoolConnect(connection: id, loopKey: loopKey))
+    }
+
+    /// The caller gives up on a waiting request (its task was cancelled).
+    ///
+    /// Returns a `.cancelled` failure for it if it was still waiting, and nothing otherwise: a
+    /// request already granted must be released by its holder. A connect started on its behalf
+    /// goes on; the connection will serve the next waiter or sit idle.
+    package mutating func cancel(request: RequestID) -> PoolActions {
+        var actions = PoolActions()
+        if waiters.remove(request) != nil {
+            counters.cancelled += 1
+            actions.failures.append(PoolFailure(request: request, reason: .cancelled))
+        }
+        actions.wakeAt = nextWakeAt()
+        return actions
+    }
+
+    /// Fails every waiter whose deadline is at or before `now`, earliest deadline first.
+    mutating func failOverdueWaiters(now: PoolInstant, into actions: inout PoolActions) {
+        while let waiter = waiters.popExpired(now: now) {
+            counters.acquireTimeouts += 1
+            actions.failures.append(PoolFailure(request: waiter.id, reason: .timeout))
+        }
+    }
+
+    /// Fails every waiter at once (fail-fast and shutdown), first served first.
+    mutating func failAllWaiters(reason: PoolFailureReason, into actions: inout PoolActions) {
+        guard !waiters.isEmpty else { return }
+        for waiter in waiters.removeAll() {
+            switch reason {
+            case .timeout: counters.acquireTimeouts += 1
+            case .shutdown: counters.failedByShutdown += 1
+            case .connectFailed: counters.failedByConnect += 1
+            case .cancelled: counters.cancelled += 1
+            }
+            actions.failures.append(PoolFailure(request: waiter.id, reason: reason))
+        }
+    }
+
+    /// Hands the connection at `index`, which just became free, to the longest waiter, or makes it
+    /// idle. After shutdown it is closed instead, and past its lifetime it is retired unless
+    /// `enforceLifetime` is false (a fresh connection serves one waiter even with a zero lifetime,
+    /// so such a pool degrades to one use per connection instead of connecting in a loop).
+    mutating func connectionAvailable(
+        at index: Int,
+        now: PoolInstant,
+        idleSince: PoolInstant,
+        enforceLifetime: Bool,
+        into actions: inout PoolActions
+    ) {
+        if lifecycle != .running {
+            beginClose(at: index, reason: .shutdown, into: &actions)
+        } else if enforceLifetime && connections[index].isExpired(at: now) {
+            beginClose(at: index, reason: .lifetime, into: &actions)
+        } else if let waiter = waiters.popFirst() {
+            precondition(actions.grant == nil, "an event frees at most one connection")
+            connections[index].state = .leased(request: waiter.id, since: now)
+            counters.granted += 1
+            actions.grant = PoolGrant(
+                request: waiter.id,
+                connection: connections[index].id,
+                waited: now - waiter.enqueuedAt
+            )
+        } else {
+            connections[index].state = .idle(since: idleSince, lastChecked: now)
+        }
+    }
+}

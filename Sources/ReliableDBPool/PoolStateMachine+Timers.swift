@@ -1,0 +1,86 @@
+extension PoolStateMachine {
+    /// Time passed: the shell's one timer fired at (or after) the last ``PoolActions/wakeAt``.
+    ///
+    /// Fails overdue waiters with `.timeout`, closes idle connections past their idle timeout or
+    /// lifetime, starts due keep-alives, closes connections whose keep-alive timed out, and starts a
+    /// connect whose backoff has passed. Calling it early, late or twice is harmless.
+    package mutating func tick(now: PoolInstant) -> PoolActions {
+        var actions = PoolActions()
+        failOverdueWaiters(now: now, into: &actions)
+        finishEvent(now: now, into: &actions)
+        return actions
+    }
+
+    /// The common tail of every event that knows the time: fire what is due, start the connects
+    /// waiters need, work out the next wake-up, and notice a finished shutdown.
+    ///
+    /// Firing timers here rather than only in ``tick(now:)`` means no event ever returns with
+    /// something already overdue, so ``PoolActions/wakeAt`` is always after `now`.
+    mutating func finishEvent(now: PoolInstant, into actions: inout PoolActions) {
+        var next = fireConnectionTimers(now: now, into: &actions)
+        startConnects(now: now, loopKey: nil, into: &actions)
+        next = earliest(next, waiters.earliestDeadline())
+        next = earliest(next, pendingRetry())
+        actions.wakeAt = next
+        completeShutdownIfDone(into: &actions)
+    }
+
+    /// The next wake-up without firing anything, for events that carry no time.
+    mutating func nextWakeAt() -> PoolInstant? {
+        var next = waiters.earliestDeadline()
+        for connection in connections.all {
+            next = earliest(next, connection.nextDue(timing))
+        }
+        return earliest(next, pendingRetry())
+    }
+
+    /// Acts on every connection timer due at `now` and returns the earliest one still ahead.
+    private mutating func fireConnectionTimers(now: PoolInstant, into actions: inout PoolActions) -> PoolInstant? {
+        var next: PoolInstant?
+        for index in connections.indices {
+            switch connections[index].dueTimer(at: now, timing) {
+            case .close(let reason):
+                beginClose(at: index, reason: reason, into: &actions)
+            case .keepAlive:
+                if case .idle(let since, _) = connections[index].state {
+                    connections[index].state = .keepAlive(started: now, idleSince: since)
+                    actions.keepAlives.append(connections[index].id)
+                }
+            case nil:
+                break
+            }
+            next = earliest(next, connections[index].nextDue(timing))
+        }
+        return next
+    }
+
+    /// Starts connects for waiters no pending connect will serve, within the connection limit.
+    ///
+    /// While connects are failing, only one is in flight at a time and only after the backoff: the
+    /// database is probably down, and a connect per waiter would be a thundering herd on recovery.
+    mutating func startConnects(now: PoolInstant, loopKey: Int?, into actions: inout PoolActions) {
+        guard lifecycle == .running, !waiters.isEmpty else { return }
+        let (connecting, total) = connections.connectingAndTotal()
+        var wanted = Swift.min(waiters.count - connecting, configuration.maximumConnections - total)
+        if backoff.failures > 0 {
+            wanted = connecting == 0 && backoff.retryAt <= now ? Swift.min(wanted, 1) : 0
+        }
+        guard wanted > 0 else { return }
+        for _ in 0..<wanted {
+            let id = nextConnectionID
+            nextConnectionID += 1
+            connections.add(PoolConnection(id: id, loopKey: loopKey, state: .connecting, expiresAt: nil))
+            counters.connectsStarted += 1
+            actions.connects.append(PoolConnect(connection: id, loopKey: loopKey))
+        }
+    }
+
+    /// When the backed-off connect retry is due, if one is waiting to happen: connects are failing,
+    /// none is in flight, someone is waiting and there is room for another connection.
+    private func pendingRetry() -> PoolInstant? {
+        guard lifecycle == .running, backoff.failures > 0, !waiters.isEmpty else { return nil }
+        let (connecting, total) = connections.connectingAndTotal()
+        guard connecting == 0, total < configuration.maximumConnections else { return nil }
+        return backoff.retryAt
+    }
+}

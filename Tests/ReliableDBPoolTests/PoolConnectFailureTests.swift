@@ -1,0 +1,99 @@
+import Testing
+
+@testable import ReliableDBPool
+
+@Suite("Pool state machine: connect failures and backoff")
+struct PoolConnectFailureTests {
+    @Test func withNoConnectionOpenEveryWaiterFailsAtOnce() {
+        var machine = makeMachine(maximumConnections: 2)
+        _ = machine.lease(request: 1, deadline: t0 + 10_000, now: t0)
+        _ = machine.lease(request: 2, deadline: nil, now: t0)
+        _ = machine.lease(request: 3, deadline: nil, now: t0)
+        let failed = machine.connectFailed(connection: 0, now: t0 + 5)
+        #expect(failed.failures.map(\.request) == [1, 2, 3])
+        #expect(failed.failures.allSatisfy { $0.reason == .connectFailed })
+        #expect(failed.connects.isEmpty)
+        #expect(failed.wakeAt == nil, "nobody waits, so no retry is due")
+        let statistics = machine.statistics
+        #expect(statistics.failedByConnect == 3 && statistics.connectFailures == 1 && statistics.connecting == 1)
+    }
+
+    @Test func withAConnectionOpenWaitersKeepWaitingForTheRetry() {
+        var machine = makeMachine(maximumConnections: 2)
+        let open = machine.warmUp(1, now: t0)[0]
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        let connect = machine.lease(request: 2, deadline: nil, now: t0).connects[0].connection
+        let failed = machine.connectFailed(connection: connect, now: t0 + 10)
+        #expect(failed.failures.isEmpty)
+        #expect(failed.wakeAt == t0 + 110)
+        #expect(machine.tick(now: t0 + 109).connects.isEmpty)
+        let retry = machine.tick(now: t0 + 110)
+        #expect(retry.connects.count == 1)
+        #expect(machine.connected(connection: retry.connectIDs[0], now: t0 + 120).grant?.request == 2)
+        #expect(machine.consecutiveConnectFailures == 0)
+        _ = open
+    }
+
+    @Test func backoffDoublesUpToItsCap() {
+        var machine = makeMachine(maximumConnections: 2)
+        _ = machine.warmUp(1, now: t0)
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        var connect = machine.lease(request: 2, deadline: nil, now: t0).connectIDs[0]
+        var now = t0
+        var delays: [Duration] = []
+        for _ in 0..<7 {
+            let failed = machine.connectFailed(connection: connect, now: now)
+            let wake = failed.wakeAt!
+            delays.append(wake - now)
+            now = wake
+            connect = machine.tick(now: now).connectIDs[0]
+        }
+        #expect(delays == [100, 200, 400, 800, 1_600, 2_000, 2_000].map { .milliseconds($0) })
+    }
+
+    @Test func whileFailingOnlyOneConnectIsInFlight() {
+        var machine = makeMachine(maximumConnections: 5)
+        _ = machine.warmUp(1, now: t0)
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        let first = machine.lease(request: 2, deadline: nil, now: t0).connectIDs[0]
+        _ = machine.connectFailed(connection: first, now: t0)
+        for request in 3...6 {
+            #expect(machine.lease(request: request, deadline: nil, now: t0 + 1).connects.isEmpty)
+        }
+        let retry = machine.tick(now: t0 + 100)
+        #expect(retry.connects.count == 1)
+        #expect(machine.lease(request: 7, deadline: nil, now: t0 + 101).connects.isEmpty)
+        // Success ends the backoff: the remaining waiters get their connects (up to the limit).
+        let connected = machine.connected(connection: retry.connectIDs[0], now: t0 + 102)
+        #expect(connected.grant?.request == 2)
+        #expect(connected.connects.count == 3, "five waiting, three slots left under the limit")
+        #expect(machine.statistics.total == 5)
+    }
+
+    @Test func aLeaseAfterTheBackoffConnectsAtOnce() {
+        var machine = makeMachine(maximumConnections: 2)
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.connectFailed(connection: 0, now: t0)
+        #expect(machine.lease(request: 2, deadline: nil, now: t0 + 50).connects.isEmpty)
+        #expect(machine.tick(now: t0 + 100).connects.count == 1)
+        _ = machine.connectFailed(connection: 1, now: t0 + 100)
+        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 300).connects.count == 1)
+    }
+
+    @Test func aConnectingConnectionThatClosesCountsAsAFailedConnect() {
+        var machine = makeMachine()
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        let closed = machine.closed(connection: 0, now: t0 + 1)
+        #expect(closed.failures == [PoolFailure(request: 1, reason: .connectFailed)])
+        #expect(machine.statistics.connectFailures == 1 && machine.statistics.total == 0)
+    }
+
+    @Test func staleConnectResultsAreIgnored() {
+        var machine = makeMachine()
+        let id = machine.warmUp(1, now: t0)[0]
+        #expect(machine.connected(connection: id, now: t0 + 1) == PoolActions())
+        #expect(machine.connectFailed(connection: id, now: t0 + 1) == PoolActions())
+        #expect(machine.connected(connection: 42, now: t0 + 1) == PoolActions())
+        #expect(machine.statistics.opened == 1 && machine.statistics.connectFailures == 0)
+    }
+}

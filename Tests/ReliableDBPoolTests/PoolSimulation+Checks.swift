@@ -1,0 +1,266 @@
+@testable import ReliableDBPool
+
+extension PoolSimulation {
+    /// Updates the shell model from one event's actions, checking each action is one the machine
+    /// may take at this point.
+    mutating func apply(_ actions: PoolActions, for event: Event, before: [Int: PoolConnectionState], hasNow: Bool) {
+        switch event {
+        case .release(let connection, _):
+            if case .leased? = before[connection] { holders[connection] = nil }
+        case .connected(let connection), .connectFailed(let connection):
+            pendingConnects.remove(connection)
+        case .closed(let connection):
+            pendingConnects.remove(connection)
+            pendingCloses.remove(connection)
+            pendingKeepAlives.remove(connection)
+            holders[connection] = nil
+        case .keepAliveDone(let connection, _):
+            pendingKeepAlives.remove(connection)
+        case .lease, .cancel, .tick, .shutdown:
+            break
+        }
+        if let grant = actions.grant { applyGrant(grant, for: event, before: before) }
+        for failure in actions.failures { applyFailure(failure, for: event, before: before, hasNow: hasNow) }
+        if case .lease(let request) = event, !answered.contains(request) {
+            waiting[request] = leaseDeadline
+        }
+        for connect in actions.connects {
+            expect(!shutdownCalled, "connect \(connect.connection) after shutdown")
+            expect(knownConnections.insert(connect.connection).inserted, "connection id \(connect.connection) reused")
+            expect(machine.state(of: connect.connection) == .connecting, "connect \(connect.connection) not connecting")
+            pendingConnects.insert(connect.connection)
+        }
+        if !actions.connects.isEmpty && machine.consecutiveConnectFailures > 0 {
+            let connecting = machine.connectionStates.values.filter { $0 == .connecting }.count
+            expect(actions.connects.count == 1 && connecting == 1, "more than one connect while connects fail")
+            expect(machine.backoff.retryAt <= now, "connect before the backoff \(machine.backoff.retryAt)")
+        }
+        for close in actions.closes { applyClose(close, for: event, before: before, hasNow: hasNow) }
+        for connection in actions.keepAlives {
+            coverage.keepAlives += 1
+            expect(hasNow, "keep-alive from an event without time")
+            if case .idle? = before[connection] {
+            } else {
+                expect(false, "keep-alive for \(connection) that was \(String(describing: before[connection]))")
+            }
+            if case .keepAlive(let started, _)? = machine.state(of: connection) {
+                expect(started == now, "keep-alive \(connection) started at \(started)")
+            } else {
+                expect(false, "keep-alive \(connection) is not in keepAlive state")
+            }
+            expect(pendingKeepAlives.insert(connection).inserted, "second keep-alive for \(connection)")
+        }
+        if actions.shutDownCompleted {
+            completions += 1
+            expect(shutdownCalled, "shutdown completed without shutdown")
+        }
+        wakeAt = actions.wakeAt
+    }
+
+    private mutating func applyGrant(_ grant: PoolGrant, for event: Event, before: [Int: PoolConnectionState]) {
+        coverage.grants += 1
+        grants += 1
+        expect(!shutdownCalled, "grant \(grant) after shutdown")
+        if event == .lease(grant.request) {
+            expect(grant.waited == .zero, "immediate grant waited \(grant.waited)")
+            expect(leaseDeadline.map { now < $0 } ?? true, "immediate grant at or after its deadline")
+        } else if let deadline = waiting[grant.request] {
+            coverage.queuedGrants += 1
+            expect(deadline.map { now < $0 } ?? true, "grant to \(grant.request) at or after its deadline \(deadline!)")
+            waiting[grant.request] = nil
+        } else {
+            expect(false, "grant to \(grant.request), which is not waiting")
+        }
+        expect(answered.insert(grant.request).inserted, "request \(grant.request) answered twice")
+        let prior = before[grant.connection]
+        let fromIdle: Bool
+        switch prior {
+        case .idle?: fromIdle = true
+        case .connecting?: fromIdle = event == .connected(grant.connection)
+        case .leased?: fromIdle = event == .release(grant.connection, discard: false)
+        case .keepAlive?: fromIdle = event == .keepAliveDone(grant.connection, alive: true)
+        case .closing?, nil: fromIdle = false
+        }
+        expect(fromIdle, "granted \(grant.connection), which was \(String(describing: prior)), on \(event)")
+        if event != .connected(grant.connection), let index = machine.connections.index(of: grant.connection) {
+            let expiresAt = machine.connections[index].expiresAt
+            expect(expiresAt.map { now < $0 } ?? true, "granted \(grant.connection) past its lifetime")
+        }
+        expect(
+            machine.state(of: grant.connection) == .leased(request: grant.request, since: now),
+            "granted connection \(grant.connection) is \(String(describing: machine.state(of: grant.connection)))"
+        )
+        expect(holders[grant.connection] == nil, "connection \(grant.connection) granted while held")
+        holders[grant.connection] = grant.request
+    }
+
+    private mutating func applyFailure(
+        _ failure: PoolFailure,
+        for event: Event,
+        before: [Int: PoolConnectionState],
+        hasNow: Bool
+    ) {
+        let deadline: PoolInstant?
+        if event == .lease(failure.request) {
+            deadline = leaseDeadline
+        } else if let waited = waiting[failure.request] {
+            deadline = waited
+            waiting[failure.request] = nil
+        } else {
+            expect(false, "failure for \(failure.request), which is not waiting")
+            return
+        }
+        expect(answered.insert(failure.request).inserted, "request \(failure.request) answered twice")
+        switch failure.reason {
+        case .timeout:
+            coverage.timeouts += 1
+            expect(hasNow && deadline.map { $0 <= now } ?? false, "timeout of \(failure.request) before its deadline")
+        case .shutdown:
+            expect(shutdownCalled, "shutdown failure without shutdown")
+        case .cancelled:
+            coverage.cancels += 1
+            expect(event == .cancel(failure.request), "cancelled \(failure.request) on \(event)")
+        case .connectFailed:
+            coverage.failFast += 1
+            switch event {
+            case .connectFailed: break
+            case .closed(let connection):
+                expect(before[connection] == .connecting, "fail-fast on a close of an open connection")
+            default: expect(false, "fail-fast on \(event)")
+            }
+        }
+    }
+
+    private mutating func applyClose(
+        _ close: PoolClose,
+        for event: Event,
+        before: [Int: PoolConnectionState],
+        hasNow: Bool
+    ) {
+        coverage.closes[close.reason, default: 0] += 1
+        let prior = before[close.connection]
+        let allowed: Bool
+        switch prior {
+        case .idle?, .keepAlive?: allowed = true
+        case .leased?: allowed = event == .release(close.connection, discard: close.reason == .broken)
+        case .connecting?: allowed = event == .connected(close.connection)
+        case .closing?, nil: allowed = false
+        }
+        expect(allowed, "closed \(close.connection), which was \(String(describing: prior)), on \(event)")
+        expect(machine.state(of: close.connection) == .closing(close.reason), "closed connection is not closing")
+        switch close.reason {
+        case .shutdown: expect(shutdownCalled, "shutdown close without shutdown")
+        case .broken: expect(event == .release(close.connection, discard: true), "broken close on \(event)")
+        case .idle, .lifetime, .keepAliveFailed: expect(hasNow, "timer close without time")
+        }
+        holders[close.connection] = nil
+        expect(pendingCloses.insert(close.connection).inserted, "closed \(close.connection) twice")
+    }
+
+    /// Checks the machine against the model and against its own promises.
+    mutating func checkInvariants(after event: Event, hasNow: Bool) {
+        let states = machine.connectionStates
+        let statistics = machine.statistics
+        var recount = PoolStatistics()
+        for (id, state) in states {
+            switch state {
+            case .connecting:
+                recount.connecting += 1
+                expect(pendingConnects.contains(id), "\(id) connecting without a pending connect")
+            case .idle:
+                recount.idle += 1
+                expect(holders[id] == nil && !pendingCloses.contains(id), "\(id) idle but held or closing")
+            case .leased(let request, _):
+                recount.active += 1
+                expect(
+                    holders[id] == request,
+                    "\(id) leased to \(request), shell thinks \(String(describing: holders[id]))"
+                )
+            case .keepAlive:
+                recount.keepAlive += 1
+                expect(pendingKeepAlives.contains(id), "\(id) probing without a pending keep-alive")
+            case .closing:
+                recount.closing += 1
+                expect(pendingCloses.contains(id), "\(id) closing without a pending close")
+            }
+        }
+        recount.waiting = waiting.count
+        expect(
+            [statistics.connecting, statistics.idle, statistics.active, statistics.keepAlive, statistics.closing]
+                == [recount.connecting, recount.idle, recount.active, recount.keepAlive, recount.closing],
+            "statistics \(statistics) differ from a recount \(recount)"
+        )
+        expect(statistics.total == states.count, "total \(statistics.total) != \(states.count)")
+        expect(statistics.total <= machine.configuration.maximumConnections, "\(statistics.total) connections")
+        if statistics.total == machine.configuration.maximumConnections { coverage.fullPool += 1 }
+        expect(pendingConnects.allSatisfy { states[$0] == .connecting }, "a pending connect is not connecting")
+        expect(
+            pendingCloses.allSatisfy { if case .closing? = states[$0] { true } else { false } },
+            "pending close lost"
+        )
+        for (connection, request) in holders {
+            guard case .leased(request, _)? = states[connection] else {
+                expect(false, "held connection \(connection) is \(String(describing: states[connection]))")
+                continue
+            }
+        }
+
+        let machineWaiting = machine.waitingRequests
+        expect(Set(machineWaiting) == Set(waiting.keys), "waiting \(machineWaiting) vs model \(waiting.keys.sorted())")
+        expect(machineWaiting == machineWaiting.sorted(), "waiters out of FIFO order: \(machineWaiting)")
+        expect(statistics.waiting == waiting.count, "waiting gauge \(statistics.waiting) != \(waiting.count)")
+        expect(statistics.idle == 0 || statistics.waiting == 0, "idle connection while requests wait")
+        coverage.maxWaiting = Swift.max(coverage.maxWaiting, waiting.count)
+
+        if hasNow { checkTimers(statistics) }
+        checkCounters(statistics, states: states)
+    }
+
+    private mutating func checkTimers(_ statistics: PoolStatistics) {
+        var due: PoolInstant?
+        for (request, deadline) in waiting {
+            if let deadline {
+                expect(deadline > now, "request \(request) still waiting past its deadline \(deadline)")
+                due = earliest(due, deadline)
+            }
+        }
+        for connection in machine.connections.all {
+            let timer = connection.dueTimer(at: now, machine.timing)
+            expect(timer == nil, "connection \(connection.id) has an overdue timer \(String(describing: timer))")
+            due = earliest(due, connection.nextDue(machine.timing))
+        }
+        if let wakeAt { expect(wakeAt > now, "wakeAt \(wakeAt) is not after now") }
+        // Liveness: waiters with room for a connection and none coming must have a retry scheduled.
+        let room = statistics.total < machine.configuration.maximumConnections
+        if !shutdownCalled && !waiting.isEmpty && room && statistics.connecting == 0 {
+            let retryAt = machine.backoff.retryAt
+            expect(wakeAt.map { $0 <= retryAt } ?? false, "waiters stranded: no connect, no retry at \(retryAt)")
+        }
+        if let due {
+            expect(wakeAt.map { $0 <= due } ?? false, "wakeAt \(String(describing: wakeAt)) misses \(due)")
+        }
+    }
+
+    private mutating func checkCounters(_ statistics: PoolStatistics, states: [Int: PoolConnectionState]) {
+        let answeredOrWaiting =
+            statistics.granted + statistics.acquireTimeouts + statistics.cancelled + statistics.failedByConnect
+            + statistics.failedByShutdown + statistics.waiting
+        expect(statistics.requests == answeredOrWaiting, "requests \(statistics.requests) != \(answeredOrWaiting)")
+        expect(statistics.requests == requestsMade, "requests \(statistics.requests), made \(requestsMade)")
+        expect(statistics.granted == grants, "granted \(statistics.granted), seen \(grants)")
+        expect(answered.count + waiting.count == requestsMade, "a request is neither answered nor waiting")
+        expect(
+            statistics.connectsStarted == statistics.connecting + statistics.connectFailures + statistics.opened,
+            "connects started \(statistics.connectsStarted) do not add up"
+        )
+        expect(statistics.connectsStarted == knownConnections.count, "connects started != connect actions")
+        expect(statistics.opened == statistics.open + statistics.closing + statistics.closed, "opened does not add up")
+        expect(statistics.closes.total == statistics.closing + statistics.closed, "closes by reason do not add up")
+        expect(machine.isShuttingDown == shutdownCalled, "shutting down \(machine.isShuttingDown)")
+        if shutdownCalled && states.isEmpty {
+            expect(machine.isShutDownComplete && completions == 1, "empty after shutdown but not complete")
+        } else {
+            expect(!machine.isShutDownComplete, "complete with \(states.count) connections")
+        }
+    }
+}
