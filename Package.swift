@@ -31,8 +31,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
-        // Exact: the Postgres backend builds on the underscored _ConnectionPoolModule.
+        // Exact: the cancel key is read from the startup messages of this version
+        // (Sources/ReliableDBPostgres/KeyedConnector.swift).
         .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         .target(
@@ -91,12 +94,28 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The lease-and-deadline state machine both backends' pools run on (package access only).
+        .target(
+            name: "ReliableDBPool",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBPoolTests",
+            dependencies: ["ReliableDBPool"],
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ReliableDBPostgres",
             dependencies: [
                 "ReliableDB",
+                "ReliableDBPool",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Only to name the errors of a plain PostgresClient (the load tester's raw mode).
                 .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
@@ -138,7 +157,33 @@ let package = Package(
         // What several test targets need to run the built `reliabledb` as a process.
         .target(
             name: "ReliableDBTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/ReliableDBTestSupport",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBTestSupportTests",
+            dependencies: [
+                "ReliableDBTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Faults injected for real (fault proxy, pg_terminate_backend, a stopped server, PgBouncer)
+        // under concurrent load; see docs/DEADLINES.md.
+        .testTarget(
+            name: "ReliableDBFaultTests",
+            dependencies: [
+                "ReliableDBTestSupport",
+                "ReliableDB",
+                "ReliableDBPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(
@@ -191,6 +236,7 @@ let package = Package(
                 "ReliableDBTestSupport",
                 "ReliableDB",
                 "ReliableDBPostgres",
+                "ReliableDBPool",
                 "ReliableDBHTTP",
                 "ReliableDBPrometheus",
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,114 +1,179 @@
-import Foundation
+import Logging
 import NIOCore
 import PostgresNIO
 import ReliableDB
+import ReliableDBPool
 import Synchronization
 
-/// A pooled PostgreSQL connection with what the pool alone does not know: the server process id
-/// (for `pg_cancel_backend`), when it should be retired, and why it closed.
-public final class PooledPostgresConnection: Sendable {
-    public let id: Int
-    public let underlying: PostgresConnection
+/// A pooled PostgreSQL connection with what the pool alone does not know: its cancel key, the
+/// caller its current statement answers, and whether a deadline is stopping that statement.
+///
+/// How a deadline stops a statement, and why this way, is docs/DEADLINES.md: a protocol
+/// CancelRequest (which only ever reaches this connection's own statement, also through PgBouncer),
+/// and, if the statement has not ended `hardStopAfter` later, closing the connection. PostgresNIO
+/// 1.33.2 drops a statement written after its connection was torn down without ever answering it,
+/// so closing alone does not release the caller: once the connection is closed the caller is
+/// answered with ``PostgresConnectionLostError`` (``abandonGrace`` after the close, time for an
+/// answer already on its way to arrive), whether or not the driver ever answers.
+final class PooledPostgresConnection: Sendable {
+    /// How long after the connection closed a statement that has not answered is abandoned.
+    static let abandonGrace = TimeAmount.milliseconds(15)
+    let id: Int
+    let underlying: PostgresConnection
     /// The loop the connection does its I/O on, read once (the pool compares it on every lease).
     let eventLoop: any EventLoop
-    /// The server process serving this connection (`pg_backend_pid()`).
-    public let backendPID: Int32
-    /// After this instant the connection is closed when released (maximum lifetime, jittered).
-    let retireAt: MonotonicTime
+    /// The key a CancelRequest names; nil when the server sent none.
+    let key: BackendKey?
+    /// Runs statement bodies on the connection's own event loop, where its replies arrive.
+    let executor: EventLoopExecutor
     private let state = Mutex(State())
 
     private struct State {
         var closeReason: PoolCloseReason?
-        var cancel: Task<Void, Never>?
-        var watchdog: Task<Void, Never>?
+        /// Answers the caller of the running statement with an error, once.
+        var abandon: (@Sendable (any Error) -> Void)?
+        var isClosed = false
+        /// Set by the deadline: a cancel was sent for the running statement.
+        var cancelSent = false
+        var hardStop: Scheduled<Void>?
     }
 
-    init(id: Int, underlying: PostgresConnection, backendPID: Int32, retireAt: MonotonicTime) {
+    init(id: Int, underlying: PostgresConnection, key: BackendKey?) {
         self.id = id
         self.underlying = underlying
         eventLoop = underlying.eventLoop
-        self.backendPID = backendPID
-        self.retireAt = retireAt
+        executor = EventLoopExecutor(underlying.eventLoop)
+        self.key = key
+        underlying.closeFuture.whenComplete { [self] _ in
+            eventLoop.scheduleTask(in: Self.abandonGrace) { [self] in
+                let abandon = state.withLock { state in
+                    state.isClosed = true
+                    defer { state.abandon = nil }
+                    return state.abandon
+                }
+                abandon?(PostgresConnectionLostError())
+            }
+        }
     }
 
-    /// Why it was closed, once the pool or a deadline closed it; nil when the server or the
-    /// network did.
+    /// Runs `body` on the connection in a task of its own and returns its result, or throws
+    /// ``PostgresConnectionLostError`` when the connection closes and `body` has not answered
+    /// (see the type's documentation). Cancelling the caller cancels `body`.
+    func run<R: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> R
+    ) async throws -> R {
+        let underlying = self.underlying
+        let task = Mutex<Task<Void, Never>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
+                let answer = AnswerOnce(continuation)
+                let closed = state.withLock { state in
+                    if !state.isClosed { state.abandon = { answer.resume(throwing: $0) } }
+                    return state.isClosed
+                }
+                if closed {
+                    answer.resume(throwing: PostgresConnectionLostError())
+                    return
+                }
+                let started = Task(executorPreference: executor) {
+                    let outcome: Result<R, any Error>
+                    do {
+                        outcome = .success(try await body(underlying))
+                    } catch {
+                        outcome = .failure(error)
+                    }
+                    answer.resume(with: outcome)
+                }
+                task.withLock { $0 = started }
+            }
+        } onCancel: {
+            task.withLock { $0 }?.cancel()
+        }
+    }
+
+    /// Why the pool closed it; nil when the server or the network did.
     var closeReason: PoolCloseReason? {
         state.withLock { $0.closeReason }
     }
 
-    func close() {
-        state.withLock { if $0.closeReason == nil { $0.closeReason = .pool } }
-        _ = underlying.close() as EventLoopFuture<Void>
-    }
-
-    /// Records why the connection is about to be closed, for the close-reason counters.
     func markClosing(_ reason: PoolCloseReason) {
         state.withLock { if $0.closeReason == nil { $0.closeReason = reason } }
     }
 
-    /// Starts cancelling the running statement on the server; called by the deadline scheduler,
-    /// so it only spawns work. If the statement has not returned within `grace` (the server or
-    /// network is unresponsive), the connection is closed so the caller is not held past it.
-    func beginCancel(using canceller: QueryCanceller, grace: Duration) {
-        let pid = backendPID
-        let cancel = Task { await canceller.cancel(backendPID: pid) }
-        let watchdog = Task { [weak self] in
-            try? await Task.sleep(for: grace)
-            guard !Task.isCancelled, let self else { return }
-            self.markClosing(.broken)
-            _ = self.underlying.close() as EventLoopFuture<Void>
+    func close() {
+        underlying.close().whenComplete { _ in }
+    }
+
+    /// The deadline passed while a statement runs. Called by the deadline scheduler under its lock,
+    /// so it only starts work: the CancelRequest, and the hard stop `hardStopAfter` from now.
+    func deadlineReached(cancelTimeout: Duration, hardStopAfter: Duration, logger: Logger) {
+        let hardStop = eventLoop.scheduleTask(in: TimeAmount(hardStopAfter)) { [self] in
+            markClosing(.broken)
+            close()
         }
         state.withLock {
-            $0.cancel = cancel
-            $0.watchdog = watchdog
+            $0.cancelSent = true
+            $0.hardStop = hardStop
+        }
+        guard let key else {
+            logger.debug("no cancel key: the statement is stopped by closing the connection")
+            return
+        }
+        let eventLoop = self.eventLoop
+        Task {
+            do {
+                if let address = key.serverAddress {
+                    try await sendCancelRequest(to: address, key: key, timeout: cancelTimeout, on: eventLoop)
+                }
+            } catch {
+                logger.debug("cancel request not delivered", metadata: ["error": "\(error)"])
+            }
         }
     }
 
-    /// Whether a cancel was sent for the statement this connection ran, so it must be settled
-    /// before the connection is reused.
-    var hasPendingCancel: Bool {
-        state.withLock { $0.cancel != nil || $0.watchdog != nil }
-    }
-
-    /// Waits until a cancel request sent for this connection has been answered, so it cannot hit
-    /// the next caller's statement, but no longer than `grace`. Returns false when the cancel went
-    /// unanswered (server or network unresponsive): the connection must then be discarded. Costs
-    /// nothing when no cancel was sent.
-    func settleCancel(within grace: Duration) async -> Bool {
-        let (cancel, watchdog) = state.withLock { state in
+    /// The statement ended (returned or threw). Returns whether a deadline sent a cancel for it; the
+    /// cancel may still be on its way, so unless the statement failed with our own cancel's 57014,
+    /// the connection must not run another statement.
+    func statementEnded() -> Bool {
+        let (sent, hardStop) = state.withLock { state in
             defer {
-                state.cancel = nil
-                state.watchdog = nil
+                state.cancelSent = false
+                state.hardStop = nil
+                state.abandon = nil
             }
-            return (state.cancel, state.watchdog)
+            return (state.cancelSent, state.hardStop)
         }
-        watchdog?.cancel()
-        guard let cancel else { return true }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await cancel.value
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: grace)
-                return false
-            }
-            let answered = await group.next() ?? false
-            group.cancelAll()
-            return answered
-        }
+        hardStop?.cancel()
+        return sent
     }
 }
 
-/// Why the pool closed a connection.
-public enum PoolCloseReason: String, Sendable, CaseIterable {
-    /// Closed by the pool: idle timeout, keep-alive failure or shutdown.
-    case pool
-    /// Reached its maximum lifetime.
-    case lifetime
-    /// Saw a connection-class error and was discarded.
-    case broken
-    /// Closed by the server or the network.
-    case server
+/// Resumes a continuation once; later answers (a body that returns after its caller was released)
+/// are dropped.
+final class AnswerOnce<R: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<R, any Error>?>
+
+    init(_ continuation: CheckedContinuation<R, any Error>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(with result: Result<R, any Error>) {
+        let continuation = self.continuation.withLock { slot in
+            defer { slot = nil }
+            return slot
+        }
+        continuation?.resume(with: result)
+    }
+
+    func resume(throwing error: any Error) {
+        resume(with: .failure(error))
+    }
+}
+
+/// The connection closed while a statement ran and the statement never answered. Whether it took
+/// effect on the server is unknown.
+public struct PostgresConnectionLostError: Error, CustomStringConvertible {
+    public var description: String {
+        "the connection closed before the statement answered; whether it took effect is unknown"
+    }
 }

@@ -4,25 +4,27 @@ import NIOPosix
 import NIOSSL
 import PostgresNIO
 import ReliableDB
+import ReliableDBPool
 import Synchronization
 
-/// The PostgreSQL backend: PostgresNIO connections in a pool of its own, with exact statistics,
-/// a bounded wait for a connection, server-side cancellation at the deadline, and broken or old
-/// connections retired instead of handed out again.
+/// The PostgreSQL backend: PostgresNIO connections in a pool of its own (``PostgresPool``, the I/O
+/// shell of the shared lease-and-deadline state machine), with exact statistics, a wait for a
+/// connection bounded by the earlier of the pool timeout and the operation's deadline, and a
+/// deadline that stops the statement on the server and always releases the caller
+/// (docs/DEADLINES.md).
 public final class PostgresBackend: DatabaseBackend {
     public let url: PostgresURL
     public let connectionLimit: Int
     public let poolTimeout: Duration
-    /// How long a cancelled statement may take to stop before its connection is closed.
+    /// How long after its deadline a statement that a CancelRequest did not stop is cut off by
+    /// closing its connection: the latest a caller returns is its deadline plus this.
     public let cancelGrace: Duration
     let connectionConfiguration: PostgresConnection.Configuration
-    private let pool: PostgresConnectionPool
-    private let canceller: QueryCanceller
-    private let poolWaits: DeadlineScheduler
+    /// The server-side backstop timeout (see `init`).
+    let statementTimeout: Duration?
+    private let pool: PostgresPool
     private let clock: any ReliabilityClock
     private let logger: Logger
-    private let requestIDs = Atomic<Int>(0)
-    private let runner = Mutex<Task<Void, Never>?>(nil)
     private let instruments = Mutex<ReliabilityInstruments?>(nil)
     /// Read on every lease, so a pool without instruments takes no lock for them.
     private let hasInstruments = Atomic<Bool>(false)
@@ -39,6 +41,8 @@ public final class PostgresBackend: DatabaseBackend {
     ///     if that fails) before a caller can get a dead one; it also keeps NAT and firewall state.
     ///   - statementTimeout: the server-side `statement_timeout` set on every connection, a backstop
     ///     for when a cancel request cannot reach the server. Nil leaves the server's setting.
+    ///     Behind PgBouncer (`pgbouncer=true`) it is set per transaction instead.
+    ///   - cancelGrace: see ``cancelGrace``.
     public init(
         url: PostgresURL,
         connectionLimit: Int = 10,
@@ -47,7 +51,7 @@ public final class PostgresBackend: DatabaseBackend {
         idleTimeout: Duration = .seconds(60),
         keepAliveInterval: Duration = .seconds(30),
         statementTimeout: Duration? = .seconds(305),
-        cancelGrace: Duration = .seconds(2),
+        cancelGrace: Duration = .milliseconds(40),
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
@@ -55,56 +59,39 @@ public final class PostgresBackend: DatabaseBackend {
         self.connectionLimit = connectionLimit
         self.poolTimeout = poolTimeout
         self.cancelGrace = cancelGrace
+        self.statementTimeout = statementTimeout
         self.clock = clock
         self.logger = logger
         var configuration = try Self.connectionConfiguration(for: url)
-        if let statementTimeout {
+        if let statementTimeout, !url.pgbouncer {
             configuration.options.additionalStartupParameters.append(
                 ("statement_timeout", "\(Int64(statementTimeout.milliseconds))")
             )
         }
         connectionConfiguration = configuration
-        var cancellerConfiguration = try Self.connectionConfiguration(for: url, applicationNameSuffix: "-cancel")
-        cancellerConfiguration.options.connectTimeout = .seconds(2)
-        canceller = QueryCanceller(configuration: cancellerConfiguration, logger: logger)
-        poolWaits = DeadlineScheduler(clock: clock)
-
-        let factoryConfiguration = configuration
-        let factoryLogger = logger
-        let factoryClock = clock
-        pool = PostgresConnectionPool(
-            limit: connectionLimit,
-            idleTimeout: idleTimeout,
-            keepAliveAfter: keepAliveInterval,
+        // A pool connect that takes longer than anyone may wait for a connection serves nobody and
+        // holds a slot: behind a partition it would hold it for the whole connect_timeout, and
+        // recovery would wait for it.
+        var poolConnectConfiguration = configuration
+        poolConnectConfiguration.options.connectTimeout = min(
+            configuration.options.connectTimeout,
+            TimeAmount(max(poolTimeout, .milliseconds(100)))
+        )
+        let connector = Connector(configuration: poolConnectConfiguration, logger: logger)
+        pool = PostgresPool(
+            configuration: PoolConfiguration(
+                maximumConnections: connectionLimit,
+                idleTimeout: idleTimeout,
+                keepAliveAfter: keepAliveInterval,
+                keepAliveTimeout: min(Duration.seconds(10), max(keepAliveInterval, .milliseconds(100))),
+                maxLifetime: maxLifetime,
+                lifetimeJitterFraction: 0.05
+            ),
+            clock: clock,
             logger: logger
-        ) {
-            id,
-            eventLoop in
-            let connection = try await PostgresConnection.connect(
-                on: eventLoop,
-                configuration: factoryConfiguration,
-                id: id,
-                logger: factoryLogger
-            )
-            do {
-                var pid: Int32 = 0
-                for try await row in try await connection.query("SELECT pg_backend_pid()", logger: factoryLogger) {
-                    pid = try row.decode(Int32.self)
-                }
-                let jitter = Double.random(in: 0...0.05)
-                return PooledPostgresConnection(
-                    id: id,
-                    underlying: connection,
-                    backendPID: pid,
-                    retireAt: factoryClock.now + maxLifetime * (1 - jitter)
-                )
-            } catch {
-                try? await connection.close()
-                throw error
-            }
+        ) { id, eventLoop in
+            try await connector.connect(id: id, on: eventLoop)
         }
-        let pool = self.pool
-        runner.withLock { $0 = Task { await pool.run() } }
     }
 
     static func connectionConfiguration(
@@ -136,135 +123,126 @@ public final class PostgresBackend: DatabaseBackend {
         return configuration
     }
 
-    deinit {
-        poolWaits.stop()
-    }
-
     public var backendName: String { "postgresql" }
 
-    public func poolStatistics() -> PoolStatistics {
+    public func poolStatistics() -> ReliableDB.PoolStatistics {
         pool.statistics()
     }
 
     /// Runs `body` on a pooled connection. When the attempt's deadline passes, the running
-    /// statement is cancelled on the server; the connection goes back to the pool only once the
-    /// cancel has been answered, and is discarded when it saw a connection-class error or is past
-    /// its lifetime. Rows must be consumed inside `body`.
-    public func withConnection<R>(
+    /// statement is cancelled with a protocol CancelRequest, and if it has not ended
+    /// ``cancelGrace`` later its connection is closed, which ends it: the caller is released by its
+    /// deadline plus ``cancelGrace`` whatever the server or the network does. A connection a cancel
+    /// may still reach, one that saw a connection-class error, or one past its lifetime is not
+    /// reused. Rows must be consumed inside `body`.
+    public func withConnection<R: Sendable>(
         within attempt: AttemptContext = .unbounded,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> R
+    ) async throws -> R {
+        let connection = try await lease(within: attempt)
+        let token: DeadlineScheduler.Token?
+        do {
+            let (grace, logger) = (cancelGrace, self.logger)
+            token = try attempt.attachInterrupt {
+                connection.deadlineReached(cancelTimeout: grace, hardStopAfter: grace, logger: logger)
+            }
+        } catch {
+            pool.release(connection, discard: false)
+            throw error
+        }
+        let result: R
+        do {
+            result = try await connection.run(body)
+        } catch {
+            attempt.detachInterrupt(token)
+            let cancelled = connection.statementEnded()
+            let discard =
+                classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
+            pool.release(connection, discard: discard)
+            throw error
+        }
+        attempt.detachInterrupt(token)
+        pool.release(connection, discard: connection.statementEnded())
+        return result
+    }
+
+    /// Runs `body` in one transaction on `connection`: committed when it returns, rolled back when it
+    /// throws or when the attempt's deadline passed before COMMIT could be sent, so a caller told
+    /// "timed out" never finds the transaction committed later. `commit` records whether COMMIT
+    /// was sent and answered, so a connection lost in between is reported as
+    /// ``CommitOutcomeUnknownError``. Behind PgBouncer the server-side backstop is
+    /// `SET LOCAL statement_timeout`, which ends with the transaction.
+    package func transaction<R: Sendable>(
+        on connection: PostgresConnection,
+        within attempt: AttemptContext,
+        commit: CommitTracker,
         _ body: (PostgresConnection) async throws -> R
     ) async throws -> R {
-        // The common cases run without extra async frames: each one adds executor checks on every
-        // resumption, which on 2 cores cost more than the pool's own bookkeeping.
-        let connection: PooledPostgresConnection
-        if let idle = pool.leaseIdle() {
-            if hasInstruments.load(ordering: .acquiring) {
-                instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(0)
-            }
-            connection = idle
-        } else {
-            connection = try await waitForConnection(within: attempt)
-        }
-        let canceller = self.canceller
-        let grace = cancelGrace
+        let setLocal: PostgresQuery? =
+            url.pgbouncer
+            ? statementTimeout.map {
+                PostgresQuery(unsafeSQL: "SET LOCAL statement_timeout = \(Int64($0.milliseconds))")
+            } : nil
         do {
-            let result: R
-            do {
-                let interrupt = try attempt.attachInterrupt { connection.beginCancel(using: canceller, grace: grace) }
-                defer { attempt.detachInterrupt(interrupt) }
-                result = try await body(connection.underlying)
+            let result = try await connection.withTransaction(logger: logger) { connection in
+                if let setLocal { _ = try await connection.query(setLocal, logger: logger).collect() }
+                let result = try await body(connection)
+                if attempt.isExpired { throw AttemptDeadlineExceeded() }
+                // withTransaction sends COMMIT next.
+                commit.markSent()
+                return result
             }
-            if connection.hasPendingCancel {
-                await release(connection, discard: false)
-            } else {
-                release(connection, discard: false, settled: true)
-            }
+            commit.markAnswered()
             return result
-        } catch {
-            let discard = classify(error).discardConnection || connection.underlying.isClosed
-            await release(connection, discard: discard)
+        } catch let error as PostgresTransactionError {
+            // A server error on COMMIT is an answer: the transaction did not commit.
+            if let inner = error.commitError as? PSQLError, inner.code == .server { commit.markAnswered() }
             throw error
         }
     }
 
-    /// Queues for a connection when none is idle, bounded by the pool timeout and the attempt's
-    /// deadline.
-    private func waitForConnection(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
-        let requestID = requestIDs.add(1, ordering: .relaxed).newValue
-        let pool = self.pool
-        let start = ContinuousClock.now
+    /// Whether `error` is the 57014 our own CancelRequest causes ("due to user request"), not the
+    /// server's `statement_timeout`: only then has the cancel been used up.
+    static func isOurCancel(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError, error.serverInfo?[.sqlState] == "57014" else { return false }
+        return error.serverInfo?[.message]?.contains("user request") ?? false
+    }
+
+    /// A connection within the earlier of the pool timeout and the attempt's deadline.
+    private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
+        let start = clock.now
+        var deadline = start + poolTimeout
+        if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
         do {
-            let connection = try await poolWaits.bounded(until: clock.now + poolTimeout) { poolWait in
-                do {
-                    return try await poolWait.withInterrupt({ pool.cancel(requestID) }) {
-                        try await attempt.withInterrupt({ pool.cancel(requestID) }) {
-                            try await withTaskCancellationHandler {
-                                try Task.checkCancellation()
-                                return try await withCheckedThrowingContinuation { continuation in
-                                    pool.enqueue(requestID, continuation)
-                                    // A cancel or deadline that fired before the request was queued
-                                    // found nothing to cancel: cancel it now.
-                                    if Task.isCancelled || attempt.isExpired || poolWait.isExpired {
-                                        pool.cancel(requestID)
-                                    }
-                                }
-                            } onCancel: {
-                                pool.cancel(requestID)
-                            }
-                        }
-                    }
-                } catch PoolLeaseError.cancelled where poolWait.isExpired {
-                    throw PoolWaitTimedOut()
-                } catch is AttemptDeadlineExceeded where poolWait.isExpired {
-                    throw PoolWaitTimedOut()
-                }
+            let connection = try await pool.lease(until: deadline)
+            if hasInstruments.load(ordering: .acquiring) {
+                instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
+                    (clock.now - start).nanosecondsClamped
+                )
             }
-            let waited = ContinuousClock.now - start
-            pool.recordAcquire(waited: waited)
-            instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(waited.nanosecondsClamped)
             return connection
-        } catch {
-            let waited = ContinuousClock.now - start
+        } catch let error as PoolLeaseError {
+            let waited = clock.now - start
             switch error {
-            case is PoolWaitTimedOut:
-                pool.recordAcquire(waited: waited, timedOut: true)
+            case .timedOut where attempt.isExpired:
+                throw AttemptDeadlineExceeded()
+            case .timedOut:
                 throw DatabasePoolTimeoutError(
                     waited: waited,
                     statistics: poolStatistics(),
                     lastConnectError: pool.lastConnectError.map(describePostgresError)
                 )
-            case PoolLeaseError.cancelled where attempt.isExpired:
-                throw AttemptDeadlineExceeded()
-            case PoolLeaseError.cancelled:
+            case .cancelled:
                 throw CancellationError()
-            case PoolLeaseError.connectFailed(let cause):
+            case .connectFailed(let cause):
                 throw PostgresUnavailableError(
                     target: url.description,
                     cause: describePostgresError(cause),
                     sqlState: sqlState(of: cause)
                 )
-            case PoolLeaseError.shutDown:
+            case .shutDown:
                 throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
-            default:
-                throw error
             }
-        }
-    }
-
-    private func release(_ connection: PooledPostgresConnection, discard: Bool) async {
-        let settled = await connection.settleCancel(within: cancelGrace)
-        release(connection, discard: discard, settled: settled)
-    }
-
-    /// Returns the connection once any cancel sent for it is settled (`settled` false: it went
-    /// unanswered, so the connection is discarded).
-    private func release(_ connection: PooledPostgresConnection, discard: Bool, settled: Bool) {
-        if discard || !settled {
-            pool.release(connection, closeReason: .broken)
-        } else if clock.now >= connection.retireAt {
-            pool.release(connection, closeReason: .lifetime)
-        } else {
-            pool.release(connection)
         }
     }
 
@@ -278,7 +256,7 @@ public final class PostgresBackend: DatabaseBackend {
         }
         let start = ContinuousClock.now
         do {
-            let version = try await withConnection(within: attempt) { connection in
+            let version = try await withConnection(within: attempt) { [logger] connection in
                 var version = "unknown"
                 for try await row in try await connection.query("SELECT version()", logger: logger) {
                     version = try row.decode(String.self)
@@ -292,23 +270,25 @@ public final class PostgresBackend: DatabaseBackend {
         }
     }
 
-    /// Opens and closes one connection outside the pool; throws why that fails.
+    /// Opens and closes one connection outside the pool; throws why that fails. The connect is
+    /// bounded by the attempt's deadline (PostgresNIO does not stop a connect on task cancellation).
     private func diagnoseConnect(within attempt: AttemptContext) async throws {
-        var probeConfiguration = connectionConfiguration
-        probeConfiguration.options.additionalStartupParameters = [("application_name", url.applicationName + "-probe")]
-        let configuration = probeConfiguration
+        var configuration = connectionConfiguration
+        configuration.options.additionalStartupParameters = [("application_name", url.applicationName + "-probe")]
+        if let deadline = attempt.deadline {
+            let remaining = deadline - clock.now
+            guard remaining > .zero else { throw AttemptDeadlineExceeded() }
+            configuration.options.connectTimeout = min(configuration.options.connectTimeout, TimeAmount(remaining))
+        }
         do {
-            try await attempt.cancellingAtDeadline { [logger] in
-                let connection = try await PostgresConnection.connect(
-                    configuration: configuration,
-                    id: -1,
-                    logger: logger
-                )
-                try await connection.close()
-            }
-        } catch is CancellationError where attempt.isExpired {
-            throw AttemptDeadlineExceeded()
+            let connection = try await PostgresConnection.connect(
+                configuration: configuration,
+                id: -1,
+                logger: logger
+            )
+            try await connection.close()
         } catch {
+            if attempt.isExpired { throw AttemptDeadlineExceeded() }
             throw PostgresUnavailableError(
                 target: url.description,
                 cause: describePostgresError(error),
@@ -334,16 +314,51 @@ public final class PostgresBackend: DatabaseBackend {
 
     /// Closes every connection; in-flight statements fail.
     public func shutdown() async throws {
-        let task = runner.withLock { $0 }
-        task?.cancel()
         await pool.shutdown()
-        await task?.value
-        poolWaits.stop()
-        await canceller.close()
     }
 }
 
-struct PoolWaitTimedOut: Error {}
+/// Opens pool connections with their cancel key. Behind a pooler that refuses startup parameters
+/// (PgBouncer's `08P01 unsupported startup parameter`), it drops `statement_timeout` and says so
+/// once: that answer only ever comes from a pooler, so the detection is reliable.
+final class Connector: Sendable {
+    private let configuration: Mutex<PostgresConnection.Configuration>
+    private let logger: Logger
+
+    init(configuration: PostgresConnection.Configuration, logger: Logger) {
+        self.configuration = Mutex(configuration)
+        self.logger = logger
+    }
+
+    func connect(id: Int, on eventLoop: any EventLoop) async throws -> PooledPostgresConnection {
+        let configuration = self.configuration.withLock { $0 }
+        do {
+            let (connection, key) = try await PostgresConnection.connectWithBackendKey(
+                on: eventLoop,
+                configuration: configuration,
+                id: id,
+                logger: logger
+            )
+            return PooledPostgresConnection(id: id, underlying: connection, key: key)
+        } catch let error as PSQLError where Self.refusesStartupParameter(error) {
+            let dropped = self.configuration.withLock { configuration -> Bool in
+                let before = configuration.options.additionalStartupParameters.count
+                configuration.options.additionalStartupParameters.removeAll { $0.0 == "statement_timeout" }
+                return configuration.options.additionalStartupParameters.count < before
+            }
+            guard dropped else { throw error }
+            logger.warning(
+                "the server refused the statement_timeout startup parameter, as PgBouncer does: connecting without it; set pgbouncer=true in DATABASE_URL"
+            )
+            return try await connect(id: id, on: eventLoop)
+        }
+    }
+
+    static func refusesStartupParameter(_ error: PSQLError) -> Bool {
+        error.serverInfo?[.sqlState] == "08P01"
+            && (error.serverInfo?[.message]?.contains("unsupported startup parameter") ?? false)
+    }
+}
 
 extension PostgresURL {
     /// The TLS settings `sslmode` implies, nil for `disable`: `prefer` and `require` encrypt without
@@ -376,4 +391,18 @@ extension String {
     var isHostName: Bool {
         !contains(":") && !allSatisfy { $0.isNumber || $0 == "." }
     }
+}
+
+/// Whether a transaction's COMMIT was sent, and whether it was answered (committed or refused).
+/// Shared between the statement's task and its caller, which may be released before the answer.
+package final class CommitTracker: Sendable {
+    private let state = Atomic<UInt8>(0)
+
+    package init() {}
+
+    func markSent() { state.store(1, ordering: .releasing) }
+    func markAnswered() { state.store(2, ordering: .releasing) }
+
+    /// COMMIT went out and nothing came back: it may have committed.
+    package var isInFlight: Bool { state.load(ordering: .acquiring) == 1 }
 }

@@ -67,8 +67,13 @@ public func describePostgresError(_ error: any Error) -> String {
         if let inner = error.closureError { return describePostgresError(inner) }
         if let inner = error.commitError { return "COMMIT failed: \(describePostgresError(inner))" }
         return "transaction failed"
+    case let error as KeyedConnectError:
+        return error.description
+    case let error as PostgresConnectionLostError:
+        return error.description
     case let error as PoolLeaseError:
         switch error {
+        case .timedOut: return "no connection was free before the deadline"
         case .cancelled: return "the connection request was cancelled"
         case .shutDown: return "the connection pool is shut down"
         case .connectFailed(let cause): return describePostgresError(cause)
@@ -145,6 +150,10 @@ struct PostgresErrorClassifier {
             return ErrorClassification(.connection)
         case is PostgresUnavailableError:
             return ErrorClassification(.connection)
+        case is PostgresConnectionLostError:
+            return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+        case is KeyedConnectError, is CancelRequestError:
+            return ErrorClassification(.connection, discardConnection: true)
         case is CancellationError:
             return ErrorClassification(.cancelled)
         default:

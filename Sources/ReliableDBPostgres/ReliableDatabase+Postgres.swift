@@ -30,10 +30,12 @@ extension ReliableDatabase where Backend == PostgresBackend {
 
     /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
-    @inlinable
-    public func query<T>(
+    ///
+    /// `body` runs in a task of its own on the connection's event loop, so that its caller can be
+    /// released at the deadline even when the driver never answers (docs/DEADLINES.md).
+    public func query<T: Sendable>(
         _ options: OperationOptions,
-        _ body: (PostgresConnection) async throws -> T
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         try await execute(options) { attempt in
             try await raw.withConnection(within: attempt, body)
@@ -45,14 +47,19 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// failure or deadlock (40001, 40P01).
     public func transaction<T: Sendable>(
         _ options: OperationOptions,
-        _ body: (PostgresConnection) async throws -> T
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         var options = options
         if options.kind == .query { options.kind = .transaction }
-        let logger = Logger(label: "reliabledb.postgres.transaction")
+        let backend = raw
         return try await execute(options) { attempt in
-            try await raw.withConnection(within: attempt) { connection in
-                try await connection.withTransaction(logger: logger) { try await body($0) }
+            let commit = CommitTracker()
+            do {
+                return try await backend.withConnection(within: attempt) { connection in
+                    try await backend.transaction(on: connection, within: attempt, commit: commit, body)
+                }
+            } catch  where commit.isInFlight {
+                throw CommitOutcomeUnknownError(underlying: error)
             }
         }
     }

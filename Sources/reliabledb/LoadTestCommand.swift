@@ -210,6 +210,18 @@ struct LoadTestCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+        // A run whose operations mostly failed measured the failure, not the database: say so even
+        // without a --threshold, so a script never takes it for a result.
+        if report.totalOperations > 0, report.failedOperations * 2 > report.totalOperations {
+            let common = report.errors.samples.max { lhs, rhs in
+                (report.errors.byClass[lhs.key] ?? 0) < (report.errors.byClass[rhs.key] ?? 0)
+            }
+            printError(
+                "loadtest: \(report.failedOperations) of \(report.totalOperations) operations failed"
+                    + (common.map { "; most were \($0.key) errors, e.g. \($0.value)" } ?? "")
+            )
+            throw ExitCode(1)
+        }
         let failed = report.thresholds.filter { !$0.passed }
         if !failed.isEmpty {
             printError(
@@ -269,8 +281,11 @@ struct LoadTestCommand: AsyncParsableCommand {
         logger: Logger,
         _ output: ConsoleOutput
     ) async throws -> LoadTestReport {
-        let suffix = statement.map { " running \($0)\(unprepared ? " unprepared" : "")" } ?? ""
-        let statement = statement.map { PostgresLoadWorkload.CustomStatement(sql: $0, prepared: !unprepared) }
+        let suffix = statement.map { " running \($0)\(unprepared || url.pgbouncer ? " unprepared" : "")" } ?? ""
+        // A transaction-mode pooler (PgBouncer before 1.21) hands each transaction to any server
+        // connection, where a statement prepared by name on another one does not exist.
+        let prepare = !unprepared && !url.pgbouncer
+        let statement = statement.map { PostgresLoadWorkload.CustomStatement(sql: $0, prepared: prepare) }
         if raw {
             let client = try PostgresLoadWorkload.rawClient(
                 url: url,
@@ -661,7 +676,7 @@ final class PostgresLoadWorkload: LoadWorkload {
             unsafeSQL:
                 "INSERT INTO \(table) (payload) SELECT 'seed-' || g FROM generate_series(1, \(Self.seedRows)) AS g"
         )
-        try await administer { connection in
+        try await administer { [logger] connection in
             try await connection.query(create, logger: logger).drain()
             try await connection.query(seed, logger: logger).drain()
         }
@@ -669,12 +684,12 @@ final class PostgresLoadWorkload: LoadWorkload {
 
     func tearDown() async throws {
         let drop = PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(table)")
-        try await administer { try await $0.query(drop, logger: logger).drain() }
+        try await administer { [logger] in try await $0.query(drop, logger: logger).drain() }
     }
 
     /// Set-up and tear-down, outside the breaker (an open breaker must not keep the table from
     /// being dropped).
-    private func administer(_ body: (PostgresConnection) async throws -> Void) async throws {
+    private func administer(_ body: @escaping @Sendable (PostgresConnection) async throws -> Void) async throws {
         try await withConnection(
             OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false),
             body
@@ -686,7 +701,7 @@ final class PostgresLoadWorkload: LoadWorkload {
     @inline(__always)
     private func withConnection(
         _ options: OperationOptions,
-        _ body: (PostgresConnection) async throws -> Void
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
     ) async throws {
         switch access {
         case .reliable(let database):
@@ -720,7 +735,7 @@ final class PostgresLoadWorkload: LoadWorkload {
             try await withConnection(options) { try await preparedStatements.execute(on: $0) }
         } else {
             let query = statement.map { PostgresQuery(unsafeSQL: $0.sql) } ?? builtIn()
-            try await withConnection(options) { connection in
+            try await withConnection(options) { [logger] connection in
                 try await connection.query(query, logger: logger).drain()
             }
         }

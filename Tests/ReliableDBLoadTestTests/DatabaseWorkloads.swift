@@ -118,7 +118,7 @@ final class PostgresTestWorkload: LoadWorkload {
     }
 
     func setUp() async throws {
-        try await database.query(adminOptions) { connection in
+        try await database.query(adminOptions) { [self] connection in
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
@@ -143,7 +143,7 @@ final class PostgresTestWorkload: LoadWorkload {
 
     func read() async throws {
         let id = Int64.random(in: 1...Int64(Self.seedRows))
-        let payload = try await database.query(.read("loadtest-read", table: table)) { connection in
+        let payload = try await database.query(.read("loadtest-read", table: table)) { [self] connection in
             var payload: String?
             for try await (_, text, _) in try await connection.query(
                 "SELECT id, payload, created_at FROM \(unescaped: table) WHERE id = \(id)",
@@ -158,14 +158,14 @@ final class PostgresTestWorkload: LoadWorkload {
 
     func write() async throws {
         let payload = "payload-\(UInt64.random(in: .min ... .max))"
-        try await database.query(OperationOptions("loadtest-write", table: table)) { connection in
+        try await database.query(OperationOptions("loadtest-write", table: table)) { [self] connection in
             try await connection.query("INSERT INTO \(unescaped: table) (payload) VALUES (\(payload))", logger: logger)
                 .drain()
         }
     }
 
     func tearDown() async throws {
-        let rows = try await database.query(adminOptions) { connection in
+        let rows = try await database.query(adminOptions) { [self] connection in
             var count = 0
             for try await value in try await connection.query(
                 PostgresQuery(unsafeSQL: "SELECT count(*)::int FROM \(table)"),
@@ -181,7 +181,7 @@ final class PostgresTestWorkload: LoadWorkload {
     }
 
     func tableExists() async throws -> Bool {
-        try await database.query(.read("loadtest-check")) { connection in
+        try await database.query(.read("loadtest-check")) { [self] connection in
             var count = 0
             for try await value in try await connection.query(
                 "SELECT count(*)::int FROM pg_tables WHERE tablename = \(table)",

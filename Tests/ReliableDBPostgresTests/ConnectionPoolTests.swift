@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import ReliableDB
+import ReliableDBPool
 import Synchronization
 import Testing
 
@@ -25,7 +26,7 @@ extension PostgresBackendTests {
         #expect(db.metrics().pool.total == 3)
         // A keep-alive proves a connection alive; it does not make it recently used.
         #expect(try await eventually { db.metrics().pool.total == 0 }, "\(db.metrics().pool)")
-        #expect(db.metrics().pool.closesByReason["pool"] == 3)
+        #expect(db.metrics().pool.closesByReason["idle"] == 3)
         try await db.shutdown()
     }
 
@@ -42,7 +43,7 @@ extension PostgresBackendTests {
         #expect(statistics.connectFailures == 1)
         #expect(statistics.opened == 3)
         #expect(statistics.active == 3 && statistics.waiting == 0)
-        for connection in [first, second, third] { pool.release(connection) }
+        for connection in [first, second, third] { pool.release(connection, discard: false) }
         #expect(pool.statistics().idle == 3)
         await pool.shutdown()
     }
@@ -51,22 +52,22 @@ extension PostgresBackendTests {
         let pool = try Self.pool(limit: 5)
         let observer = try await Observer.connect()
         let doomed = try await Self.lease(1, from: pool)
-        try await observer.execute("SELECT pg_terminate_backend(\(doomed.backendPID))")
+        try await observer.execute("SELECT pg_terminate_backend(\(try #require(doomed.key).pid))")
         #expect(try await eventually { pool.statistics().total == 0 })
         var statistics = pool.statistics()
         #expect(statistics.active == 0, "a closed connection is not active, even before it is returned")
         let other = try await Self.lease(2, from: pool)
-        pool.release(other)
+        pool.release(other, discard: false)
         statistics = pool.statistics()
         #expect(statistics.total == 1 && statistics.active == 0 && statistics.idle == 1, "\(statistics)")
-        pool.release(doomed)
+        pool.release(doomed, discard: false)
         statistics = pool.statistics()
         #expect(statistics.total == 1 && statistics.active == 0 && statistics.idle == 1, "\(statistics)")
-        #expect(statistics.closed == 1 && statistics.closesByReason["server"] == 1)
+        #expect(statistics.closed == 1 && statistics.closesByReason["broken"] == 1)
         await pool.shutdown()
         statistics = pool.statistics()
         #expect(statistics.total == 0 && statistics.active == 0 && statistics.idle == 0, "\(statistics)")
-        #expect(statistics.closesByReason["pool"] == 1)
+        #expect(statistics.closesByReason["shutdown"] == 1)
         try await observer.close()
     }
 
@@ -77,32 +78,26 @@ extension PostgresBackendTests {
     static func pool(
         limit: Int,
         beforeConnect: @escaping @Sendable (Int) throws -> Void = { _ in }
-    ) throws -> PostgresConnectionPool {
+    ) throws -> PostgresPool {
         let configuration = try PostgresBackend.connectionConfiguration(for: try TestServer.url())
         let logger = Logger(label: "test.pool")
         let attempts = Atomic<Int>(0)
-        return PostgresConnectionPool(limit: limit, idleTimeout: .seconds(60), logger: logger) { id, eventLoop in
+        return PostgresPool(
+            configuration: .init(maximumConnections: limit, idleTimeout: .seconds(60), connectBackoffInitial: .zero),
+            logger: logger
+        ) { id, eventLoop in
             try beforeConnect(attempts.add(1, ordering: .relaxed).newValue)
-            let connection = try await PostgresConnection.connect(
+            let (connection, key) = try await PostgresConnection.connectWithBackendKey(
                 on: eventLoop,
                 configuration: configuration,
                 id: id,
                 logger: logger
             )
-            var pid: Int32 = 0
-            for try await row in try await connection.query("SELECT pg_backend_pid()", logger: logger) {
-                pid = try row.decode(Int32.self)
-            }
-            return PooledPostgresConnection(
-                id: id,
-                underlying: connection,
-                backendPID: pid,
-                retireAt: MonotonicTime(nanoseconds: .max)
-            )
+            return PooledPostgresConnection(id: id, underlying: connection, key: key)
         }
     }
 
-    static func lease(_ id: Int, from pool: PostgresConnectionPool) async throws -> PooledPostgresConnection {
-        try await withCheckedThrowingContinuation { pool.enqueue(id, $0) }
+    static func lease(_ id: Int, from pool: PostgresPool) async throws -> PooledPostgresConnection {
+        try await pool.lease(until: nil)
     }
 }

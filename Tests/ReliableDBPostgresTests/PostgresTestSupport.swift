@@ -3,6 +3,7 @@ import Logging
 import PostgresNIO
 import ReliableDB
 import ReliableDBPostgres
+import ReliableDBTestSupport
 import Testing
 
 /// The throwaway server `scripts/test` starts. A missing server fails the test: PostgreSQL tests
@@ -49,25 +50,9 @@ struct TestServer {
     }
 
     /// Runs the outage server's control script written by scripts/test (`start`, `stop`, `restart`).
-    ///
-    /// Spawned and reaped with posix_spawn/waitpid on a dispatch thread: Foundation's `Process`
-    /// did not notice the script's exit when the script had started the server daemon.
     static func control(_ command: String) async throws {
         let script = try environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_CTL")
-        let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            DispatchQueue.global().async {
-                var pid: pid_t = 0
-                let argv: [UnsafeMutablePointer<CChar>?] = [strdup(script), strdup(command), nil]
-                defer { argv.forEach { free($0) } }
-                guard posix_spawn(&pid, script, nil, nil, argv, environ) == 0 else {
-                    continuation.resume(returning: -1)
-                    return
-                }
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-                continuation.resume(returning: status)
-            }
-        }
+        let status = await spawnAndWait(script, [command])
         guard status == 0 else { throw ControlFailed(command: command, status: status) }
     }
 

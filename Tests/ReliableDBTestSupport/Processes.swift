@@ -126,3 +126,24 @@ public func childEnvironment(_ overrides: [String: String]) -> [String: String] 
         .filter { !$0.key.hasPrefix("DB_") && $0.key != "DATABASE_URL" }
         .merging(overrides) { $1 }
 }
+
+/// Runs a program that may start a daemon (`pg_ctl start`) and returns its exit status.
+///
+/// Spawned and reaped with posix_spawn/waitpid on a dispatch thread: Foundation's `Process` did
+/// not notice the script's exit when the script had started the server daemon.
+public func spawnAndWait(_ path: String, _ arguments: [String]) async -> Int32 {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+        DispatchQueue.global().async {
+            var pid: pid_t = 0
+            let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            guard posix_spawn(&pid, path, nil, nil, argv, environ) == 0 else {
+                continuation.resume(returning: -1)
+                return
+            }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            continuation.resume(returning: status)
+        }
+    }
+}

@@ -25,14 +25,53 @@ public struct DatabaseCircuitBreakerError: Error, CustomStringConvertible, Senda
 }
 
 /// The operation did not finish within its deadline; the running statement was stopped.
+///
+/// A transaction that timed out did not commit and never commits later, unless
+/// ``commitOutcomeUnknown`` is true: then the deadline passed while its COMMIT was on its way and
+/// the connection had to be cut, so it may have committed. Check before doing the work again.
 public struct DatabaseTimeoutError: Error, CustomStringConvertible, Sendable {
     public var operation: String
     public var kind: OperationKind
     public var timeout: Duration
     public var elapsed: Duration
+    public var commitOutcomeUnknown: Bool
+
+    public init(
+        operation: String,
+        kind: OperationKind,
+        timeout: Duration,
+        elapsed: Duration,
+        commitOutcomeUnknown: Bool = false
+    ) {
+        self.operation = operation
+        self.kind = kind
+        self.timeout = timeout
+        self.elapsed = elapsed
+        self.commitOutcomeUnknown = commitOutcomeUnknown
+    }
 
     public var description: String {
-        "Operation '\(operation)' (\(kind.rawValue)) timed out after \(formatDuration(elapsed)) (limit \(formatDuration(timeout))); the statement was cancelled"
+        let limit = "timed out after \(formatDuration(elapsed)) (limit \(formatDuration(timeout)))"
+        if commitOutcomeUnknown {
+            return
+                "Operation '\(operation)' (\(kind.rawValue)) \(limit) while its COMMIT was in flight; it may have committed"
+        }
+        return "Operation '\(operation)' (\(kind.rawValue)) \(limit); the statement was cancelled"
+    }
+}
+
+/// Thrown by a backend when an attempt ended while a transaction's COMMIT had been sent and not
+/// answered: whether it committed is unknown. The pipeline never retries it unless the operation
+/// is idempotent, and reports a timeout with ``DatabaseTimeoutError/commitOutcomeUnknown``.
+public struct CommitOutcomeUnknownError: Error, CustomStringConvertible, Sendable {
+    public var underlying: any Error
+
+    public init(underlying: any Error) {
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        "the connection was lost while COMMIT was in flight; the transaction may have committed (\(underlying))"
     }
 }
 

@@ -130,7 +130,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                         operation: options.name,
                         kind: options.kind,
                         timeout: timeout,
-                        elapsed: end - start
+                        elapsed: end - start,
+                        commitOutcomeUnknown: error is CommitOutcomeUnknownError
                     )
                 }
 
@@ -235,6 +236,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             return ErrorClassification(.overload)
         case is CancellationError:
             return ErrorClassification(.cancelled)
+        case is CommitOutcomeUnknownError:
+            return ErrorClassification(.connection, mayHaveReachedServer: true, discardConnection: true)
         default:
             if Task.isCancelled { return ErrorClassification(.cancelled) }
             return raw.classify(error)

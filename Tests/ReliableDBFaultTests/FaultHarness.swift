@@ -1,0 +1,348 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import ReliableDBTestSupport
+import Synchronization
+import Testing
+
+/// The throwaway servers `scripts/test` starts. A missing one fails the test: fault tests are
+/// never skipped.
+enum FaultServers {
+    struct Missing: Error, CustomStringConvertible {
+        var name: String
+        var description: String { "\(name) is not set: run the tests with scripts/test, which starts the servers" }
+    }
+
+    static func environment(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { throw Missing(name: name) }
+        return value
+    }
+
+    /// A URL of `variable`'s server with a unique `application_name`, so a test finds its own
+    /// backends in `pg_stat_activity`.
+    static func url(_ variable: String = "RELIABLEDB_TEST_POSTGRES_URL", port: Int? = nil) throws -> PostgresURL {
+        var url = try PostgresURL.parse(try environment(variable)).get()
+        url.applicationName = "rdb-fault-\(UUID().uuidString.prefix(8).lowercased())"
+        url.sslMode = .disable
+        if let port { url.port = port }
+        return url
+    }
+
+    /// Runs the outage server's control script (`start`, `stop fast`), written by scripts/test.
+    static func controlOutageServer(_ arguments: String...) async throws {
+        let script = try environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_CTL")
+        let status = await spawnAndWait(script, arguments)
+        guard status == 0 else { throw ControlFailed(arguments: arguments, status: status) }
+    }
+
+    struct ControlFailed: Error {
+        var arguments: [String]
+        var status: Int32
+    }
+}
+
+/// A plain PostgresNIO connection beside the code under test, for looking at the server.
+struct Observer {
+    let connection: PostgresConnection
+    static let logger = Logger(label: "test.fault.observer")
+
+    static func connect(_ url: PostgresURL) async throws -> Observer {
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(
+                host: url.host,
+                port: url.port,
+                username: url.username,
+                password: url.password?.value,
+                database: url.database,
+                tls: .disable
+            ),
+            id: 1,
+            logger: logger
+        )
+        return Observer(connection: connection)
+    }
+
+    func execute(_ sql: String) async throws {
+        _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger).collect()
+    }
+
+    func int(_ sql: String) async throws -> Int {
+        var value = -1
+        for try await count in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger).decode(
+            Int.self
+        ) {
+            value = count
+        }
+        return value
+    }
+
+    /// How many times each id was written to `table`.
+    func ledgerCounts(_ table: String) async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        let rows = try await connection.query(
+            PostgresQuery(unsafeSQL: "SELECT id, count(*)::int FROM \(table) GROUP BY id"),
+            logger: Self.logger
+        )
+        for try await (id, count) in rows.decode((String, Int).self) { counts[id] = count }
+        return counts
+    }
+
+    func close() async throws {
+        try await connection.close()
+    }
+}
+
+/// What a fault run saw, for the assertions and the note on the issue.
+struct FaultReport: CustomStringConvertible {
+    var fault: String
+    var calls = 0
+    var succeeded = 0
+    var timedOut = 0
+    var commitOutcomeUnknown = 0
+    var otherFailures = 0
+    var errorsByType: [String: Int] = [:]
+    /// The longest any call took, and the most any call ran past its own deadline.
+    var longestCall = Duration.zero
+    var worstOverrun = Duration.seconds(-1_000)
+    var worstOverrunOperation = ""
+    /// From the end of the fault to the first call that succeeded after it.
+    var recovery: Duration?
+    var acknowledgedWrites = 0
+    var lostWrites: [String] = []
+    var duplicatedWrites: [String] = []
+    /// Writes whose caller was told "timed out" that are in the table anyway.
+    var committedAfterTimeout: [String] = []
+    var backendsAfter = -1
+    var cancelBackendsAfter = -1
+    var activeOperationsAfter = -1
+    var activeConnectionsAfter = -1
+
+    var description: String {
+        func ms(_ duration: Duration) -> String { String(format: "%.0f ms", duration.milliseconds) }
+        return """
+            fault=\(fault) calls=\(calls) ok=\(succeeded) timeouts=\(timedOut) \
+            (commitUnknown=\(commitOutcomeUnknown)) other=\(otherFailures) \
+            longest=\(ms(longestCall)) worstOverrun=\(ms(worstOverrun)) (\(worstOverrunOperation)) \
+            recovery=\(recovery.map(ms) ?? "none") acked=\(acknowledgedWrites) lost=\(lostWrites.count) \
+            duplicated=\(duplicatedWrites.count) committedAfterTimeout=\(committedAfterTimeout.count) \
+            backendsAfter=\(backendsAfter) cancelBackendsAfter=\(cancelBackendsAfter) \
+            activeOps=\(activeOperationsAfter) activeConnections=\(activeConnectionsAfter) errors=\(errorsByType)
+            """
+    }
+}
+
+/// Concurrent reads and writes through a ReliableDatabase while a fault is injected, with a
+/// ledger of every write's outcome compared against the table afterwards.
+final class FaultWorkload: Sendable {
+    struct Settings: Sendable {
+        var workers = 8
+        var connectionLimit = 4
+        var poolTimeout = Duration.seconds(1)
+        var queryTimeout = Duration.milliseconds(800)
+        var transactionTimeout = Duration.milliseconds(1_200)
+        var breakerTimeout = Duration.seconds(1)
+        /// The health monitor's interval, the other half of the recovery bound.
+        var healthInterval = Duration.seconds(1)
+        /// Pause inside each write transaction, between INSERT and COMMIT, so the backend sits
+        /// `idle in transaction` where a terminate finds it.
+        var pauseInTransaction = Duration.milliseconds(15)
+    }
+
+    private struct State {
+        var report: FaultReport
+        var acknowledged: Set<String> = []
+        var timedOutWrites: Set<String> = []
+        var faultEndedAt: ContinuousClock.Instant?
+    }
+
+    let settings: Settings
+    let db: ReliableDatabase<PostgresBackend>
+    let table: String
+    private let state: Mutex<State>
+    private let stopped = Atomic<Bool>(false)
+    private let logger = Logger(label: "test.fault")
+
+    init(fault: String, url: PostgresURL, settings: Settings = .init()) throws {
+        self.settings = settings
+        table = "fault_ledger_\(UUID().uuidString.prefix(8).lowercased())"
+        let backend = try PostgresBackend(
+            url: url,
+            connectionLimit: settings.connectionLimit,
+            poolTimeout: settings.poolTimeout,
+            keepAliveInterval: .seconds(1)
+        )
+        db = ReliableDatabase(
+            backend: backend,
+            configuration: .init(
+                circuitBreaker: .init(
+                    failureThreshold: 5,
+                    timeout: settings.breakerTimeout,
+                    retry: .init(attempts: 3, initialDelay: .milliseconds(20), maxDelay: .milliseconds(200))
+                ),
+                timeouts: .init(
+                    query: settings.queryTimeout,
+                    transaction: settings.transactionTimeout,
+                    healthCheck: settings.queryTimeout
+                )
+            )
+        )
+        state = Mutex(State(report: FaultReport(fault: fault)))
+    }
+
+    /// Creates the ledger table: no key, so a write applied twice shows as two rows.
+    func setUp(_ observer: Observer) async throws {
+        try await observer.execute("CREATE TABLE \(table) (id text NOT NULL, at timestamptz NOT NULL DEFAULT now())")
+    }
+
+    /// Runs the workers until `body` (the fault) returns and calls succeed again (or `settle`
+    /// passes), then stops them and returns once every call has returned.
+    func run(settle: Duration = .seconds(8), during body: () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<settings.workers {
+                group.addTask { await self.work(worker) }
+            }
+            do {
+                try await body()
+            } catch {
+                stopped.store(true, ordering: .releasing)
+                try await group.waitForAll()
+                throw error
+            }
+            let ended = ContinuousClock.now
+            state.withLock { $0.faultEndedAt = ended }
+            while ContinuousClock.now - ended < settle, state.withLock({ $0.report.recovery == nil }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // A little more load after recovery, so what the fault left behind is exercised.
+            try await Task.sleep(for: .milliseconds(300))
+            stopped.store(true, ordering: .releasing)
+            try await group.waitForAll()
+        }
+    }
+
+    private func work(_ worker: Int) async {
+        var sequence = 0
+        while !stopped.load(ordering: .acquiring) {
+            sequence += 1
+            if sequence % 2 == 0 {
+                await call("read", timeout: settings.queryTimeout, write: nil) {
+                    try await self.db.query(.read("fault-read", table: self.table)) { connection in
+                        _ = try await connection.query(
+                            PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(self.table)"),
+                            logger: self.logger
+                        ).collect()
+                    }
+                }
+            } else {
+                let id = "w\(worker)-\(sequence)"
+                let pause = settings.pauseInTransaction
+                await call("write", timeout: settings.transactionTimeout, write: id) {
+                    try await self.db.transaction(.init("fault-write", table: self.table)) { connection in
+                        _ = try await connection.query(
+                            "INSERT INTO \(unescaped: self.table) (id) VALUES (\(id))",
+                            logger: self.logger
+                        ).collect()
+                        try await Task.sleep(for: pause)
+                    }
+                }
+            }
+            // Keep a failing database from turning this into a busy loop.
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    private func call(
+        _ operation: String,
+        timeout: Duration,
+        write id: String?,
+        _ body: () async throws -> Void
+    ) async {
+        let start = ContinuousClock.now
+        var outcome: (any Error)?
+        do {
+            try await body()
+        } catch {
+            outcome = error
+        }
+        let end = ContinuousClock.now
+        let elapsed = end - start
+        state.withLock { state in
+            state.report.calls += 1
+            state.report.longestCall = max(state.report.longestCall, elapsed)
+            if elapsed - timeout > state.report.worstOverrun {
+                state.report.worstOverrun = elapsed - timeout
+                state.report.worstOverrunOperation = "\(operation) \(outcome.map { "\(type(of: $0))" } ?? "ok")"
+            }
+            switch outcome {
+            case nil:
+                state.report.succeeded += 1
+                if let id { state.acknowledged.insert(id) }
+                if let ended = state.faultEndedAt, start >= ended, state.report.recovery == nil {
+                    state.report.recovery = end - ended
+                }
+            case let error as DatabaseTimeoutError:
+                state.report.timedOut += 1
+                // Told "failed": it must never commit. A COMMIT cut off in flight is reported as
+                // unknown instead, and is only checked for being applied at most once.
+                if let id, !error.commitOutcomeUnknown { state.timedOutWrites.insert(id) }
+                if error.commitOutcomeUnknown { state.report.commitOutcomeUnknown += 1 }
+            case let error?:
+                state.report.otherFailures += 1
+                state.report.errorsByType["\(type(of: error))", default: 0] += 1
+            }
+        }
+    }
+
+    /// Compares the ledger with the table and reads what was left behind. Waits `straggle` first,
+    /// so a transaction that would commit late has the time to do it.
+    func finish(
+        _ observer: Observer,
+        applicationName: String,
+        straggle: Duration = .seconds(1)
+    ) async throws -> FaultReport {
+        try await Task.sleep(for: straggle)
+        let counts = try await observer.ledgerCounts(table)
+        var report = state.withLock { state in
+            var report = state.report
+            report.acknowledgedWrites = state.acknowledged.count
+            report.lostWrites = state.acknowledged.filter { counts[$0] == nil }.sorted()
+            report.committedAfterTimeout = state.timedOutWrites.filter { counts[$0] != nil }.sorted()
+            return report
+        }
+        report.duplicatedWrites = counts.filter { $0.value > 1 }.map(\.key).sorted()
+        let metrics = db.metrics()
+        report.activeOperationsAfter = metrics.activeOperations
+        report.activeConnectionsAfter = metrics.pool.active
+        report.backendsAfter = try await observer.int(
+            "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = '\(applicationName)'"
+        )
+        report.cancelBackendsAfter = try await observer.int(
+            "SELECT count(*)::int FROM pg_stat_activity WHERE application_name LIKE '\(applicationName)-%'"
+        )
+        try await db.shutdown()
+        try await observer.execute("DROP TABLE IF EXISTS \(table)")
+        print("fault report: \(report)")
+        return report
+    }
+
+    /// The guarantees every fault must keep.
+    func expectGuarantees(_ report: FaultReport, recoveryExpected: Bool = true) {
+        #expect(report.worstOverrun <= .milliseconds(100), "a call outlived its deadline: \(report)")
+        #expect(report.activeOperationsAfter == 0, "operations left active: \(report)")
+        #expect(report.activeConnectionsAfter == 0, "connections left leased: \(report)")
+        #expect(report.lostWrites.isEmpty, "acknowledged writes lost: \(report.lostWrites)")
+        #expect(report.duplicatedWrites.isEmpty, "writes applied twice: \(report.duplicatedWrites)")
+        #expect(
+            report.committedAfterTimeout.isEmpty,
+            "writes reported as timed out committed anyway: \(report.committedAfterTimeout)"
+        )
+        #expect(report.backendsAfter <= settings.connectionLimit, "\(report)")
+        #expect(report.cancelBackendsAfter == 0, "cancel connections left open: \(report)")
+        if recoveryExpected {
+            let bound = settings.breakerTimeout + settings.healthInterval
+            #expect(report.recovery.map { $0 <= bound } == true, "no recovery within \(bound): \(report)")
+        }
+    }
+}
