@@ -50,6 +50,14 @@ struct PostgresURLTests {
         #expect(try parse("postgres://u:p@h/d?sslmode=\(mode.rawValue)").sslMode == mode)
     }
 
+    @Test func pgbouncerSwitchesOnTransactionPoolerMode() throws {
+        #expect(try parse("postgres://u:p@h:6432/d").pgbouncer == false)
+        let url = try parse("postgres://u:p@h:6432/d?pgbouncer=true&sslmode=disable")
+        #expect(url.pgbouncer)
+        #expect(url.description == "postgres://u:***@h:6432/d?sslmode=disable&pgbouncer=true")
+        #expect(try parse("postgres://u:p@h/d?pgbouncer=FALSE").pgbouncer == false)
+    }
+
     static let malformed: [(url: String, expected: String)] = [
         ("postgres://:hunter2@host/db", "a user name"),
         ("postgres://u:hunter2@/db", "a host"),
@@ -60,6 +68,7 @@ struct PostgresURLTests {
         ("postgres://u:hunter2@host/db?connect_timeout=-1", "connect_timeout"),
         ("postgres://u:hunter2@host/db?pool=5", "'pool' is not supported"),
         ("postgres://u:hun%zzter2@host/db", "percent-encoded password"),
+        ("postgres://u:hunter2@host/db?pgbouncer=yes", "pgbouncer to be true or false"),
     ]
 
     @Test(arguments: malformed)

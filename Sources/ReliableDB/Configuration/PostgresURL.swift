@@ -30,8 +30,15 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public var applicationName: String
     /// `connect_timeout` in seconds: the limit for TCP connect, TLS and authentication.
     public var connectTimeout: Duration
+    /// `pgbouncer=true` (the switch Prisma users know): the server is reached through a
+    /// transaction-mode pooler, so no startup parameter other than `application_name` is sent, no
+    /// statement is prepared by name, and the server-side timeout is set per transaction with
+    /// `SET LOCAL` (see docs/DEADLINES.md).
+    public var pgbouncer: Bool
 
-    public static let supportedParameters = ["sslmode", "sslrootcert", "application_name", "connect_timeout"]
+    public static let supportedParameters = [
+        "sslmode", "sslrootcert", "application_name", "connect_timeout", "pgbouncer",
+    ]
 
     public init(
         host: String,
@@ -42,7 +49,8 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         sslMode: SSLMode = .prefer,
         sslRootCertificate: String? = nil,
         applicationName: String = "reliabledb",
-        connectTimeout: Duration = .seconds(10)
+        connectTimeout: Duration = .seconds(10),
+        pgbouncer: Bool = false
     ) {
         self.host = host
         self.port = port
@@ -53,12 +61,14 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         self.sslRootCertificate = sslRootCertificate
         self.applicationName = applicationName
         self.connectTimeout = connectTimeout
+        self.pgbouncer = pgbouncer
     }
 
     public var description: String {
         let hostPart = host.contains(":") ? "[\(host)]" : host
         let user = username + (password == nil ? "" : ":***")
-        return "postgres://\(user)@\(hostPart):\(port)/\(database)?sslmode=\(sslMode.rawValue)"
+        let pooler = pgbouncer ? "&pgbouncer=true" : ""
+        return "postgres://\(user)@\(hostPart):\(port)/\(database)?sslmode=\(sslMode.rawValue)\(pooler)"
     }
 
     /// Parses `string`; the problem it reports never contains the password.
@@ -174,6 +184,11 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
                     return problem("connect_timeout to be a whole number of seconds above 0, got '\(value)'")
                 }
                 url.connectTimeout = .seconds(seconds)
+            case "pgbouncer":
+                guard let flag = ["true": true, "false": false][value.lowercased()] else {
+                    return problem("pgbouncer to be true or false, got '\(value)'")
+                }
+                url.pgbouncer = flag
             default:
                 return problem(
                     "only the parameters \(supportedParameters.joined(separator: ", ")); '\(key)' is not supported"
