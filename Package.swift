@@ -89,6 +89,7 @@ let package = Package(
             name: "ReliableDBSQLite",
             dependencies: [
                 "ReliableDB",
+                "ReliableDBPool",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
@@ -183,6 +184,8 @@ let package = Package(
                 "ReliableDBPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),

@@ -8,36 +8,18 @@ import Synchronization
 ///
 /// Timeouts stop the work because GRDB turns task cancellation into `sqlite3_interrupt`: the
 /// running statement ends within milliseconds and the connection goes back to the pool ready for
-/// the next caller. Admission gates in front of the pool make waiting cancellable, bounded by the
-/// pool timeout, and visible in ``poolStatistics()``.
+/// the next caller. Admission in front of the pool (one lease-and-deadline state machine for the
+/// readers, one for the writer, the same machine the PostgreSQL pool runs on) makes waiting
+/// cancellable, bounded by the pool timeout, and visible in ``poolStatistics()``.
 public final class SQLiteBackend: DatabaseBackend {
     /// The GRDB pool, for work outside the pipeline (migrations, tooling).
     public let pool: DatabasePool
     public let path: String
     public let poolTimeout: Duration
-    private let readers: ConnectionGate
-    private let writer: ConnectionGate
-    private let counters = CounterBox()
+    private let readers: AdmissionPool
+    private let writer: AdmissionPool
+    private let clock: any ReliabilityClock
     private let instruments = Mutex<ReliabilityInstruments?>(nil)
-
-    private struct Counters {
-        var opened = 0
-        var closed = 0
-        var acquireTimeouts = 0
-        var isShutDown = false
-        var acquisitions = 0
-        var acquireNanoseconds: Int64 = 0
-        var maxAcquireNanoseconds: Int64 = 0
-    }
-
-    /// Shared with GRDB's `prepareDatabase` hook, which counts connections as they open.
-    private final class CounterBox: Sendable {
-        let state = Mutex(Counters())
-
-        func withLock<R>(_ body: (inout Counters) -> R) -> R {
-            state.withLock { body(&$0) }
-        }
-    }
 
     /// Opens (creating if needed) the SQLite file at `path`.
     ///
@@ -46,6 +28,7 @@ public final class SQLiteBackend: DatabaseBackend {
     ///   - poolTimeout: the longest wait for a connection (`DB_POOL_TIMEOUT`).
     ///   - busyTimeout: how long SQLite itself waits on a lock held by another process before
     ///     reporting `SQLITE_BUSY`, which the pipeline then retries with backoff.
+    ///   - clock: the time pool waits are measured and bounded on (the pipeline's clock).
     public init(
         path: String,
         connectionLimit: Int = 10,
@@ -53,20 +36,20 @@ public final class SQLiteBackend: DatabaseBackend {
         busyTimeout: Duration = .seconds(1),
         clock: any ReliabilityClock = SystemClock()
     ) throws {
-        let counters = self.counters
         var configuration = Configuration()
         configuration.label = "reliabledb"
         configuration.maximumReaderCount = connectionLimit
         configuration.busyMode = .timeout(busyTimeout.seconds)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA foreign_keys = ON")
-            counters.withLock { $0.opened += 1 }
         }
         self.pool = try DatabasePool(path: path, configuration: configuration)
         self.path = path
         self.poolTimeout = poolTimeout
-        readers = ConnectionGate(capacity: connectionLimit, clock: clock)
-        writer = ConnectionGate(capacity: 1, clock: clock)
+        self.clock = clock
+        readers = AdmissionPool(limit: connectionLimit, poolTimeout: poolTimeout, clock: clock)
+        // GRDB opens its writer connection at once; so does the writer's slot.
+        writer = AdmissionPool(limit: 1, poolTimeout: poolTimeout, clock: clock, openSlots: 1)
     }
 
     public var backendName: String { "sqlite" }
@@ -109,44 +92,52 @@ public final class SQLiteBackend: DatabaseBackend {
     }
 
     private func admitted<T: Sendable>(
-        through gate: ConnectionGate,
+        through gate: AdmissionPool,
         attempt: AttemptContext,
         _ body: () async throws -> T
     ) async throws -> T {
-        let waitStart = ContinuousClock.now
+        let start = clock.now
+        let admission: Admission
         do {
-            try await gate.acquire(timeout: poolTimeout, attempt: attempt)
-        } catch is GateTimeout {
-            counters.withLock { $0.acquireTimeouts += 1 }
-            throw DatabasePoolTimeoutError(waited: ContinuousClock.now - waitStart, statistics: poolStatistics())
+            admission = try await gate.admit(within: attempt)
+        } catch let failure as AdmissionFailure {
+            switch failure {
+            case .poolTimeout:
+                throw DatabasePoolTimeoutError(waited: clock.now - start, statistics: poolStatistics())
+            case .deadline:
+                throw AttemptDeadlineExceeded()
+            case .cancelled:
+                throw CancellationError()
+            case .shutDown:
+                throw SQLiteShutDownError(path: path)
+            }
         }
-        let waited = (ContinuousClock.now - waitStart).nanosecondsClamped
-        counters.withLock {
-            $0.acquisitions += 1
-            $0.acquireNanoseconds &+= waited
-            $0.maxAcquireNanoseconds = max($0.maxAcquireNanoseconds, waited)
-        }
-        instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(waited)
-        defer { gate.release() }
+        defer { gate.release(admission) }
+        instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(admission.waited.nanosecondsClamped)
         return try await body()
     }
 
+    /// Recounted from the admission state machines: `total` is the open slots (GRDB opens its
+    /// connections on the same demand: the writer at once, a reader when every open one is busy),
+    /// `active` the slots in use and `waiting` the queued callers, all read under their locks.
     public func poolStatistics() -> PoolStatistics {
-        let counters = counters.withLock { $0 }
-        let active = readers.inUse + writer.inUse
-        let total = counters.isShutDown ? 0 : max(counters.opened - counters.closed, active)
+        let readers = readers.statistics()
+        let writer = writer.statistics()
+        let acquisitions = readers.acquisitions + writer.acquisitions
         return PoolStatistics(
-            total: total,
-            active: active,
-            idle: total - active,
+            total: readers.open + writer.open,
+            active: readers.active + writer.active,
+            idle: readers.idle + writer.idle,
             waiting: readers.waiting + writer.waiting,
-            max: readers.capacity + writer.capacity,
-            opened: counters.opened,
-            closed: counters.closed,
+            max: readers.limit + writer.limit,
+            opened: readers.opened + writer.opened,
+            closed: readers.closed + writer.closed,
             connectFailures: 0,
-            acquireTimeouts: counters.acquireTimeouts,
-            averageAcquireTime: .nanoseconds(counters.acquireNanoseconds / Int64(max(1, counters.acquisitions))),
-            maxAcquireTime: .nanoseconds(counters.maxAcquireNanoseconds)
+            acquireTimeouts: readers.poolTimeouts + writer.poolTimeouts,
+            averageAcquireTime: .nanoseconds(
+                (readers.acquireNanoseconds &+ writer.acquireNanoseconds) / max(1, acquisitions)
+            ),
+            maxAcquireTime: .nanoseconds(max(readers.maxAcquireNanoseconds, writer.maxAcquireNanoseconds))
         )
     }
 
@@ -158,12 +149,16 @@ public final class SQLiteBackend: DatabaseBackend {
         return ProbeResult(serverVersion: "SQLite \(version)", roundTrip: ContinuousClock.now - start)
     }
 
+    /// Fails the callers waiting for a connection, admits no one any more, waits for the
+    /// operations under way to finish, and closes the connections.
     public func shutdown() async throws {
+        readers.shutdown()
+        writer.shutdown()
+        // Suspended here rather than blocked in GRDB's close, which would hold a cooperative
+        // thread until the last statement ends.
+        await readers.waitUntilShutDown()
+        await writer.waitUntilShutDown()
         try pool.close()
-        counters.withLock {
-            $0.closed = $0.opened
-            $0.isShutDown = true
-        }
     }
 
     public func attach(_ instruments: ReliabilityInstruments) {
@@ -176,7 +171,7 @@ public final class SQLiteBackend: DatabaseBackend {
             return ErrorClassification(Self.errorClass(of: error.resultCode))
         case is CancellationError:
             return ErrorClassification(.cancelled)
-        case is RecordError:
+        case is RecordError, is SQLiteShutDownError:
             return ErrorClassification(.caller)
         default:
             // An error the caller's closure threw itself says nothing about the database.
@@ -213,5 +208,18 @@ private struct UnsafeConnection: @unchecked Sendable {
 
     func interrupt() {
         if let handle { sqlite3_interrupt(handle) }
+    }
+}
+
+/// The backend was shut down: no operation is admitted any more.
+public struct SQLiteShutDownError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    public var description: String {
+        "The SQLite database at \(path) is shut down; no operation runs after shutdown()"
     }
 }

@@ -1,0 +1,370 @@
+import ReliableDB
+import ReliableDBPool
+import Synchronization
+
+/// Why a caller was not admitted.
+enum AdmissionFailure: Error {
+    /// The pool timeout passed first.
+    case poolTimeout
+    /// The attempt's own deadline passed first.
+    case deadline
+    /// The caller's task was cancelled.
+    case cancelled
+    case shutDown
+}
+
+/// One admission: the slot to give back, and how long the caller queued for it.
+struct Admission: Sendable {
+    let slot: PoolStateMachine.ConnectionID
+    let waited: Duration
+}
+
+/// Admission in front of GRDB's pool: the I/O shell around ``PoolStateMachine`` for SQLite.
+///
+/// GRDB waits for a free reader by blocking a dispatch queue, which neither task cancellation nor
+/// a deadline can interrupt. Admitting callers here first, with the same capacity as GRDB's pool,
+/// means GRDB never has to wait: waiting happens here, where it ends at the pool timeout, the
+/// attempt's deadline or the caller's cancellation, and where it is counted.
+///
+/// The machine's connections are admission slots. GRDB owns the real SQLite connections, so a
+/// slot needs no I/O: a `connect` action is reported `connected` at once (a `close`, `closed`),
+/// under the same lock. What is left for the shell is resuming callers and keeping one timer at
+/// the machine's `wakeAt`: a task sleeping on the injected clock, so a ``ManualClock`` drives pool
+/// timeouts in tests. An attempt's deadline also ends the wait through the attempt's deadline
+/// scheduler, whose system-clock loop runs on its own thread and so stays on time even while every
+/// cooperative thread is busy. An admission with a free slot costs one lock and no suspension.
+final class AdmissionPool: Sendable {
+    fileprivate typealias Waiter = CheckedContinuation<Admission, any Error>
+
+    fileprivate struct Shell {
+        var machine: PoolStateMachine
+        var waiters: [PoolStateMachine.RequestID: Waiter] = [:]
+        /// Answers for requests whose continuation was not stored yet.
+        var early: [PoolStateMachine.RequestID: Result<Admission, AdmissionFailure>] = [:]
+        /// The attempt deadlines of waiting requests that have one: a timeout at or after it is the
+        /// attempt's, not the pool's.
+        var attemptDeadlines: [PoolStateMachine.RequestID: PoolInstant] = [:]
+        var nextRequest = 0
+        var timer: Task<Void, Never>?
+        var timerAt: PoolInstant?
+        /// Tells the current timer task from one that was replaced or stopped.
+        var timerGeneration: UInt64 = 0
+        /// Timeouts that were the attempt's deadline; the machine counts them as acquire timeouts.
+        var deadlineTimeouts = 0
+        var acquisitions: Int64 = 0
+        var acquireNanoseconds: Int64 = 0
+        var maxAcquireNanoseconds: Int64 = 0
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// The request of the event being handled, answered by return instead of a resume.
+    fileprivate struct OwnRequest {
+        var id: PoolStateMachine.RequestID
+        var attemptDeadline: PoolInstant?
+    }
+
+    /// What an event left to do outside the lock.
+    fileprivate struct Work {
+        var resumes = PoolActionList<(Waiter, Result<Admission, AdmissionFailure>)>()
+        var own: Result<Admission, AdmissionFailure>?
+        /// The machine's next instant, from the last event handled.
+        var wakeAt: PoolInstant?
+        /// A timer task replaced or no longer needed.
+        var stoppedTimer: Task<Void, Never>?
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// Counts read under one lock, so they agree with each other.
+    struct Statistics {
+        var limit: Int
+        var active: Int
+        var idle: Int
+        var waiting: Int
+        var open: Int
+        var opened: Int
+        var closed: Int
+        /// Waits that ended at the pool timeout (not at the attempt's deadline).
+        var poolTimeouts: Int
+        var acquisitions: Int64
+        var acquireNanoseconds: Int64
+        var maxAcquireNanoseconds: Int64
+    }
+
+    let limit: Int
+    let poolTimeout: Duration
+    private let clock: any ReliabilityClock
+    private let state: Mutex<Shell>
+
+    /// - Parameters:
+    ///   - limit: the most callers admitted at once.
+    ///   - openSlots: slots opened (and left idle) at once, to mirror connections GRDB opens
+    ///     eagerly (its writer).
+    init(limit: Int, poolTimeout: Duration, clock: any ReliabilityClock, openSlots: Int = 0) {
+        var machine = PoolStateMachine(configuration: PoolConfiguration(maximumConnections: limit))
+        let now = PoolInstant(nanoseconds: clock.now.nanoseconds)
+        var granted: [PoolStateMachine.ConnectionID] = []
+        for request in 0..<min(openSlots, machine.configuration.maximumConnections) {
+            // Negative ids never clash with callers' requests, which count up from 1.
+            for connect in machine.lease(request: -1 - request, deadline: nil, now: now).connects {
+                if let grant = machine.connected(connection: connect.connection, now: now).grant {
+                    granted.append(grant.connection)
+                }
+            }
+        }
+        for slot in granted { _ = machine.release(connection: slot, now: now) }
+        self.limit = machine.configuration.maximumConnections
+        self.poolTimeout = poolTimeout
+        self.clock = clock
+        state = Mutex(Shell(machine: machine))
+    }
+
+    deinit {
+        state.withLock { $0.timer }?.cancel()
+    }
+
+    private var now: PoolInstant {
+        PoolInstant(nanoseconds: clock.now.nanoseconds)
+    }
+
+    // MARK: Admission
+
+    /// A slot, waiting at most until the earlier of the pool timeout and the attempt's deadline.
+    /// Throws ``AdmissionFailure``.
+    func admit(within attempt: AttemptContext) async throws -> Admission {
+        let attemptDeadline = attempt.deadline.map { PoolInstant(nanoseconds: $0.nanoseconds) }
+        let (request, work) = state.withLock { shell -> (PoolStateMachine.RequestID, Work) in
+            let now = self.now
+            // At least a nanosecond, so that a zero pool timeout still takes a free slot.
+            var deadline = now + max(poolTimeout, .nanoseconds(1))
+            if let attemptDeadline, attemptDeadline < deadline { deadline = attemptDeadline }
+            shell.nextRequest += 1
+            let own = OwnRequest(id: shell.nextRequest, attemptDeadline: attemptDeadline)
+            var work = Work()
+            shell.absorb(shell.machine.lease(request: own.id, deadline: deadline, now: now), now, own, &work)
+            if work.own == nil, let attemptDeadline { shell.attemptDeadlines[own.id] = attemptDeadline }
+            shell.schedule(&work, pool: self)
+            return (own.id, work)
+        }
+        carryOut(work)
+        if let own = work.own { return try own.get() }  // a free slot (or an immediate failure)
+
+        // The wait also ends when the attempt's deadline scheduler fires: the tick then finds the
+        // request overdue.
+        let token: DeadlineScheduler.Token?
+        do {
+            token = try attempt.attachInterrupt { [weak self] in self?.tick() }
+        } catch {
+            token = nil
+            tick()
+        }
+        defer { attempt.detachInterrupt(token) }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: Waiter) in
+                let early = state.withLock { shell -> Result<Admission, AdmissionFailure>? in
+                    if let early = shell.early.removeValue(forKey: request) { return early }
+                    shell.waiters[request] = continuation
+                    return nil
+                }
+                if let early { continuation.resume(with: early.mapError { $0 as any Error }) }
+            }
+        } onCancel: {
+            self.event { machine, _ in machine.cancel(request: request) }
+        }
+    }
+
+    /// Gives a slot back; the longest waiter gets it.
+    func release(_ admission: Admission) {
+        event { machine, now in machine.release(connection: admission.slot, now: now) }
+    }
+
+    /// Fails the waiters and admits no one any more. Slots in use close when released.
+    func shutdown() {
+        event { machine, _ in machine.shutdown() }
+    }
+
+    /// Waits, after ``shutdown()``, until every slot in use has been released: then no one uses
+    /// GRDB's connections any more. Suspends rather than blocks, unlike GRDB's own close.
+    func waitUntilShutDown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { shell -> Bool in
+                if shell.machine.isShutDownComplete { return true }
+                shell.shutdownWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Fails the waiters whose deadline has passed.
+    private func tick() {
+        event { machine, now in machine.tick(now: now) }
+    }
+
+    /// Applies one event to the machine and carries out what it decided.
+    private func event(_ body: (inout PoolStateMachine, PoolInstant) -> PoolActions) {
+        let work = state.withLock { shell in
+            let now = self.now
+            var work = Work()
+            shell.absorb(body(&shell.machine, now), now, nil, &work)
+            shell.schedule(&work, pool: self)
+            return work
+        }
+        carryOut(work)
+    }
+
+    private func carryOut(_ work: Work) {
+        work.stoppedTimer?.cancel()
+        for (continuation, result) in work.resumes {
+            continuation.resume(with: result.mapError { $0 as any Error })
+        }
+        for waiter in work.shutdownWaiters { waiter.resume() }
+    }
+
+    // MARK: Timer
+
+    /// Starts the one timer task: it sleeps on the clock until `instant`, ticks the machine, and
+    /// sleeps again until the next instant the tick returns, until it is replaced or not needed.
+    fileprivate func startTimer(at instant: PoolInstant, generation: UInt64) -> Task<Void, Never> {
+        let clock = self.clock
+        return Task.detached { [weak self] in
+            var next = instant
+            while true {
+                do {
+                    try await clock.sleep(until: MonotonicTime(nanoseconds: next.nanoseconds))
+                } catch {
+                    return  // cancelled: replaced by a timer for an earlier instant, or stopped
+                }
+                guard let later = self?.timerFired(generation: generation) else { return }
+                next = later
+            }
+        }
+    }
+
+    /// Ticks the machine for timer `generation`; returns the instant to sleep until next, or nil
+    /// when this timer is no longer the current one or nothing is due.
+    private func timerFired(generation: UInt64) -> PoolInstant? {
+        let (work, next) = state.withLock { shell -> (Work, PoolInstant?) in
+            guard shell.timerGeneration == generation else { return (Work(), nil) }
+            let now = self.now
+            var work = Work()
+            shell.absorb(shell.machine.tick(now: now), now, nil, &work)
+            if let wakeAt = work.wakeAt {
+                shell.timerAt = wakeAt  // this task stays the timer and sleeps again
+            } else {
+                shell.timer = nil
+                shell.timerAt = nil
+                shell.timerGeneration &+= 1
+            }
+            return (work, work.wakeAt)
+        }
+        carryOut(work)
+        return next
+    }
+
+    // MARK: Statistics
+
+    func statistics() -> Statistics {
+        state.withLock { shell in
+            let machine = shell.machine.statistics
+            return Statistics(
+                limit: limit,
+                active: machine.active,
+                idle: machine.idle + machine.keepAlive,
+                waiting: machine.waiting,
+                open: machine.open,
+                opened: machine.opened,
+                closed: machine.closed,
+                poolTimeouts: machine.acquireTimeouts - shell.deadlineTimeouts,
+                acquisitions: shell.acquisitions,
+                acquireNanoseconds: shell.acquireNanoseconds,
+                maxAcquireNanoseconds: shell.maxAcquireNanoseconds
+            )
+        }
+    }
+}
+
+extension AdmissionPool.Shell {
+    /// Turns the machine's actions into work for outside the lock. Slots need no I/O, so connects,
+    /// closes and keep-alives are answered to the machine at once, and what those answers decide is
+    /// absorbed too.
+    fileprivate mutating func absorb(
+        _ actions: PoolActions,
+        _ now: PoolInstant,
+        _ own: AdmissionPool.OwnRequest?,
+        _ work: inout AdmissionPool.Work
+    ) {
+        work.wakeAt = actions.wakeAt
+        if let grant = actions.grant {
+            let nanoseconds = grant.waited.nanosecondsClamped
+            acquisitions += 1
+            acquireNanoseconds &+= nanoseconds
+            maxAcquireNanoseconds = max(maxAcquireNanoseconds, nanoseconds)
+            deliver(.success(Admission(slot: grant.connection, waited: grant.waited)), to: grant.request, own, &work)
+        }
+        for failure in actions.failures {
+            let error: AdmissionFailure
+            switch failure.reason {
+            case .timeout:
+                let attemptDeadline =
+                    failure.request == own?.id ? own?.attemptDeadline : attemptDeadlines[failure.request]
+                if let attemptDeadline, attemptDeadline <= now {
+                    deadlineTimeouts += 1
+                    error = .deadline
+                } else {
+                    error = .poolTimeout
+                }
+            case .cancelled:
+                error = .cancelled
+            case .shutdown:
+                error = .shutDown
+            case .connectFailed:
+                assertionFailure("admission slots open without I/O, so no connect fails")
+                error = .shutDown
+            }
+            deliver(.failure(error), to: failure.request, own, &work)
+        }
+        for connect in actions.connects {
+            absorb(machine.connected(connection: connect.connection, now: now), now, own, &work)
+        }
+        for close in actions.closes {
+            absorb(machine.closed(connection: close.connection, now: now), now, own, &work)
+        }
+        for slot in actions.keepAlives {
+            absorb(machine.keepAliveDone(connection: slot, alive: true, now: now), now, own, &work)
+        }
+        if actions.shutDownCompleted {
+            work.shutdownWaiters += shutdownWaiters
+            shutdownWaiters = []
+        }
+    }
+
+    private mutating func deliver(
+        _ result: Result<Admission, AdmissionFailure>,
+        to request: PoolStateMachine.RequestID,
+        _ own: AdmissionPool.OwnRequest?,
+        _ work: inout AdmissionPool.Work
+    ) {
+        if request == own?.id {
+            work.own = result
+            return
+        }
+        attemptDeadlines[request] = nil
+        if let continuation = waiters.removeValue(forKey: request) {
+            work.resumes.append((continuation, result))
+        } else {
+            early[request] = result
+        }
+    }
+
+    /// Keeps one timer, at the machine's `wakeAt` or earlier, and none when nothing is due. A timer
+    /// set for a later instant is replaced; one that fires early (the instant moved later) only
+    /// ticks the machine, which returns the next instant.
+    fileprivate mutating func schedule(_ work: inout AdmissionPool.Work, pool: AdmissionPool) {
+        if work.wakeAt == nil && timer == nil { return }
+        if let wakeAt = work.wakeAt, timerAt.map({ $0 <= wakeAt }) ?? false { return }
+        work.stoppedTimer = timer
+        timerGeneration &+= 1
+        timerAt = work.wakeAt
+        timer = work.wakeAt.map { pool.startTimer(at: $0, generation: timerGeneration) }
+    }
+}
