@@ -30,9 +30,10 @@ enum FaultServers {
         return url
     }
 
-    /// Runs the outage server's control script (`start`, `stop fast`), written by scripts/test.
+    /// Runs the fault server's control script (`start`, `stop fast`), written by scripts/test.
+    /// Only this suite stops that server, so no other suite sees the outage.
     static func controlOutageServer(_ arguments: String...) async throws {
-        let script = try environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_CTL")
+        let script = try environment("RELIABLEDB_TEST_FAULT_POSTGRES_CTL")
         let status = await spawnAndWait(script, arguments)
         guard status == 0 else { throw ControlFailed(arguments: arguments, status: status) }
     }
@@ -65,28 +66,65 @@ struct Observer {
     }
 
     func execute(_ sql: String) async throws {
-        _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger).collect()
+        let connection = self.connection
+        try await bounded(sql) {
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger).collect()
+        }
     }
 
     func int(_ sql: String) async throws -> Int {
-        var value = -1
-        for try await count in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger).decode(
-            Int.self
-        ) {
-            value = count
+        let connection = self.connection
+        return try await bounded(sql) {
+            var value = -1
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger)
+            for try await count in rows.decode(Int.self) { value = count }
+            return value
         }
-        return value
     }
 
     /// How many times each id was written to `table`.
     func ledgerCounts(_ table: String) async throws -> [String: Int] {
-        var counts: [String: Int] = [:]
-        let rows = try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT id, count(*)::int FROM \(table) GROUP BY id"),
-            logger: Self.logger
-        )
-        for try await (id, count) in rows.decode((String, Int).self) { counts[id] = count }
-        return counts
+        let connection = self.connection
+        return try await bounded("ledger of \(table)") {
+            var counts: [String: Int] = [:]
+            let rows = try await connection.query(
+                PostgresQuery(unsafeSQL: "SELECT id, count(*)::int FROM \(table) GROUP BY id"),
+                logger: Self.logger
+            )
+            for try await (id, count) in rows.decode((String, Int).self) { counts[id] = count }
+            return counts
+        }
+    }
+
+    struct ObserverTimedOut: Error {
+        var sql: String
+    }
+
+    /// Runs the observer's query in a task of its own and gives up after `limit`: a plain
+    /// PostgresNIO 1.33.2 connection that the server closed can leave a query waiting forever
+    /// (docs/DEADLINES.md), and a test must fail, not hang.
+    private func bounded<T: Sendable>(
+        _ sql: String,
+        _ limit: Duration = .seconds(15),
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let answer = Locked<CheckedContinuation<T, any Error>?>(continuation)
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                answer.withLock { slot in
+                    defer { slot = nil }; return slot
+                }?.resume(with: result)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                answer.withLock { slot in
+                    defer { slot = nil }; return slot
+                }?.resume(throwing: ObserverTimedOut(sql: sql))
+                work.cancel()
+            }
+        }
     }
 
     func close() async throws {
@@ -322,6 +360,11 @@ final class FaultWorkload: Sendable {
             "SELECT count(*)::int FROM pg_stat_activity WHERE application_name LIKE '\(applicationName)-%'"
         )
         try await db.shutdown()
+        // The fault proxy may still be closing the server side of a connection ReliableDB has
+        // closed; end such backends so that DROP TABLE does not wait on their locks.
+        try await observer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(applicationName)'"
+        )
         try await observer.execute("DROP TABLE IF EXISTS \(table)")
         print("fault report: \(report)")
         return report
@@ -344,5 +387,18 @@ final class FaultWorkload: Sendable {
             let bound = settings.breakerTimeout + settings.healthInterval
             #expect(report.recovery.map { $0 <= bound } == true, "no recovery within \(bound): \(report)")
         }
+    }
+}
+
+/// A value behind a lock that closures can capture (a `Mutex` itself cannot be captured).
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) {
+        mutex = Mutex(value)
+    }
+
+    func withLock<R>(_ body: (inout Value) -> R) -> R {
+        mutex.withLock { body(&$0) }
     }
 }

@@ -46,9 +46,9 @@ struct ServerFaultTests {
 
     @Test(.timeLimit(.minutes(2)))
     func aStoppedAndRestartedServerCostsFastErrorsThenRecovers() async throws {
-        let url = try FaultServers.url("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL")
+        let url = try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
         let workload = try FaultWorkload(fault: "server stopped 2 s", url: url)
-        var observer = try await Observer.connect(try FaultServers.url("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"))
+        var observer = try await Observer.connect(try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL"))
         try await workload.setUp(observer)
         try await observer.close()
         do {
@@ -64,7 +64,7 @@ struct ServerFaultTests {
             try? await FaultServers.controlOutageServer("start")
             throw error
         }
-        observer = try await Observer.connect(try FaultServers.url("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"))
+        observer = try await Observer.connect(try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL"))
         let report = try await workload.finish(observer, applicationName: url.applicationName)
         try await observer.close()
         #expect(report.otherFailures > 0, "the outage was felt: \(report)")

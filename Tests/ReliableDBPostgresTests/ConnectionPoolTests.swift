@@ -19,8 +19,17 @@ extension PostgresBackendTests {
             keepAliveInterval: .milliseconds(200)
         )
         let db = ReliableDatabase(backend: backend)
-        try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<3 { group.addTask { try await db.selectInt(.read("r"), "SELECT 1 FROM pg_sleep(0.05)") } }
+        // Three leases held at once (each waits for the others), so three connections open.
+        let holding = HeldCount()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 {
+                group.addTask {
+                    try await db.query(.read("r")) { _ in
+                        holding.value.add(1, ordering: .relaxed)
+                        while holding.value.load(ordering: .relaxed) < 3 { try await Task.sleep(for: .milliseconds(5)) }
+                    }
+                }
+            }
             try await group.waitForAll()
         }
         #expect(db.metrics().pool.total == 3)
@@ -72,6 +81,10 @@ extension PostgresBackendTests {
     }
 
     struct InjectedConnectFailure: Error {}
+
+    final class HeldCount: Sendable {
+        let value = Atomic<Int>(0)
+    }
 
     /// A pool of real connections to the test server; `beforeConnect` sees the attempt number
     /// (from 1) and may throw to fail that attempt.
