@@ -17,7 +17,7 @@ import Synchronization
 /// answer already on its way to arrive), whether or not the driver ever answers.
 final class PooledPostgresConnection: Sendable {
     /// How long after the connection closed a statement that has not answered is abandoned.
-    static let abandonGrace = TimeAmount.milliseconds(15)
+    static let abandonGrace = TimeAmount.milliseconds(10)
     let id: Int
     let underlying: PostgresConnection
     /// The loop the connection does its I/O on, read once (the pool compares it on every lease).

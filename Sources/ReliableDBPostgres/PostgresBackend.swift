@@ -51,7 +51,7 @@ public final class PostgresBackend: DatabaseBackend {
         idleTimeout: Duration = .seconds(60),
         keepAliveInterval: Duration = .seconds(30),
         statementTimeout: Duration? = .seconds(305),
-        cancelGrace: Duration = .milliseconds(40),
+        cancelGrace: Duration = .milliseconds(25),
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
@@ -83,7 +83,7 @@ public final class PostgresBackend: DatabaseBackend {
                 maximumConnections: connectionLimit,
                 idleTimeout: idleTimeout,
                 keepAliveAfter: keepAliveInterval,
-                keepAliveTimeout: min(Duration.seconds(10), max(keepAliveInterval, .milliseconds(100))),
+                keepAliveTimeout: min(Duration.seconds(10), max(keepAliveInterval, .seconds(1))),
                 maxLifetime: maxLifetime,
                 lifetimeJitterFraction: 0.05
             ),
@@ -225,6 +225,7 @@ public final class PostgresBackend: DatabaseBackend {
             let waited = clock.now - start
             switch error {
             case .timedOut where attempt.isExpired:
+                pool.noteWaitEndedByDeadline()
                 throw AttemptDeadlineExceeded()
             case .timedOut:
                 throw DatabasePoolTimeoutError(

@@ -42,6 +42,9 @@ final class PostgresPool: Sendable {
         var timerAt: PoolInstant?
         var lastConnectError: (any Error)?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Timed-out waits that ended at the operation's deadline rather than the pool timeout:
+        /// not acquire timeouts in the statistics' sense.
+        var waitsEndedByDeadline = 0
         var acquireCount: Int64 = 0
         var acquireTotalNanoseconds: Int64 = 0
         var acquireMaxNanoseconds: Int64 = 0
@@ -257,6 +260,11 @@ final class PostgresPool: Sendable {
 
     // MARK: Statistics
 
+    /// The backend saw that a timed-out wait was ended by the operation's deadline.
+    func noteWaitEndedByDeadline() {
+        state.withLock { $0.waitsEndedByDeadline += 1 }
+    }
+
     var lastConnectError: (any Error)? {
         state.withLock { $0.lastConnectError }
     }
@@ -274,7 +282,7 @@ final class PostgresPool: Sendable {
                 opened: machine.opened,
                 closed: machine.closed,
                 connectFailures: machine.connectFailures,
-                acquireTimeouts: machine.acquireTimeouts,
+                acquireTimeouts: machine.acquireTimeouts - shell.waitsEndedByDeadline,
                 averageAcquireTime: .nanoseconds(shell.acquireTotalNanoseconds / max(1, shell.acquireCount)),
                 maxAcquireTime: .nanoseconds(shell.acquireMaxNanoseconds),
                 closesByReason: [
