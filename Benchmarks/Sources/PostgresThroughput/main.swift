@@ -136,6 +136,7 @@ print(String(format: "median direct   %9.0f queries/s", median(directRates)))
 print(String(format: "median pool     %9.0f queries/s", median(poolRates)))
 print(String(format: "median reliable %9.0f queries/s", median(reliableRates)))
 print(ratioSummary("ratio reliable/plain, per round", reliableRates, plainRates))
+print(ratioSummary("ratio reliable/direct (the bare driver), per round", reliableRates, directRates))
 print(ratioSummary("ratio reliable/pool (the pipeline's cost), per round", reliableRates, poolRates))
 print(
     "reliable pool: \(db.metrics().pool); breaker \(db.circuitBreaker.state.rawValue); failed \(db.metrics().failedQueries)"
