@@ -131,6 +131,21 @@ struct LoadTestCommandTests {
         #expect(try Self.loadTestTables(inSQLite: database) == [])
     }
 
+    /// A run whose operations mostly failed measured the failure: it must not pass for a result.
+    @Test func aRunWhoseOperationsMostlyFailExitsWithStatusOneAndSaysWhy() async throws {
+        let directory = try TemporaryDirectory()
+        let database = directory.path("cli.sqlite")
+        let outcome = try await Self.loadtest(
+            ["--connections", "2", "--operations", "10", "--sql", "SELECT * FROM no_such_table"],
+            environment: ["DATABASE_URL": "sqlite:\(database)"],
+            in: directory
+        )
+        #expect(outcome.status == 1, "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("loadtest: 20 of 20 operations failed"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("no_such_table"), "the cause is named: \(outcome.stderr)")
+        #expect(try Self.loadTestTables(inSQLite: database) == [])
+    }
+
     @Test func ctrlCStopsTheRunAndDropsTheTable() async throws {
         let directory = try TemporaryDirectory()
         let database = directory.path("interrupted.sqlite")
