@@ -24,14 +24,14 @@ final class PooledPostgresConnection: Sendable {
     let eventLoop: any EventLoop
     /// The key a CancelRequest names; nil when the server sent none.
     let key: BackendKey?
-    /// Runs statement bodies on the connection's own event loop, where its replies arrive.
+    /// Runs statement bodies on the connection's event loop when the caller is there already.
     let executor: EventLoopExecutor
     private let state = Mutex(State())
 
     private struct State {
         var closeReason: PoolCloseReason?
-        /// Answers the caller of the running statement with an error, once.
-        var abandon: (@Sendable (any Error) -> Void)?
+        /// The caller of the running statement, answered with an error if the connection closes.
+        var abandon: (any AbandonableStatement)?
         var isClosed = false
         /// Set by the deadline: a cancel was sent for the running statement.
         var cancelSent = false
@@ -51,43 +51,45 @@ final class PooledPostgresConnection: Sendable {
                     defer { state.abandon = nil }
                     return state.abandon
                 }
-                abandon?(PostgresConnectionLostError())
+                abandon?.abandon(PostgresConnectionLostError())
             }
         }
     }
 
     /// Runs `body` on the connection in a task of its own and returns its result, or throws
     /// ``PostgresConnectionLostError`` when the connection closes and `body` has not answered
-    /// (see the type's documentation). Cancelling the caller cancels `body`.
+    /// (see the type's documentation). Cancelling the caller cancels `body`. A caller running on
+    /// the connection's event loop (the pool prefers that) runs `body` there too, without a
+    /// thread hop.
     func run<R: Sendable>(
         _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
+        let run = StatementRun<R>()
+        let executor = MultiThreadedEventLoopGroup.currentEventLoop === eventLoop ? self.executor : nil
         let underlying = self.underlying
-        let task = Mutex<Task<Void, Never>?>(nil)
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
-                let answer = AnswerOnce(continuation)
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
+                run.waiting(continuation)
                 let closed = state.withLock { state in
-                    if !state.isClosed { state.abandon = { answer.resume(throwing: $0) } }
+                    if !state.isClosed { state.abandon = run }
                     return state.isClosed
                 }
                 if closed {
-                    answer.resume(throwing: PostgresConnectionLostError())
+                    run.answer(.failure(PostgresConnectionLostError()))
                     return
                 }
-                let started = Task(executorPreference: executor) {
-                    let outcome: Result<R, any Error>
-                    do {
-                        outcome = .success(try await body(underlying))
-                    } catch {
-                        outcome = .failure(error)
+                run.started(
+                    Task(executorPreference: executor) {
+                        do {
+                            run.answer(.success(try await body(underlying)))
+                        } catch {
+                            run.answer(.failure(error))
+                        }
                     }
-                    answer.resume(with: outcome)
-                }
-                task.withLock { $0 = started }
+                )
             }
         } onCancel: {
-            task.withLock { $0 }?.cancel()
+            run.cancel()
         }
     }
 
@@ -148,25 +150,53 @@ final class PooledPostgresConnection: Sendable {
     }
 }
 
-/// Resumes a continuation once; later answers (a body that returns after its caller was released)
-/// are dropped.
-final class AnswerOnce<R: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<R, any Error>?>
+/// What a closing connection answers when its statement never does.
+protocol AbandonableStatement: AnyObject, Sendable {
+    func abandon(_ error: any Error)
+}
 
-    init(_ continuation: CheckedContinuation<R, any Error>) {
-        self.continuation = Mutex(continuation)
+/// The caller of one statement: answered once, by the statement's task or by the connection
+/// closing under it; later answers (a body that returns after its caller was released) are
+/// dropped. One object per statement, so the hot path allocates little.
+final class StatementRun<R: Sendable>: AbandonableStatement {
+    private struct State {
+        var continuation: UnsafeContinuation<R, any Error>?
+        var task: Task<Void, Never>?
+        var cancelled = false
     }
 
-    func resume(with result: Result<R, any Error>) {
-        let continuation = self.continuation.withLock { slot in
-            defer { slot = nil }
-            return slot
+    private let state = Mutex(State())
+
+    func waiting(_ continuation: UnsafeContinuation<R, any Error>) {
+        state.withLock { $0.continuation = continuation }
+    }
+
+    func started(_ task: Task<Void, Never>) {
+        let cancelled = state.withLock { state in
+            state.task = task
+            return state.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func answer(_ result: Result<R, any Error>) {
+        let continuation = state.withLock { state in
+            defer { state.continuation = nil }
+            return state.continuation
         }
         continuation?.resume(with: result)
     }
 
-    func resume(throwing error: any Error) {
-        resume(with: .failure(error))
+    func abandon(_ error: any Error) {
+        answer(.failure(error))
+    }
+
+    func cancel() {
+        let task = state.withLock { state in
+            state.cancelled = true
+            return state.task
+        }
+        task?.cancel()
     }
 }
 

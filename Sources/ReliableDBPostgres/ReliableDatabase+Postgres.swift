@@ -31,8 +31,8 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
     ///
-    /// `body` runs in a task of its own on the connection's event loop, so that its caller can be
-    /// released at the deadline even when the driver never answers (docs/DEADLINES.md).
+    /// `body` runs in a task of its own, so that its caller can be released at the deadline even
+    /// when the driver never answers (docs/DEADLINES.md).
     public func query<T: Sendable>(
         _ options: OperationOptions,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
