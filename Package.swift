@@ -145,7 +145,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ReliableDBTests",
-            dependencies: ["ReliableDB"],
+            dependencies: [
+                "ReliableDB",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -102,7 +102,8 @@ struct ServeCommand: AsyncParsableCommand {
         _ demoRoutes: DemoRoutes?,
         _ logger: Logger
     ) async throws {
-        var services: [any Service] = []
+        // First, so it stops last: the server and the monitor finish before the connections close.
+        var services: [any Service] = [db]
         var sinks: [any AlertSink] = []
         if let webhook = configuration.alertWebhookURL {
             let sink = WebhookAlertSink(
@@ -120,7 +121,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: Logger(label: "reliabledb.monitor")
         )
         if configuration.monitoringEnabled {
-            services.insert(monitor, at: 0)
+            services.insert(monitor, at: 1)
         } else {
             await monitor.checkNow()  // one check so readiness and /api/health have a status
         }
@@ -158,7 +159,6 @@ struct ServeCommand: AsyncParsableCommand {
             )
         )
         try await group.run()
-        try await db.shutdown()
         logger.info("stopped")
     }
 }

@@ -25,7 +25,10 @@ final class TestBackend: DatabaseBackend {
         ProbeResult(serverVersion: "test", roundTrip: .zero)
     }
 
-    func shutdown() async throws {}
+    /// How many times ``shutdown()`` ran.
+    let shutdowns = Counter()
+
+    func shutdown() async throws { shutdowns.increment() }
 }
 
 /// Counts calls across concurrent tasks.
