@@ -4,7 +4,9 @@ import Testing
 
 /// Thousands of random event sequences on a simulated clock, with every invariant checked after
 /// every event (see ``PoolSimulation``). A failure message starts with the seed that replays it.
-@Suite("Pool state machine: randomized event sequences")
+/// The batches run one at a time: in parallel they took both cores for about 3 s at the start of
+/// a test run, long enough for another suite's 3 s deadline to pass before its statement started.
+@Suite("Pool state machine: randomized event sequences", .serialized)
 struct PoolRandomizedTests {
     static let batches = 8
     static let sequencesPerBatch = 250
