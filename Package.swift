@@ -253,6 +253,19 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The cancel key and the protocol CancelRequest against real PostgreSQL and PgBouncer.
+        .testTarget(
+            name: "ReliableDBCancelTests",
+            dependencies: [
+                "ReliableDBPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "ReliableDBSQLiteTests",
             dependencies: ["ReliableDB", "ReliableDBSQLite", .product(name: "GRDB", package: "GRDB.swift")],
