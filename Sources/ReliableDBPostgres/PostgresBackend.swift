@@ -51,7 +51,7 @@ public final class PostgresBackend: DatabaseBackend {
         idleTimeout: Duration = .seconds(60),
         keepAliveInterval: Duration = .seconds(30),
         statementTimeout: Duration? = .seconds(305),
-        cancelGrace: Duration = .milliseconds(25),
+        cancelGrace: Duration = .milliseconds(50),
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {

@@ -28,6 +28,7 @@ enum Env {
     /// The fault suite's server, idle while this suite runs (scripts/test runs the fault suite
     /// afterwards), so socket and session counts there are this test's alone.
     static var quietPort: Int { get throws { Int(try value("RELIABLEDB_TEST_FAULT_POSTGRES_PORT"))! } }
+    static var quietCA: String { get throws { try value("RELIABLEDB_TEST_FAULT_POSTGRES_CA") } }
 }
 
 let logger = Logger(label: "test.cancel")
@@ -58,7 +59,8 @@ func configuration(
         tls = .require(try NIOSSLContext(configuration: tlsConfiguration))
     case .verifyFull(let name):
         tlsConfiguration.certificateVerification = .fullVerification
-        tlsConfiguration.trustRoots = .file(try Env.ca)
+        // Each throwaway server has its own self-signed certificate.
+        tlsConfiguration.trustRoots = .file(port == (try? Env.quietPort) ? try Env.quietCA : try Env.ca)
         tls = .require(try NIOSSLContext(configuration: tlsConfiguration))
         serverName = name
     case .verifyFullWithSystemRoots:
@@ -230,7 +232,7 @@ struct KeyedCancelTests {
         let name = uniqueName("cancel")
         let (connection, key) = try await PostgresConnection.connectWithBackendKey(
             on: eventLoop,
-            configuration: try configuration(mode: mode, applicationName: name),
+            configuration: try configuration(port: try Env.quietPort, mode: mode, applicationName: name),
             id: 2,
             logger: logger
         )
@@ -255,11 +257,15 @@ struct KeyedCancelTests {
     }
 
     @Test func verifyFullRejectsAnUntrustedCertificateCleanly() async throws {
-        let socketsBefore = ourSockets(toPort: try Env.port)
+        let socketsBefore = ourSockets(toPort: try Env.quietPort)
         await #expect {
             _ = try await PostgresConnection.connectWithBackendKey(
                 on: eventLoop,
-                configuration: try configuration(mode: .verifyFullWithSystemRoots, applicationName: "x"),
+                configuration: try configuration(
+                    port: try Env.quietPort,
+                    mode: .verifyFullWithSystemRoots,
+                    applicationName: "x"
+                ),
                 id: 3,
                 logger: logger
             )
@@ -268,7 +274,7 @@ struct KeyedCancelTests {
             guard case KeyedConnectError.tlsHandshakeFailed = error else { return false }
             return true
         }
-        #expect(ourSockets(toPort: try Env.port) == socketsBefore)
+        #expect(ourSockets(toPort: try Env.quietPort) == socketsBefore)
     }
 
     @Test func unixSocketConnectionsHaveKeysToo() async throws {

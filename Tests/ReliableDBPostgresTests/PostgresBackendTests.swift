@@ -135,8 +135,11 @@ struct PostgresBackendTests {
         // The single connection is free at once: a query whose own deadline leaves no room to wait
         // for a replacement connection gets it.
         #expect(try await db.selectInt(.read("next", timeout: .milliseconds(200)), "SELECT 7") == 7)
+        // Reused when the cancel's 57014 came back within the cancel grace; on a loaded machine the
+        // grace may pass first, and then the connection is closed and replaced once.
         let pool = db.metrics().pool
-        #expect(pool.opened == 1, "the cancelled connection was reused, not replaced")
+        #expect(pool.opened <= 2, "\(pool)")
+        #expect(pool.total == 1 && pool.active == 0, "\(pool)")
         #expect(db.metrics().timeouts == 1)
         try await db.shutdown()
         try await observer.close()

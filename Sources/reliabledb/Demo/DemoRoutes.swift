@@ -10,10 +10,13 @@ import Synchronization
 /// (and an `X-ReliableDB-Degraded` header), instead of failing.
 struct DemoRoutes: Sendable {
     let store: any DemoStore
+    /// The database's own classification, so a lost connection answers 503 (try again), not 500.
+    private let classify: @Sendable (any Error) -> ErrorClass
     private let lastGood = LastGoodCache()
 
     init<Backend: DatabaseBackend>(database: ReliableDatabase<Backend>, store: any DemoStore) {
         self.store = store
+        classify = { database.classify($0).errorClass }
     }
 
     func register(on router: Router<BasicRequestContext>) {
@@ -35,7 +38,7 @@ struct DemoRoutes: Sendable {
             } catch is DuplicateEmail {
                 return Self.json(409, ["error": "a user with this email exists"])
             } catch {
-                return Self.failure(error)
+                return failure(error)
             }
         }
         router.get("/api/orders") { request, _ in
@@ -58,32 +61,42 @@ struct DemoRoutes: Sendable {
             lastGood.store(data, for: key)
             return Self.raw(200, data)
         } catch let error as DatabaseCircuitBreakerError {
-            guard let cached = lastGood.value(for: key) else { return Self.failure(error) }
+            guard let cached = lastGood.value(for: key) else { return failure(error) }
             var document = (try? JSONSerialization.jsonObject(with: cached) as? [String: Any]) ?? [:]
             document["degraded"] = true
             var response = Self.raw(200, Self.serialize(document))
             response.headers[HTTPField.Name("X-ReliableDB-Degraded")!] = "true"
             return response
         } catch {
-            return Self.failure(error)
+            return failure(error)
         }
     }
 
-    /// Maps the pipeline's errors to HTTP: breaker open 503, timeout 504, pool timeout 503.
-    static func failure(_ error: any Error) -> Response {
+    /// Maps the pipeline's errors to HTTP: breaker open 503, timeout 504, pool timeout and a lost or
+    /// refused connection 503 (the database is unavailable; try again), anything else 500.
+    func failure(_ error: any Error) -> Response {
         switch error {
         case let error as DatabaseCircuitBreakerError:
-            var response = json(503, ["error": error.description])
+            var response = Self.json(503, ["error": error.description])
             if let retryAfter = error.retryAfter {
                 response.headers[.retryAfter] = String(Int(retryAfter.seconds.rounded(.up)))
             }
             return response
         case let error as DatabaseTimeoutError:
-            return json(504, ["error": error.description])
+            return Self.json(504, ["error": error.description])
         case let error as DatabasePoolTimeoutError:
-            return json(503, ["error": error.description])
+            return Self.json(503, ["error": error.description])
+        case let error as CommitOutcomeUnknownError:
+            return Self.json(503, ["error": error.description])
+        case let error as DatabaseRetryError where [.connection, .overload].contains(error.lastErrorClass):
+            return Self.json(503, ["error": error.description])
         default:
-            return json(500, ["error": "database error"])
+            switch classify(error) {
+            case .connection, .overload:
+                return Self.json(503, ["error": "the database is unavailable; try again"])
+            default:
+                return Self.json(500, ["error": "database error"])
+            }
         }
     }
 
