@@ -89,9 +89,6 @@ package struct PoolStateMachine: Sendable {
     /// The waiting requests, first served first. Allocates; for tests and diagnostics.
     package var waitingRequests: [RequestID] { waiters.requestIDs }
 
-    /// Whether `request` is waiting for a connection.
-    package func isWaiting(_ request: RequestID) -> Bool { waiters.contains(request) }
-
     /// Gauges recounted from the connection states and the queue, plus the cumulative counts.
     package var statistics: PoolStatistics {
         var statistics = PoolStatistics()

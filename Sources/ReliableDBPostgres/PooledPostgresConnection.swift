@@ -29,7 +29,6 @@ final class PooledPostgresConnection: Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var closeReason: PoolCloseReason?
         /// The caller of the running statement, answered with an error if the connection closes.
         var abandon: (any AbandonableStatement)?
         var isClosed = false
@@ -93,15 +92,6 @@ final class PooledPostgresConnection: Sendable {
         }
     }
 
-    /// Why the pool closed it; nil when the server or the network did.
-    var closeReason: PoolCloseReason? {
-        state.withLock { $0.closeReason }
-    }
-
-    func markClosing(_ reason: PoolCloseReason) {
-        state.withLock { if $0.closeReason == nil { $0.closeReason = reason } }
-    }
-
     func close() {
         underlying.close().whenComplete { _ in }
     }
@@ -109,10 +99,8 @@ final class PooledPostgresConnection: Sendable {
     /// The deadline passed while a statement runs. Called by the deadline scheduler under its lock,
     /// so it only starts work: the CancelRequest, and the hard stop `hardStopAfter` from now.
     func deadlineReached(cancelTimeout: Duration, hardStopAfter: Duration, logger: Logger) {
-        let hardStop = eventLoop.scheduleTask(in: TimeAmount(hardStopAfter)) { [self] in
-            markClosing(.broken)
-            close()
-        }
+        // The pool counts the close as `broken`: the socket closed while the connection was leased.
+        let hardStop = eventLoop.scheduleTask(in: TimeAmount(hardStopAfter)) { [self] in close() }
         state.withLock {
             $0.cancelSent = true
             $0.hardStop = hardStop

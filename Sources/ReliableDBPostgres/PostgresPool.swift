@@ -139,10 +139,7 @@ final class PostgresPool: Sendable {
 
     /// Applies one event to the machine and carries out what it decided.
     private func event(_ body: (inout PoolStateMachine) -> PoolActions) {
-        let work = state.withLock { shell in
-            shell.absorb(body(&shell.machine), own: nil, pool: self)
-        }
-        carryOut(work, preferredLoop: nil)
+        event(body) { _ in }
     }
 
     // MARK: Carrying out actions
@@ -195,6 +192,7 @@ final class PostgresPool: Sendable {
         }
     }
 
+    /// Applies one event to the machine after `preparing` updated the shell's own records.
     private func event(_ body: (inout PoolStateMachine) -> PoolActions, preparing: (inout Shell) -> Void) {
         let work = state.withLock { shell in
             preparing(&shell)
@@ -336,10 +334,7 @@ extension PostgresPool.Shell {
             work.connects.append((connect.connection, connect.loopKey))
         }
         for close in actions.closes {
-            if let connection = connections[close.connection] {
-                connection.markClosing(close.reason)
-                work.closes.append(connection)
-            }
+            if let connection = connections[close.connection] { work.closes.append(connection) }
         }
         for id in actions.keepAlives {
             if let connection = connections[id] { work.keepAlives.append((connection, id)) }
