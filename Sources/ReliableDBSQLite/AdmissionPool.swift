@@ -28,11 +28,10 @@ struct Admission: Sendable {
 ///
 /// The machine's connections are admission slots. GRDB owns the real SQLite connections, so a
 /// slot needs no I/O: a `connect` action is reported `connected` at once (a `close`, `closed`),
-/// under the same lock. What is left for the shell is resuming callers and keeping one timer at
-/// the machine's `wakeAt`: a task sleeping on the injected clock, so a ``ManualClock`` drives pool
-/// timeouts in tests. An attempt's deadline also ends the wait through the attempt's deadline
-/// scheduler, whose system-clock loop runs on its own thread and so stays on time even while every
-/// cooperative thread is busy. An admission with a free slot costs one lock and no suspension.
+/// under the same lock. What is left for the shell is resuming callers and keeping one alarm of
+/// the injected clock at the machine's `wakeAt`, so a ``ManualClock`` drives pool timeouts in
+/// tests. An attempt's deadline also ends the wait through the attempt's deadline scheduler. An
+/// admission with a free slot costs one lock and no suspension.
 final class AdmissionPool: Sendable {
     fileprivate typealias Waiter = CheckedContinuation<Admission, any Error>
 
@@ -45,10 +44,8 @@ final class AdmissionPool: Sendable {
         /// attempt's, not the pool's.
         var attemptDeadlines: [PoolStateMachine.RequestID: PoolInstant] = [:]
         var nextRequest = 0
-        var timer: Task<Void, Never>?
-        var timerAt: PoolInstant?
-        /// Tells the current timer task from one that was replaced or stopped.
-        var timerGeneration: UInt64 = 0
+        /// The instant the alarm is armed for; nil while disarmed.
+        var alarmAt: PoolInstant?
         /// Timeouts that were the attempt's deadline; the machine counts them as acquire timeouts.
         var deadlineTimeouts = 0
         var acquisitions: Int64 = 0
@@ -69,8 +66,6 @@ final class AdmissionPool: Sendable {
         var own: Result<Admission, AdmissionFailure>?
         /// The machine's next instant, from the last event handled.
         var wakeAt: PoolInstant?
-        /// A timer task replaced or no longer needed.
-        var stoppedTimer: Task<Void, Never>?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -94,6 +89,8 @@ final class AdmissionPool: Sendable {
     let poolTimeout: Duration
     private let clock: any ReliabilityClock
     private let state: Mutex<Shell>
+    /// Set once in init; its action holds the pool weakly.
+    private nonisolated(unsafe) var alarm: (any ClockAlarm)!
 
     /// - Parameters:
     ///   - limit: the most callers admitted at once.
@@ -116,10 +113,11 @@ final class AdmissionPool: Sendable {
         self.poolTimeout = poolTimeout
         self.clock = clock
         state = Mutex(Shell(machine: machine))
+        alarm = clock.makeAlarm { [weak self] in self?.alarmFired() }
     }
 
     deinit {
-        state.withLock { $0.timer }?.cancel()
+        alarm.disarm()
     }
 
     private var now: PoolInstant {
@@ -142,7 +140,7 @@ final class AdmissionPool: Sendable {
             var work = Work()
             shell.absorb(shell.machine.lease(request: own.id, deadline: deadline, now: now), now, own, &work)
             if work.own == nil, let attemptDeadline { shell.attemptDeadlines[own.id] = attemptDeadline }
-            shell.schedule(&work, pool: self)
+            shell.schedule(work, alarm: alarm)
             return (own.id, work)
         }
         carryOut(work)
@@ -206,14 +204,13 @@ final class AdmissionPool: Sendable {
             let now = self.now
             var work = Work()
             shell.absorb(body(&shell.machine, now), now, nil, &work)
-            shell.schedule(&work, pool: self)
+            shell.schedule(work, alarm: alarm)
             return work
         }
         carryOut(work)
     }
 
     private func carryOut(_ work: Work) {
-        work.stoppedTimer?.cancel()
         for (continuation, result) in work.resumes {
             continuation.resume(with: result.mapError { $0 as any Error })
         }
@@ -222,43 +219,17 @@ final class AdmissionPool: Sendable {
 
     // MARK: Timer
 
-    /// Starts the one timer task: it sleeps on the clock until `instant`, ticks the machine, and
-    /// sleeps again until the next instant the tick returns, until it is replaced or not needed.
-    fileprivate func startTimer(at instant: PoolInstant, generation: UInt64) -> Task<Void, Never> {
-        let clock = self.clock
-        return Task.detached { [weak self] in
-            var next = instant
-            while true {
-                do {
-                    try await clock.sleep(until: MonotonicTime(nanoseconds: next.nanoseconds))
-                } catch {
-                    return  // cancelled: replaced by a timer for an earlier instant, or stopped
-                }
-                guard let later = self?.timerFired(generation: generation) else { return }
-                next = later
-            }
-        }
-    }
-
-    /// Ticks the machine for timer `generation`; returns the instant to sleep until next, or nil
-    /// when this timer is no longer the current one or nothing is due.
-    private func timerFired(generation: UInt64) -> PoolInstant? {
-        let (work, next) = state.withLock { shell -> (Work, PoolInstant?) in
-            guard shell.timerGeneration == generation else { return (Work(), nil) }
+    /// Ticks the machine when the alarm fires; the tick's `wakeAt` re-arms it.
+    private func alarmFired() {
+        let work = state.withLock { shell in
+            shell.alarmAt = nil
             let now = self.now
             var work = Work()
             shell.absorb(shell.machine.tick(now: now), now, nil, &work)
-            if let wakeAt = work.wakeAt {
-                shell.timerAt = wakeAt  // this task stays the timer and sleeps again
-            } else {
-                shell.timer = nil
-                shell.timerAt = nil
-                shell.timerGeneration &+= 1
-            }
-            return (work, work.wakeAt)
+            shell.schedule(work, alarm: alarm)
+            return work
         }
         carryOut(work)
-        return next
     }
 
     // MARK: Statistics
@@ -356,15 +327,18 @@ extension AdmissionPool.Shell {
         }
     }
 
-    /// Keeps one timer, at the machine's `wakeAt` or earlier, and none when nothing is due. A timer
-    /// set for a later instant is replaced; one that fires early (the instant moved later) only
-    /// ticks the machine, which returns the next instant.
-    fileprivate mutating func schedule(_ work: inout AdmissionPool.Work, pool: AdmissionPool) {
-        if work.wakeAt == nil && timer == nil { return }
-        if let wakeAt = work.wakeAt, timerAt.map({ $0 <= wakeAt }) ?? false { return }
-        work.stoppedTimer = timer
-        timerGeneration &+= 1
-        timerAt = work.wakeAt
-        timer = work.wakeAt.map { pool.startTimer(at: $0, generation: timerGeneration) }
+    /// Keeps the alarm at the machine's `wakeAt` or earlier, and disarmed when nothing is due. An
+    /// alarm that fires early (the instant moved later) only ticks the machine, which re-arms it.
+    fileprivate mutating func schedule(_ work: AdmissionPool.Work, alarm: any ClockAlarm) {
+        guard let wakeAt = work.wakeAt else {
+            if alarmAt != nil {
+                alarmAt = nil
+                alarm.disarm()
+            }
+            return
+        }
+        if alarmAt.map({ $0 <= wakeAt }) ?? false { return }
+        alarmAt = wakeAt
+        alarm.arm(at: MonotonicTime(nanoseconds: wakeAt.nanoseconds))
     }
 }

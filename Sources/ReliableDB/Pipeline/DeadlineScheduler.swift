@@ -1,22 +1,20 @@
-import Dispatch
-import Foundation
 import Synchronization
 
-/// Fires operation deadlines from one background loop, so an operation with a timeout runs inline
-/// in its caller's task: no child task, no timer and no allocation per call.
+/// Fires operation deadlines from one clock alarm, so an operation with a timeout runs inline in
+/// its caller's task: no child task, no timer and no allocation per call.
 ///
 /// Work that can be stopped (a SQLite statement, a PostgreSQL query, a pool wait) registers its
-/// deadline with an *interrupt* for as long as it runs; when the deadline passes the loop marks
+/// deadline with an *interrupt* for as long as it runs; when the deadline passes the alarm marks
 /// the slot fired and calls the interrupt. Interrupts are called under the scheduler's lock, and
 /// unregistering takes the same lock, so an interrupt can never hit a connection that has already
 /// moved on to another caller. Only interruptible work registers: whether an operation's deadline
 /// has passed is a clock reading, so an operation costs two lock round trips here, not four.
 ///
-/// With the system clock the loop is a dedicated thread that sleeps until the earliest armed
-/// deadline and is woken when an earlier one arrives, so deadlines fire on time even when every
-/// cooperative thread is busy (which is when timeouts matter most). With another clock (a test's
-/// ``ManualClock``) the loop is a task sleeping on that clock, at most ``tick`` at a time. Either
-/// parks when nothing is armed.
+/// The alarm (``ReliabilityClock/makeAlarm(_:)``) is armed for the earliest deadline registered
+/// since it last fired, and re-armed only when an earlier one arrives: with equal timeouts, once
+/// per timeout period however many operations run. With ``SystemClock`` it is a libdispatch timer,
+/// on time even while every cooperative thread is busy (which is when timeouts matter most); with a
+/// ``ManualClock`` it fires as the test advances time. No thread or task runs in the background.
 public final class DeadlineScheduler: Sendable {
     package struct Token: Sendable, Equatable {
         let index: Int32
@@ -34,45 +32,36 @@ public final class DeadlineScheduler: Sendable {
     private struct State {
         var slots: [Slot] = []
         var free: [Int32] = []
-        var armed = 0
-        var loopRunning = false
-        var parked: CheckedContinuation<Void, Never>?
         var stopped = false
-        /// When the timer thread will next wake on its own; nil while it is parked.
-        var threadWakesAt: MonotonicTime?
+        /// The instant the alarm is armed for; nil while disarmed.
+        var alarmAt: MonotonicTime?
     }
 
-    /// The longest the loop sleeps while deadlines are armed: the worst-case lateness of a
-    /// deadline registered earlier than all others.
-    public let tick: Duration
     let clock: any ReliabilityClock
     private let state: Mutex<State>
-    private let usesThread: Bool
-    private let wakeup = DispatchSemaphore(value: 0)
+    /// Set once in init; the alarm's action holds the scheduler weakly.
+    private nonisolated(unsafe) var alarm: (any ClockAlarm)!
 
-    public init(clock: any ReliabilityClock, tick: Duration = .milliseconds(5)) {
+    public init(clock: any ReliabilityClock) {
         self.clock = clock
-        self.tick = tick
-        usesThread = clock is SystemClock
         var initial = State()
         initial.slots.reserveCapacity(64)
         initial.free.reserveCapacity(64)
         state = Mutex(initial)
+        alarm = clock.makeAlarm { [weak self] in self?.fireDue() }
     }
 
     deinit {
-        stop()
+        alarm.disarm()
     }
 
-    /// Stops the loop; deadlines registered afterwards never fire.
+    /// Stops firing; deadlines registered afterwards never fire.
     public func stop() {
-        let parked = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        state.withLock { state in
             state.stopped = true
-            defer { state.parked = nil }
-            return state.parked
+            state.alarmAt = nil
+            alarm.disarm()
         }
-        parked?.resume()
-        if usesThread { wakeup.signal() }
     }
 
     /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
@@ -86,8 +75,7 @@ public final class DeadlineScheduler: Sendable {
     /// deadline has already passed.
     func register(_ deadline: MonotonicTime, interrupt: @escaping @Sendable () -> Void) -> Token? {
         if clock.now >= deadline { return nil }
-        let (token, wake, start, signalThread) = state.withLock {
-            state -> (Token, CheckedContinuation<Void, Never>?, Bool, Bool) in
+        return state.withLock { state -> Token in
             let index: Int32
             if let reused = state.free.popLast() {
                 index = reused
@@ -100,37 +88,23 @@ public final class DeadlineScheduler: Sendable {
             state.slots[slot].inUse = true
             state.slots[slot].fired = false
             state.slots[slot].interrupt = interrupt
-            state.armed += 1
-            let start = !state.loopRunning && !state.stopped
-            if start { state.loopRunning = true }
-            let wake = state.parked
-            state.parked = nil
-            let signalThread = usesThread && !start && (state.threadWakesAt.map { deadline < $0 } ?? true)
-            if signalThread { state.threadWakesAt = deadline }
-            return (Token(index: index, generation: state.slots[slot].generation), wake, start, signalThread)
-        }
-        wake?.resume()
-        if signalThread { wakeup.signal() }
-        if start {
-            if usesThread {
-                let thread = Thread { [self] in runThread() }
-                thread.name = "reliabledb-deadlines"
-                thread.start()
-            } else {
-                Task.detached { [weak self] in await self?.run() }
+            // Armed under the lock, so two registrations cannot leave it at the later instant.
+            if !state.stopped, state.alarmAt.map({ deadline < $0 }) ?? true {
+                state.alarmAt = deadline
+                alarm.arm(at: deadline)
             }
+            return Token(index: index, generation: state.slots[slot].generation)
         }
-        return token
     }
 
-    /// Releases the slot. Returns whether the deadline fired while it was held.
+    /// Releases the slot. Returns whether the deadline fired while it was held. The alarm stays
+    /// armed: it finds nothing due and re-arms for the earliest deadline left, if any.
     @discardableResult
     func unregister(_ token: Token) -> Bool {
         state.withLock { state in
             let slot = Int(token.index)
             guard state.slots[slot].generation == token.generation, state.slots[slot].inUse else { return false }
             let fired = state.slots[slot].fired
-            if !fired { state.armed -= 1 }
             state.slots[slot].inUse = false
             state.slots[slot].interrupt = nil
             state.slots[slot].generation &+= 1
@@ -139,70 +113,23 @@ public final class DeadlineScheduler: Sendable {
         }
     }
 
-    private enum Next {
-        case sleep(until: MonotonicTime)
-        case park
-        case stop
-    }
-
-    /// Fires every due deadline and says what the loop should do next.
-    private func fireDue(at now: MonotonicTime, tick: Duration?) -> Next {
-        state.withLock { state -> Next in
-            if state.stopped {
-                state.loopRunning = false
-                return .stop
-            }
+    /// The alarm's action: fires every due deadline and re-arms for the earliest one left.
+    private func fireDue() {
+        let now = clock.now
+        state.withLock { state in
+            guard !state.stopped else { return }
             var earliest: MonotonicTime?
             for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
                 if state.slots[index].deadline <= now {
                     state.slots[index].fired = true
-                    state.armed -= 1
                     state.slots[index].interrupt?()
                     state.slots[index].interrupt = nil
                 } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
                     earliest = state.slots[index].deadline
                 }
             }
-            state.threadWakesAt = earliest
-            guard let earliest else { return .park }
-            return .sleep(until: tick.map { min(earliest, now + $0) } ?? earliest)
-        }
-    }
-
-    /// The system-clock loop, on its own thread.
-    private func runThread() {
-        while true {
-            let now = clock.now
-            switch fireDue(at: now, tick: nil) {
-            case .stop:
-                return
-            case .sleep(let until):
-                let nanoseconds = max(0, (until - now).nanosecondsClamped)
-                _ = wakeup.wait(timeout: .now() + .nanoseconds(Int(nanoseconds)))
-            case .park:
-                wakeup.wait()
-            }
-        }
-    }
-
-    /// The loop for other clocks, as a task sleeping on the clock.
-    private func run() async {
-        while true {
-            switch fireDue(at: clock.now, tick: tick) {
-            case .stop:
-                return
-            case .sleep(let until):
-                try? await clock.sleep(until: until)
-            case .park:
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state -> Bool in
-                        if state.armed > 0 || state.stopped { return true }
-                        state.parked = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            }
+            state.alarmAt = earliest
+            if let earliest { alarm.arm(at: earliest) }
         }
     }
 }
@@ -260,17 +187,54 @@ public struct AttemptContext: Sendable {
     }
 
     /// Runs arbitrary async work in a child task that is cancelled when the deadline passes, for
-    /// work that stops on task cancellation but has no interrupt of its own.
+    /// work that stops on task cancellation but has no interrupt of its own. Structured: it returns
+    /// once the work has ended.
     public func cancellingAtDeadline<R: Sendable>(_ body: @escaping @Sendable () async throws -> R) async throws -> R {
         guard scheduler != nil else { return try await body() }
-        let task = Task { try await body() }
-        // Never leave the work running unsupervised, whichever way this returns.
-        defer { task.cancel() }
-        return try await withTaskCancellationHandler {
-            // Cancelling runs the task's cancellation handlers; do it off the scheduler's lock.
-            try await withInterrupt({ Task { task.cancel() } }) { try await task.value }
+        let deadlinePassed = OneShotSignal()
+        let token = try attachInterrupt { deadlinePassed.fire() }
+        defer { detachInterrupt(token) }
+        return try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                await deadlinePassed.wait()
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let first = try await group.next() {
+                if let value = first { return value }
+                // The deadline passed: cancel the work and wait for it to end.
+                group.cancelAll()
+            }
+            throw AttemptDeadlineExceeded()
+        }
+    }
+}
+
+/// Fired once, waited on by one task; cancelling the waiter ends its wait too.
+final class OneShotSignal: Sendable {
+    private let state = Mutex<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func fire() {
+        let waiter = state.withLock { state in
+            state.fired = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let fired = state.withLock { state in
+                    if !state.fired { state.waiter = continuation }
+                    return state.fired
+                }
+                if fired { continuation.resume() }
+            }
         } onCancel: {
-            task.cancel()
+            fire()
         }
     }
 }
