@@ -64,14 +64,41 @@ func sendCancelRequest(
     }
 }
 
+/// ``sendCancelRequest(to:key:timeout:on:)`` without a task, for a deadline firing on a timer:
+/// the future completes once the socket is closed.
+func startCancelRequest(
+    to address: SocketAddress,
+    key: BackendKey,
+    timeout: Duration,
+    on eventLoop: any EventLoop
+) -> EventLoopFuture<Void> {
+    startCancelRequest(key: key, timeout: timeout, on: eventLoop) { bootstrap in
+        bootstrap.connect(to: address)
+    }.finished
+}
+
 private func sendCancelRequest(
     key: BackendKey,
     timeout: Duration,
     on eventLoop: any EventLoop,
     connect: @escaping @Sendable (ClientBootstrap) -> EventLoopFuture<any Channel>
 ) async throws {
+    let (finished, outcome) = startCancelRequest(key: key, timeout: timeout, on: eventLoop, connect: connect)
+    try await withTaskCancellationHandler {
+        try await finished.get()
+    } onCancel: {
+        outcome.fail(CancellationError())
+    }
+}
+
+private func startCancelRequest(
+    key: BackendKey,
+    timeout: Duration,
+    on eventLoop: any EventLoop,
+    connect: @escaping @Sendable (ClientBootstrap) -> EventLoopFuture<any Channel>
+) -> (finished: EventLoopFuture<Void>, outcome: EventLoopPromise<Void>) {
     let sent = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: eventLoop)
-    try await exchangeOnFreshSocket(
+    return startExchangeOnFreshSocket(
         on: eventLoop,
         timeout: TimeAmount(timeout),
         timeoutError: { CancelRequestError.timedOut(requestSent: sent.value) },

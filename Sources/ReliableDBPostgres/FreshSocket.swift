@@ -25,6 +25,34 @@ func exchangeOnFreshSocket<Value: Sendable>(
     keepOpenOnSuccess: Bool,
     exchange: @escaping @Sendable (any Channel) -> EventLoopFuture<Value>
 ) async throws -> Value {
+    let (finished, outcome) = startExchangeOnFreshSocket(
+        on: eventLoop,
+        timeout: timeout,
+        timeoutError: timeoutError,
+        connect: connect,
+        connectError: connectError,
+        keepOpenOnSuccess: keepOpenOnSuccess,
+        exchange: exchange
+    )
+    return try await withTaskCancellationHandler {
+        try await finished.get()
+    } onCancel: {
+        outcome.fail(CancellationError())
+    }
+}
+
+/// ``exchangeOnFreshSocket(on:timeout:timeoutError:connect:connectError:keepOpenOnSuccess:exchange:)``
+/// without a task: returns the future that completes once the socket is closed (or kept), and the
+/// promise that calls the exchange off (failing it ends the exchange with that error).
+func startExchangeOnFreshSocket<Value: Sendable>(
+    on eventLoop: any EventLoop,
+    timeout: TimeAmount,
+    timeoutError: @escaping @Sendable () -> any Error,
+    connect: @escaping @Sendable (ClientBootstrap) -> EventLoopFuture<any Channel>,
+    connectError: @escaping @Sendable (any Error) -> any Error,
+    keepOpenOnSuccess: Bool,
+    exchange: @escaping @Sendable (any Channel) -> EventLoopFuture<Value>
+) -> (finished: EventLoopFuture<Value>, outcome: EventLoopPromise<Value>) {
     // Completed once, by the exchange, a failure, the deadline or cancellation; later completions
     // are ignored.
     let outcome = eventLoop.makePromise(of: Value.self)
@@ -67,11 +95,7 @@ func exchangeOnFreshSocket<Value: Sendable>(
         }
     }
 
-    return try await withTaskCancellationHandler {
-        try await finished.futureResult.get()
-    } onCancel: {
-        outcome.fail(CancellationError())
-    }
+    return (finished.futureResult, outcome)
 }
 
 private struct FreshSocketState {

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import PostgresNIO
+import Synchronization
 
 /// Why a connection failed before PostgresNIO took it over (TCP connect, TLS negotiation).
 ///
@@ -69,14 +70,36 @@ extension PostgresConnection {
         id: PostgresConnection.ID,
         logger: Logger
     ) async throws -> (PostgresConnection, BackendKey?) {
+        let (connection, cancel) = startConnectWithBackendKey(
+            on: eventLoop,
+            configuration: configuration,
+            id: id,
+            logger: logger
+        )
+        return try await withTaskCancellationHandler {
+            try await connection.get()
+        } onCancel: {
+            cancel()
+        }
+    }
+
+    /// ``connectWithBackendKey(on:configuration:id:logger:)`` without a task, for the pool: a future
+    /// of the connection and its key, and a closure that calls the connect off (it then fails with
+    /// `CancellationError`, its socket closed).
+    static func startConnectWithBackendKey(
+        on eventLoop: any EventLoop,
+        configuration: PostgresConnection.Configuration,
+        id: PostgresConnection.ID,
+        logger: Logger
+    ) -> (EventLoopFuture<(PostgresConnection, BackendKey?)>, cancel: @Sendable () -> Void) {
         let endpoint: KeyedEndpoint
         if let host = configuration.host, let port = configuration.port {
             endpoint = .tcp(host: host, port: port)
         } else if let path = configuration.unixSocketPath {
             endpoint = .unixSocket(path: path)
         } else {
-            let connection = try await connect(on: eventLoop, configuration: configuration, id: id, logger: logger)
-            return (connection, nil)
+            let connection = connect(on: eventLoop, configuration: configuration, id: id, logger: logger)
+            return (connection.map { ($0, nil) }, {})
         }
 
         let connectTimeout = configuration.options.connectTimeout
@@ -85,7 +108,7 @@ extension PostgresConnection {
         if serverName == nil, case .tcp(let host, _) = endpoint, (try? SocketAddress(ipAddress: host, port: 0)) == nil {
             serverName = host  // as PostgresNIO: SNI and verification use the host name, never an IP literal
         }
-        let prepared = try await prepareChannel(
+        let (prepared, calledOff) = prepareChannel(
             endpoint: endpoint,
             tls: configuration.tls,
             serverName: serverName,
@@ -93,39 +116,57 @@ extension PostgresConnection {
             connectTimeout: connectTimeout,
             on: eventLoop
         )
-
-        let remaining = deadline - .now()
-        guard remaining > .zero else {
-            prepared.channel.close(promise: nil)
-            try? await prepared.channel.closeFuture.get()
-            throw KeyedConnectError.timedOut(connectTimeout)
+        // Once prepared, the socket is PostgresNIO's startup to finish: calling off then closes it.
+        let handedOver = HandOver()
+        let connection = prepared.flatMap { prepared -> EventLoopFuture<(PostgresConnection, BackendKey?)> in
+            let calledOffAlready = handedOver.state.withLock { state in
+                state.channel = prepared.channel
+                return state.calledOff
+            }
+            if calledOffAlready { prepared.channel.close(promise: nil) }
+            let remaining = deadline - .now()
+            guard remaining > .zero else {
+                prepared.channel.close(promise: nil)
+                return prepared.channel.closeFuture.flatMapResult { _ in
+                    .failure(KeyedConnectError.timedOut(connectTimeout))
+                }
+            }
+            var handover = PostgresConnection.Configuration(
+                establishedChannel: prepared.channel,
+                tls: .disable,
+                username: configuration.username,
+                password: configuration.password,
+                database: configuration.database
+            )
+            handover.options = configuration.options
+            handover.options.connectTimeout = remaining  // PostgresNIO bounds startup with it
+            return connect(on: eventLoop, configuration: handover, id: id, logger: logger)
+                .flatMapError { error in
+                    // PostgresNIO closes it too; wait, so that no socket outlives the error.
+                    prepared.channel.close(promise: nil)
+                    return prepared.channel.closeFuture.flatMapResult { _ in .failure(error) }
+                }
+                .flatMap { connection in
+                    // Startup has seen ReadyForQuery, which follows BackendKeyData, so this is resolved.
+                    prepared.key.map { (connection, $0) }.recover { _ in (connection, nil) }
+                }
         }
-        var handover = PostgresConnection.Configuration(
-            establishedChannel: prepared.channel,
-            tls: .disable,
-            username: configuration.username,
-            password: configuration.password,
-            database: configuration.database
+        return (
+            connection,
+            {
+                calledOff.fail(CancellationError())
+                let channel = handedOver.state.withLock { state in
+                    state.calledOff = true
+                    return state.channel
+                }
+                channel?.close(promise: nil)
+            }
         )
-        handover.options = configuration.options
-        handover.options.connectTimeout = remaining  // PostgresNIO bounds startup with it
-
-        let connection: PostgresConnection
-        do {
-            connection = try await connect(on: eventLoop, configuration: handover, id: id, logger: logger)
-        } catch {
-            // PostgresNIO closes it too; wait, so that no socket outlives the error.
-            prepared.channel.close(promise: nil)
-            try? await prepared.channel.closeFuture.get()
-            throw error
-        }
-        // Startup has seen ReadyForQuery, which follows BackendKeyData, so this is resolved.
-        let key = try? await prepared.key.get()
-        return (connection, key ?? nil)
     }
 
     /// Connects and negotiates TLS; the returned channel carries a ``BackendKeySniffer``. On
-    /// failure, cancellation or the deadline the socket is closed before this throws.
+    /// failure, cancellation (failing the returned promise) or the deadline the socket is closed
+    /// before the future fails.
     private static func prepareChannel(
         endpoint: KeyedEndpoint,
         tls: Configuration.TLS,
@@ -133,8 +174,8 @@ extension PostgresConnection {
         deadline: NIODeadline,
         connectTimeout: TimeAmount,
         on eventLoop: any EventLoop
-    ) async throws -> PreparedChannel {
-        try await exchangeOnFreshSocket(
+    ) -> (EventLoopFuture<PreparedChannel>, EventLoopPromise<PreparedChannel>) {
+        startExchangeOnFreshSocket(
             on: eventLoop,
             timeout: deadline - .now(),
             timeoutError: { KeyedConnectError.timedOut(connectTimeout) },
@@ -409,4 +450,9 @@ final class BackendKeySniffer: ChannelInboundHandler, RemovableChannelHandler {
         state = .finished
         key.succeed(found)
     }
+}
+
+/// The socket a connect has handed to PostgresNIO's startup, and whether the connect was called off.
+private final class HandOver: Sendable {
+    let state = Mutex<(channel: (any Channel)?, calledOff: Bool)>((nil, false))
 }

@@ -109,15 +109,9 @@ final class PooledPostgresConnection: Sendable {
             logger.debug("no cancel key: the statement is stopped by closing the connection")
             return
         }
-        let eventLoop = self.eventLoop
-        Task {
-            do {
-                if let address = key.serverAddress {
-                    try await sendCancelRequest(to: address, key: key, timeout: cancelTimeout, on: eventLoop)
-                }
-            } catch {
-                logger.debug("cancel request not delivered", metadata: ["error": "\(error)"])
-            }
+        guard let address = key.serverAddress else { return }
+        startCancelRequest(to: address, key: key, timeout: cancelTimeout, on: eventLoop).whenFailure { error in
+            logger.debug("cancel request not delivered", metadata: ["error": "\(error)"])
         }
     }
 

@@ -90,7 +90,7 @@ public final class PostgresBackend: DatabaseBackend {
             clock: clock,
             logger: logger
         ) { id, eventLoop in
-            try await connector.connect(id: id, on: eventLoop)
+            connector.connect(id: id, on: eventLoop)
         }
     }
 
@@ -331,27 +331,30 @@ final class Connector: Sendable {
         self.logger = logger
     }
 
-    func connect(id: Int, on eventLoop: any EventLoop) async throws -> PooledPostgresConnection {
+    func connect(id: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection> {
         let configuration = self.configuration.withLock { $0 }
-        do {
-            let (connection, key) = try await PostgresConnection.connectWithBackendKey(
-                on: eventLoop,
-                configuration: configuration,
-                id: id,
-                logger: logger
-            )
-            return PooledPostgresConnection(id: id, underlying: connection, key: key)
-        } catch let error as PSQLError where Self.refusesStartupParameter(error) {
+        let (connection, _) = PostgresConnection.startConnectWithBackendKey(
+            on: eventLoop,
+            configuration: configuration,
+            id: id,
+            logger: logger
+        )
+        return connection.map { connection, key in
+            PooledPostgresConnection(id: id, underlying: connection, key: key)
+        }.flatMapError { error in
+            guard let error = error as? PSQLError, Self.refusesStartupParameter(error) else {
+                return eventLoop.makeFailedFuture(error)
+            }
             let dropped = self.configuration.withLock { configuration -> Bool in
                 let before = configuration.options.additionalStartupParameters.count
                 configuration.options.additionalStartupParameters.removeAll { $0.0 == "statement_timeout" }
                 return configuration.options.additionalStartupParameters.count < before
             }
-            guard dropped else { throw error }
-            logger.warning(
+            guard dropped else { return eventLoop.makeFailedFuture(error) }
+            self.logger.warning(
                 "the server refused the statement_timeout startup parameter, as PgBouncer does: connecting without it; set pgbouncer=true in DATABASE_URL"
             )
-            return try await connect(id: id, on: eventLoop)
+            return self.connect(id: id, on: eventLoop)
         }
     }
 

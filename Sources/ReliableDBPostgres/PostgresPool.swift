@@ -26,7 +26,8 @@ enum PoolLeaseError: Error {
 /// time even while every cooperative thread is busy. A lease that finds an idle connection costs
 /// one lock and no suspension.
 final class PostgresPool: Sendable {
-    typealias Connect = @Sendable (_ id: Int, _ eventLoop: any EventLoop) async throws -> PooledPostgresConnection
+    /// Opens a connection without a task: the pool starts no task or thread of its own.
+    typealias Connect = @Sendable (_ id: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection>
 
     fileprivate typealias Waiter = CheckedContinuation<PooledPostgresConnection, any Error>
 
@@ -177,13 +178,12 @@ final class PostgresPool: Sendable {
     }
 
     private func open(_ id: Int, on eventLoop: any EventLoop) {
-        let connect = self.connect
-        Task {
-            do {
-                let connection = try await connect(id, eventLoop)
-                opened(connection)
-            } catch {
-                event { machine in
+        connect(id, eventLoop).whenComplete { result in
+            switch result {
+            case .success(let connection):
+                self.opened(connection)
+            case .failure(let error):
+                self.event { machine in
                     machine.connectFailed(connection: id, now: self.now)
                 } preparing: { shell in
                     shell.lastConnectError = error

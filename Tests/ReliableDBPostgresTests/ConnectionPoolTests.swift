@@ -99,14 +99,17 @@ extension PostgresBackendTests {
             configuration: .init(maximumConnections: limit, idleTimeout: .seconds(60), connectBackoffInitial: .zero),
             logger: logger
         ) { id, eventLoop in
-            try beforeConnect(attempts.add(1, ordering: .relaxed).newValue)
-            let (connection, key) = try await PostgresConnection.connectWithBackendKey(
+            do {
+                try beforeConnect(attempts.add(1, ordering: .relaxed).newValue)
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+            return PostgresConnection.startConnectWithBackendKey(
                 on: eventLoop,
                 configuration: configuration,
                 id: id,
                 logger: logger
-            )
-            return PooledPostgresConnection(id: id, underlying: connection, key: key)
+            ).0.map { PooledPostgresConnection(id: id, underlying: $0, key: $1) }
         }
     }
 
