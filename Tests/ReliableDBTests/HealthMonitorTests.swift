@@ -18,6 +18,8 @@ final class ScriptedBackend: DatabaseBackend {
         set { state.withLock { $0.pool = newValue } }
     }
     var probes: Int { state.withLock { $0.probes } }
+    /// When set, each probe takes this long on the clock.
+    let probeTime = Mutex<(any ReliabilityClock, Duration)?>(nil)
 
     func classify(_ error: any Error) -> ErrorClassification {
         (error as? ClassifiedError).map { ErrorClassification($0.errorClass) } ?? ErrorClassification(.caller)
@@ -30,6 +32,7 @@ final class ScriptedBackend: DatabaseBackend {
             state.probes += 1
             return state.reachable
         }
+        if let (clock, duration) = probeTime.withLock({ $0 }) { try await clock.sleep(for: duration) }
         guard reachable else { throw ClassifiedError(errorClass: .connection) }
         return ProbeResult(serverVersion: "scripted 1.0", roundTrip: .milliseconds(1))
     }
@@ -121,10 +124,21 @@ struct HealthMonitorTests {
 
     @Test func concurrentChecksShareOneProbe() async {
         let fixture = Fixture()
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<50 { group.addTask { await fixture.monitor.checkNow() } }
+        fixture.backend.probeTime.withLock { $0 = (fixture.clock, .seconds(1)) }
+        await withTaskGroup(of: HealthStatus.self) { group in
+            group.addTask { await fixture.monitor.checkNow() }
+            await fixture.clock.waitForSleepers(count: 1)
+            for _ in 0..<49 { group.addTask { await fixture.monitor.checkNow() } }
+            #expect(await eventually { fixture.monitor.checkJoiners == 49 })
+            fixture.clock.advance(by: .seconds(1))
+            var answered = 0
+            for await status in group {
+                #expect(status.score == 100)
+                answered += 1
+            }
+            #expect(answered == 50)
         }
-        #expect(fixture.backend.probes < 50, "checks in flight were joined, not repeated")
+        #expect(fixture.backend.probes == 1, "checks in flight were joined, not repeated")
     }
 
     @Test func anUnreachableDatabaseIsUnhealthyAndFiresTheHealthScoreAlert() async {

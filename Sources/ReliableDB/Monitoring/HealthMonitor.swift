@@ -57,7 +57,8 @@ public final class HealthMonitor: Service, Sendable {
         var status: HealthStatus
         var engine: AlertEngine
         var previous: OperationMetricsSnapshot?
-        var inFlight: Task<HealthStatus, Never>?
+        /// Callers waiting for the check in flight; nil while none runs.
+        var joiners: [CheckedContinuation<HealthStatus, Never>]?
         var checks = 0
     }
 
@@ -110,16 +111,37 @@ public final class HealthMonitor: Service, Sendable {
         state.withLock { $0.checks > 0 }
     }
 
-    /// Runs a check now, or joins the one in flight.
+    /// Callers waiting for the check in flight, for tests.
+    package var checkJoiners: Int {
+        state.withLock { $0.joiners?.count ?? 0 }
+    }
+
+    /// Runs a check now in the caller's task, or joins the one in flight (whose probe is bounded
+    /// by the health timeout) and returns its verdict.
     @discardableResult
     public func checkNow() async -> HealthStatus {
-        let task = state.withLock { state -> Task<HealthStatus, Never> in
-            if let inFlight = state.inFlight { return inFlight }
-            let task = Task { await self.performCheck() }
-            state.inFlight = task
-            return task
+        let runsCheck = state.withLock { state -> Bool in
+            if state.joiners != nil { return false }
+            state.joiners = []
+            return true
         }
-        return await task.value
+        guard runsCheck else {
+            return await withCheckedContinuation { continuation in
+                let finished = state.withLock { state -> HealthStatus? in
+                    guard state.joiners != nil else { return state.status }
+                    state.joiners?.append(continuation)
+                    return nil
+                }
+                if let finished { continuation.resume(returning: finished) }
+            }
+        }
+        let status = await performCheck()
+        let joiners = state.withLock { state in
+            defer { state.joiners = nil }
+            return state.joiners ?? []
+        }
+        for joiner in joiners { joiner.resume(returning: status) }
+        return status
     }
 
     /// Checks every interval until cancelled or the service group shuts down gracefully.
@@ -151,6 +173,8 @@ public final class HealthMonitor: Service, Sendable {
 
     private func performCheck() async -> HealthStatus {
         let result = await probe()
+        // A check cut short by shutdown says nothing about the database: it is not recorded.
+        if Task.isCancelled { return status }
         let metrics = snapshot()
         let now = clock.now
         let wallClock = Date()
@@ -190,7 +214,6 @@ public final class HealthMonitor: Service, Sendable {
                 serverVersion: (try? result.get())?.serverVersion ?? state.status.serverVersion
             )
             state.checks += 1
-            state.inFlight = nil
             return (state.status, notifications)
         }
         if status.state != .healthy {
