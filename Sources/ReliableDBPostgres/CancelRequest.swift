@@ -13,7 +13,7 @@ enum CancelRequestError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .connectFailed(let error): "cancel request: cannot connect: \(error)"
+        case .connectFailed(let error): "cancel request: cannot connect: \(describeNetworkError(error))"
         case .timedOut(let sent): "cancel request: no answer within the timeout (request \(sent ? "" : "not ")sent)"
         case .closedBeforeSending: "cancel request: the server closed the socket before the request was sent"
         }

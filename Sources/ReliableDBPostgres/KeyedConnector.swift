@@ -32,7 +32,7 @@ enum KeyedConnectError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .connectFailed(let error): "connection failed: \(error)"
+        case .connectFailed(let error): describeNetworkError(error)
         case .sslUnsupported: "the server does not support TLS, but sslmode requires it"
         case .unexpectedSSLResponse(let byte): "unexpected answer to the SSL request (byte \(byte))"
         case .unencryptedDataAfterSSLResponse: "the server sent unencrypted data after agreeing to TLS"

@@ -90,10 +90,11 @@ public func describePostgresError(_ error: any Error) -> String {
     }
 }
 
-private func describeNetworkError(_ error: any Error) -> String {
+/// A socket error in plain words ("connection refused"), without NIO's internal notation.
+func describeNetworkError(_ error: any Error) -> String {
     if let error = error as? NIOConnectionError {
         if let first = error.connectionErrors.first {
-            return "\(first.error) (\(first.target))"
+            return "\(describeNetworkError(first.error)) (\(error.host):\(error.port))"
         }
         if let dns = error.dnsAAAAError ?? error.dnsAError {
             return "cannot resolve \(error.host): \(dns)"
@@ -102,6 +103,17 @@ private func describeNetworkError(_ error: any Error) -> String {
     }
     if let error = error as? ChannelError, case .connectTimeout(let amount) = error {
         return "no answer within the connect timeout (\(amount.nanoseconds / 1_000_000) ms)"
+    }
+    if let error = error as? IOError {
+        switch error.errnoCode {
+        case ECONNREFUSED: return "connection refused"
+        case ETIMEDOUT: return "connection timed out"
+        case ECONNRESET: return "connection reset by the peer"
+        case EHOSTUNREACH: return "host unreachable"
+        case ENETUNREACH: return "network unreachable"
+        case ENOENT: return "no such socket file"
+        default: return String(cString: strerror(error.errnoCode))
+        }
     }
     return String(describing: error)
 }

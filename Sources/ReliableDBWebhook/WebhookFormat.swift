@@ -5,15 +5,12 @@ import ReliableDB
 ///
 /// Slack is the default because the seed posts to a Slack incoming webhook; the Alertmanager shape
 /// lets the same sink feed an Alertmanager (or anything that speaks its API v2, such as Grafana
-/// OnCall) so routing, silencing and paging stay in the tool operators already use.
-public enum WebhookFormat: String, Sendable, CaseIterable {
-    /// A Slack incoming-webhook message: `text` (used for notifications and by clients without
-    /// Block Kit) plus `blocks` (a header and a section with the alert's fields).
-    case slack
-    /// An Alertmanager API v2 `POST /api/v2/alerts` body: a JSON array with one alert whose
-    /// `labels` identify it and whose `endsAt` is set only when it resolved.
-    case alertmanager
+/// OnCall) so routing, silencing and paging stay in the tool operators already use. An Alertmanager
+/// alert carries `endsAt` always: in the future while firing (the monitor re-sends it before then),
+/// now when resolved, so it stays active exactly as long as the condition holds.
+public typealias WebhookFormat = AlertWebhookFormat
 
+extension AlertWebhookFormat {
     /// The request body for `notification` in this format.
     public func body(for notification: AlertNotification) throws -> Data {
         let encoder = JSONEncoder()
@@ -72,6 +69,13 @@ struct SlackMessage: Encodable {
         if let endsAt = notification.endsAt, resolved {
             fields.append(.mrkdwn("*Resolved*\n\(endsAt.ISO8601Format())"))
         }
+        if let cause = notification.cause, !resolved {
+            fields.append(.mrkdwn("*Cause*\n\(Self.escape(cause))"))
+        }
+        let place = ["instance", "db_host", "db_name", "db_path"].compactMap { notification.labels[$0] }
+        if !place.isEmpty {
+            fields.append(.mrkdwn("*Where*\n\(Self.escape(place.joined(separator: " · ")))"))
+        }
         fields.append(.mrkdwn("*Fingerprint*\n`\(Self.escape(notification.fingerprint))`"))
 
         // Slack caps header text at 150 characters; the kind's raw value is short and bounded.
@@ -92,7 +96,8 @@ struct SlackMessage: Encodable {
 // MARK: - Alertmanager
 
 /// One alert in the Alertmanager API v2 shape. Annotation values are strings there, so numbers are
-/// formatted; `endsAt` is omitted while firing so Alertmanager applies its own resolve timeout.
+/// formatted. `endsAt` is in the future while firing (see ``AlertNotification/endsAt``), so
+/// Alertmanager's `resolve_timeout` never ends an alert whose condition still holds.
 struct AlertmanagerAlert: Encodable {
     var labels: [String: String]
     var annotations: [String: String]
@@ -112,9 +117,12 @@ struct AlertmanagerAlert: Encodable {
             "value": formatNumber(notification.value),
             "threshold": formatNumber(notification.threshold),
         ]
+        if let cause = notification.cause { annotations["cause"] = cause }
         startsAt = notification.startsAt.ISO8601Format()
         if notification.status == .resolved {
             endsAt = (notification.endsAt ?? Date()).ISO8601Format()
+        } else {
+            endsAt = notification.endsAt?.ISO8601Format()
         }
     }
 }

@@ -36,16 +36,31 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Read variables from this .env file when it exists.")
     var envFile = ".env"
 
+    @Option(help: "Alert webhook body: slack or alertmanager (default: DB_ALERT_WEBHOOK_FORMAT or slack).")
+    var alertFormat: String?
+
     func run() async throws {
         var logger = Logger(label: "reliabledb")
         logger.logLevel = .info
-        let configuration: ReliableDBConfiguration
+        var configuration: ReliableDBConfiguration
         let address: (host: String, port: Int)
         do {
             configuration = try ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
             address = try listenAddress()
+            if let alertFormat {
+                guard let format = AlertWebhookFormat(rawValue: alertFormat.lowercased()) else {
+                    throw ConfigurationError(problems: [
+                        .init(
+                            variable: "--alert-format",
+                            value: alertFormat,
+                            expected: "one of \(AlertWebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+                        )
+                    ])
+                }
+                configuration.alertWebhookFormat = format
+            }
         } catch {
-            printError(error.description)
+            printError("\(error)")
             throw ExitCode(2)
         }
         let registry = PrometheusCollectorRegistry()
@@ -108,6 +123,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let webhook = configuration.alertWebhookURL {
             let sink = WebhookAlertSink(
                 url: webhook,
+                format: configuration.alertWebhookFormat,
                 metricsFactory: exporter.metricsFactory,
                 logger: Logger(label: "reliabledb.webhook")
             )

@@ -153,10 +153,30 @@ struct HealthMonitorTests {
         #expect(alerts.count == 1)
         #expect(alerts.first?.status == .firing)
         #expect(alerts.first?.severity == .critical)
-        #expect(status.activeAlerts.map(\.kind) == [.healthScore])
+        #expect(Set(status.activeAlerts.map(\.kind)) == [.healthScore, .databaseUnreachable])
+        let unreachable = fixture.sink.of(.databaseUnreachable)
+        #expect(unreachable.count == 1, "an unreachable database says so, not only through the score")
+        #expect(unreachable.first?.severity == .critical)
+        #expect(unreachable.first?.cause == status.lastError, "with the probe's cause")
+        #expect(unreachable.first?.summary.hasPrefix("Database unreachable: ") == true)
     }
 
-    @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore])
+    @Test func firingNoticesLapseFourRepeatIntervalsAheadAndResolvedOnesEndNow() async {
+        let fixture = Fixture(repeatInterval: .seconds(60))
+        fixture.backend.reachable = false
+        await fixture.monitor.checkNow()
+        let firing = fixture.sink.of(.databaseUnreachable).last
+        let lapse = firing.flatMap { notice in notice.endsAt.map { $0.timeIntervalSince(notice.startsAt) } }
+        #expect(lapse == 240, "endsAt is four repeat intervals after it was sent")
+        fixture.backend.reachable = true
+        fixture.clock.advance(by: .seconds(30))
+        await fixture.monitor.checkNow()
+        let resolved = fixture.sink.of(.databaseUnreachable).last
+        #expect(resolved?.status == .resolved)
+        #expect(resolved.flatMap { $0.endsAt.map { abs($0.timeIntervalSinceNow) < 5 } } == true)
+    }
+
+    @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore, .databaseUnreachable])
     func eachAlertFiresAfterItsConditionHoldsIsNotRepeatedEarlyRepeatsAndResolves(kind: AlertKind) async {
         let fixture = Fixture(pendingFor: .seconds(60), repeatInterval: .seconds(300))
         func unhealthyInterval() async {
@@ -164,7 +184,7 @@ struct HealthMonitorTests {
             case .poolUtilization: fixture.backend.pool = PoolStatistics(total: 10, active: 9, idle: 1, max: 10)
             case .slowQueries: await fixture.traffic(count: 5, duration: .milliseconds(500))
             case .errorRate: await fixture.traffic(count: 10, failing: 5)
-            case .healthScore: fixture.backend.reachable = false
+            case .healthScore, .databaseUnreachable: fixture.backend.reachable = false
             case .circuitBreakerState: break
             }
         }

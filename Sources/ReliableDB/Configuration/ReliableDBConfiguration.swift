@@ -26,6 +26,8 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     public var healthCheckInterval: Duration
     /// `DB_ALERT_WEBHOOK_URL`; the URL is a secret (it embeds the token).
     public var alertWebhookURL: Secret<String>?
+    /// `DB_ALERT_WEBHOOK_FORMAT`: `slack` (default) or `alertmanager`.
+    public var alertWebhookFormat: AlertWebhookFormat = .slack
     public var alertThresholds: AlertThresholds
     /// `DB_HEALTH_AUTH_TOKEN`: when set, `/api/health` shows details only to this bearer token.
     public var healthAuthToken: Secret<String>?
@@ -156,6 +158,19 @@ extension ReliableDBConfiguration {
             default: .seconds(30)
         )
         config.alertWebhookURL = reader.webhookURL("DB_ALERT_WEBHOOK_URL")
+        if let format = reader.string("DB_ALERT_WEBHOOK_FORMAT") {
+            if let known = AlertWebhookFormat(rawValue: format.lowercased()) {
+                config.alertWebhookFormat = known
+            } else {
+                reader.problems.append(
+                    .init(
+                        variable: "DB_ALERT_WEBHOOK_FORMAT",
+                        value: format,
+                        expected: "one of \(AlertWebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
+                )
+            }
+        }
         config.alertThresholds = AlertThresholds(
             healthScore: reader.number("DB_ALERT_HEALTH_SCORE_THRESHOLD", in: 0...100, default: 70),
             poolUtilization: reader.number("DB_ALERT_POOL_UTILIZATION_THRESHOLD", in: 0...100, default: 80),

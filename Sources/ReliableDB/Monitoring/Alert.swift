@@ -12,6 +12,17 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
     case errorRate = "error_rate"
     /// Health score below `DB_ALERT_HEALTH_SCORE_THRESHOLD`.
     case healthScore = "health_score"
+    /// The health probe failed: the database cannot be reached or does not answer. Carries the
+    /// cause (refused, timed out, authentication, TLS, DNS), and fires without any traffic.
+    case databaseUnreachable = "database_unreachable"
+}
+
+/// The payload shape of alert webhooks (`DB_ALERT_WEBHOOK_FORMAT`).
+public enum AlertWebhookFormat: String, Sendable, CaseIterable {
+    /// A Slack incoming-webhook message (the seed's default).
+    case slack
+    /// An Alertmanager API v2 `POST /api/v2/alerts` body.
+    case alertmanager
 }
 
 public enum AlertSeverity: String, Sendable, Codable {
@@ -37,8 +48,12 @@ public struct AlertNotification: Sendable, Codable, Equatable {
     public var value: Double
     public var threshold: Double
     public var startsAt: Date
-    /// Set when resolved.
+    /// Resolved: when it resolved. Firing: when this notice lapses unless it is repeated (four
+    /// repeat intervals ahead, as Prometheus sets it), so a receiver that stops hearing from a
+    /// crashed service ends the alert itself rather than keeping it forever.
     public var endsAt: Date?
+    /// What went wrong, in plain words (the probe's error for `database_unreachable`).
+    public var cause: String?
     /// True for the reminders sent while an alert keeps firing.
     public var isRepeat: Bool
     /// Low-cardinality context: `service`, `backend`.
@@ -54,6 +69,7 @@ public struct AlertNotification: Sendable, Codable, Equatable {
         threshold: Double,
         startsAt: Date,
         endsAt: Date? = nil,
+        cause: String? = nil,
         isRepeat: Bool = false,
         labels: [String: String] = [:]
     ) {
@@ -66,6 +82,7 @@ public struct AlertNotification: Sendable, Codable, Equatable {
         self.threshold = threshold
         self.startsAt = startsAt
         self.endsAt = endsAt
+        self.cause = cause
         self.isRepeat = isRepeat
         self.labels = labels
     }

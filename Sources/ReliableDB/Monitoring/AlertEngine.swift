@@ -8,7 +8,9 @@ public struct AlertEngine: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// How long a condition must hold before the alert fires (0: at the first check).
         public var pendingFor: Duration
-        /// How often a firing alert is sent again.
+        /// How often a firing alert is sent again. A firing notice is valid for four of these
+        /// (its `endsAt`); for Alertmanager keep it well inside `resolve_timeout`'s scale (a
+        /// minute, as Prometheus re-sends), for chat an hour.
         public var repeatInterval: Duration
         /// Added to every notification (`service`, `backend`).
         public var labels: [String: String]
@@ -32,13 +34,23 @@ public struct AlertEngine: Sendable {
         public var value: Double
         public var threshold: Double
         public var summary: String
+        /// What went wrong, when the observation knows (a probe's error).
+        public var cause: String?
 
-        public init(kind: AlertKind, active: Bool, value: Double, threshold: Double, summary: String) {
+        public init(
+            kind: AlertKind,
+            active: Bool,
+            value: Double,
+            threshold: Double,
+            summary: String,
+            cause: String? = nil
+        ) {
             self.kind = kind
             self.active = active
             self.value = value
             self.threshold = threshold
             self.summary = summary
+            self.cause = cause
         }
     }
 
@@ -92,11 +104,13 @@ public struct AlertEngine: Sendable {
         case (.firing(var notification, let lastSent), true):
             notification.value = observation.value
             notification.summary = observation.summary
+            notification.cause = observation.cause ?? notification.cause
             guard now - lastSent >= configuration.repeatInterval else {
                 phases[observation.kind] = .firing(notification: notification, lastSent: lastSent)
                 return nil
             }
             notification.isRepeat = true
+            notification.endsAt = validUntil(wallClock)
             phases[observation.kind] = .firing(notification: notification, lastSent: now)
             return notification
         case (.firing(var notification, _), false):
@@ -130,15 +144,22 @@ public struct AlertEngine: Sendable {
             value: observation.value,
             threshold: observation.threshold,
             startsAt: wallClock,
+            endsAt: validUntil(wallClock),
+            cause: observation.cause,
             labels: labels
         )
         phases[observation.kind] = .firing(notification: notification, lastSent: now)
         return notification
     }
 
+    /// When a firing notice sent at `wallClock` lapses unless repeated.
+    private func validUntil(_ wallClock: Date) -> Date {
+        wallClock.addingTimeInterval(4 * configuration.repeatInterval.seconds)
+    }
+
     static func severity(of kind: AlertKind) -> AlertSeverity {
         switch kind {
-        case .circuitBreakerState, .healthScore: .critical
+        case .circuitBreakerState, .healthScore, .databaseUnreachable: .critical
         case .poolUtilization, .slowQueries, .errorRate: .warning
         }
     }

@@ -38,8 +38,31 @@ public final class HealthMonitor: Service, Sendable {
                 enabled: configuration.monitoringEnabled,
                 interval: configuration.healthCheckInterval,
                 thresholds: configuration.alertThresholds,
-                alerts: .init(labels: ["service": service, "backend": configuration.database.backendName])
+                alerts: .init(
+                    repeatInterval: configuration.alertWebhookFormat == .alertmanager ? .seconds(60) : .seconds(3600),
+                    labels: Self.alertLabels(configuration, service: service)
+                )
             )
+        }
+
+        /// Labels that say which service instance sees the problem and which database it means:
+        /// `service`, `instance` (this host), `backend`, and `db_host`, `db_port`, `db_name` (or
+        /// `db_path` for SQLite). Never a credential.
+        static func alertLabels(_ configuration: ReliableDBConfiguration, service: String) -> [String: String] {
+            var labels = [
+                "service": service,
+                "instance": ProcessInfo.processInfo.hostName,
+                "backend": configuration.database.backendName,
+            ]
+            switch configuration.database {
+            case .sqlite(let path):
+                labels["db_path"] = path
+            case .postgres(let url):
+                labels["db_host"] = url.host
+                labels["db_port"] = String(url.port)
+                labels["db_name"] = url.database
+            }
+            return labels
         }
     }
 
@@ -197,7 +220,8 @@ public final class HealthMonitor: Service, Sendable {
                 verdict: verdict,
                 metrics: metrics,
                 recent: recent,
-                thresholds: thresholds
+                thresholds: thresholds,
+                probeError: result.failureDescription
             )
             let notifications = state.engine.evaluate(observations, at: now, wallClock: wallClock)
             state.status = HealthStatus(
@@ -285,11 +309,20 @@ public final class HealthMonitor: Service, Sendable {
         verdict: HealthScore.Verdict,
         metrics: MetricsSnapshot,
         recent: RecentWindow,
-        thresholds: AlertThresholds
+        thresholds: AlertThresholds,
+        probeError: String? = nil
     ) -> [AlertEngine.Observation] {
         let utilization = metrics.pool.utilization
         let averageMs = recent.averageQueryTime.milliseconds
         return [
+            .init(
+                kind: .databaseUnreachable,
+                active: probeError != nil,
+                value: probeError == nil ? 0 : 1,
+                threshold: 0,
+                summary: probeError.map { "Database unreachable: \($0)" } ?? "Database reachable",
+                cause: probeError
+            ),
             breakerObservation(metrics.circuitBreaker.state),
             .init(
                 kind: .poolUtilization,
