@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -63,6 +64,8 @@ struct HealthMonitorTests {
         let db: ReliableDatabase<ScriptedBackend>
         let monitor: HealthMonitor
 
+        let logs = LogLines()
+
         init(pendingFor: Duration = .zero, repeatInterval: Duration = .seconds(600)) {
             db = ReliableDatabase(
                 backend: backend,
@@ -84,7 +87,8 @@ struct HealthMonitorTests {
                     ),
                     alerts: .init(pendingFor: pendingFor, repeatInterval: repeatInterval, labels: ["service": "test"])
                 ),
-                sinks: [sink]
+                sinks: [sink],
+                logger: Logger(label: "test.monitor") { [logs] _ in LogLines.Handler(lines: logs) }
             )
         }
 
@@ -120,6 +124,43 @@ struct HealthMonitorTests {
         let probes = fixture.backend.probes
         for _ in 0..<100 { _ = fixture.monitor.status }
         #expect(fixture.backend.probes == probes)
+    }
+
+    @Test func theStatusAgreesWithTheBreakerAtTheMomentItIsRead() async {
+        let fixture = Fixture()
+        #expect(await fixture.monitor.checkNow().state == .healthy)
+        fixture.db.circuitBreaker.forceState(.open)
+        let status = fixture.monitor.status
+        #expect(status.metrics.circuitBreaker.state == .open)
+        #expect(!status.checks.circuitBreakerState)
+        #expect(status.state != .healthy, "an open breaker never sits beside healthy")
+        #expect(status.score == 80)
+        fixture.db.circuitBreaker.forceState(.closed)
+        #expect(fixture.monitor.status.state == .healthy)
+    }
+
+    @Test func aConditionIsLoggedOnceWhenItBeginsAndOnceWhenItEnds() async {
+        let fixture = Fixture()
+        // Alert transitions are logged too (once each); these are the health lines.
+        var health: [String] { fixture.logs.lines.filter { $0.contains(" database ") } }
+        await fixture.monitor.checkNow()
+        #expect(health.isEmpty, "nothing to say while healthy")
+        fixture.backend.reachable = false
+        for _ in 0..<5 {
+            fixture.clock.advance(by: .seconds(30))
+            await fixture.monitor.checkNow()
+        }
+        #expect(health.count == 1, "one line for the incident, not one per check: \(health)")
+        #expect(health.first?.contains("probe failed: ") == true)
+        let alertLines = fixture.logs.lines.count - health.count
+        #expect(alertLines == 2, "health_score and database_unreachable fired, once each")
+        fixture.backend.reachable = true
+        for _ in 0..<3 {
+            fixture.clock.advance(by: .seconds(30))
+            await fixture.monitor.checkNow()
+        }
+        #expect(health == [health.first ?? "", "notice database healthy again"])
+        #expect(fixture.logs.lines.count - health.count == 4, "and resolved, once each")
     }
 
     @Test func concurrentChecksShareOneProbe() async {
@@ -317,4 +358,25 @@ func eventually(_ condition: () -> Bool) async -> Bool {
         await Task.yield()
     }
     return condition()
+}
+
+/// Log lines as `level message`, for tests of what an operator reads.
+final class LogLines: Sendable {
+    private let state = Mutex<[String]>([])
+    var lines: [String] { state.withLock { $0 } }
+
+    struct Handler: LogHandler {
+        let lines: LogLines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            lines.state.withLock { $0.append("\(event.level) \(event.message)") }
+        }
+    }
 }

@@ -83,6 +83,8 @@ public final class HealthMonitor: Service, Sendable {
         /// Callers waiting for the check in flight; nil while none runs.
         var joiners: [CheckedContinuation<HealthStatus, Never>]?
         var checks = 0
+        /// What the last log line said, so a condition is logged once, when it changes.
+        var logged: (state: HealthState, reason: String)?
     }
 
     public init<Backend: DatabaseBackend>(
@@ -116,15 +118,33 @@ public final class HealthMonitor: Service, Sendable {
         state = Mutex(State(status: initial, engine: AlertEngine(configuration: configuration.alerts)))
     }
 
-    /// The verdict of the last check, with the current uptime and in-process counters (read from
-    /// memory, so they are live without touching the database).
+    /// The health now, from one snapshot: the last probe's result and the last interval's query
+    /// figures, combined with the breaker and pool as they are at this moment (read from memory,
+    /// without touching the database). State, score, checks and metrics are evaluated together, so
+    /// an open breaker never sits beside "healthy" in the same answer.
     public var status: HealthStatus {
         let uptime = clock.now - startedAt
         let metrics = snapshot()
+        let thresholds = configuration.thresholds
         return state.withLock { state in
             var status = state.status
             status.uptime = uptime
             status.metrics = metrics
+            guard status.checkedAt != nil else { return status }
+            let verdict = HealthScore.evaluate(
+                .init(
+                    probeSucceeded: status.checks.connectivity,
+                    breakerState: metrics.circuitBreaker.state,
+                    recentAverageQueryTime: status.recentAverageQueryTime,
+                    recentErrorRate: status.recentErrorRate,
+                    poolUtilization: metrics.pool.utilization,
+                    poolWaiting: metrics.pool.waiting
+                ),
+                thresholds: thresholds
+            )
+            status.state = verdict.state
+            status.score = verdict.score
+            status.checks = verdict.checks
             return status
         }
     }
@@ -132,6 +152,47 @@ public final class HealthMonitor: Service, Sendable {
     /// Whether at least one check has finished.
     public var hasChecked: Bool {
         state.withLock { $0.checks > 0 }
+    }
+
+    /// Logs the health when it changed since the last line (state or reason), not on every check:
+    /// one line per incident, one when it is over.
+    private func logChange(_ status: HealthStatus) {
+        let reason = Self.reason(status)
+        // Keyed on which checks fail and the probe's error, not on figures that move every check.
+        let key = "\(status.checks)|\(status.lastError ?? "")"
+        let changed = state.withLock { state -> (from: HealthState?, to: HealthState)? in
+            let previous = state.logged
+            guard previous?.state != status.state || previous?.reason != key else { return nil }
+            state.logged = (status.state, key)
+            return (previous?.state, status.state)
+        }
+        guard let changed else { return }
+        if status.state == .healthy {
+            if changed.from != nil { logger.notice("database healthy again", metadata: ["score": "\(status.score)"]) }
+        } else {
+            logger.warning("database \(status.state.rawValue): \(reason)", metadata: ["score": "\(status.score)"])
+        }
+    }
+
+    /// Why the health is not perfect, in words: the probe's error and each failing check.
+    static func reason(_ status: HealthStatus) -> String {
+        var reasons: [String] = []
+        if !status.checks.connectivity { reasons.append("probe failed: \(status.lastError ?? "unknown error")") }
+        if !status.checks.circuitBreakerState {
+            reasons.append("circuit breaker \(status.metrics.circuitBreaker.state.rawValue)")
+        }
+        if !status.checks.queryPerformance {
+            reasons.append("slow queries (average \(Int(status.recentAverageQueryTime.milliseconds)) ms)")
+        }
+        if !status.checks.poolHealth {
+            reasons.append(
+                "pool busy (\(status.metrics.pool.active) of \(status.metrics.pool.max) in use, \(status.metrics.pool.waiting) waiting)"
+            )
+        }
+        if reasons.isEmpty, status.recentErrorRate > 0 {
+            reasons.append(String(format: "error rate %.1f%%", status.recentErrorRate))
+        }
+        return reasons.isEmpty ? "all checks pass" : reasons.joined(separator: "; ")
     }
 
     /// Callers waiting for the check in flight, for tests.
@@ -240,12 +301,7 @@ public final class HealthMonitor: Service, Sendable {
             state.checks += 1
             return (state.status, notifications)
         }
-        if status.state != .healthy {
-            logger.warning(
-                "database \(status.state.rawValue)",
-                metadata: ["score": "\(status.score)", "error": "\(status.lastError ?? "-")"]
-            )
-        }
+        logChange(status)
         deliver(notifications)
         return status
     }

@@ -113,8 +113,13 @@ public struct DatabasePoolTimeoutError: Error, CustomStringConvertible, Sendable
             return
                 "No database connection within \(formatDuration(waited)) (pool: \(statistics)); connecting fails: \(lastConnectError)"
         }
-        return
-            "No database connection became free within \(formatDuration(waited)) (pool: \(statistics)); raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT, or find what holds connections"
+        let prefix = "No database connection within \(formatDuration(waited)) (pool: \(statistics)); "
+        if statistics.total < statistics.max && statistics.idle == 0 && statistics.active < statistics.max {
+            return prefix + "new connections did not open in time: the server is slow to accept them or unreachable"
+        }
+        return prefix
+            + "the connections were in use by statements still running (a slow or unreachable server holds them too); "
+            + "if the server answers quickly, raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT"
     }
 }
 
