@@ -1,3 +1,4 @@
+import CoreMetrics
 import Prometheus
 import ReliableDB
 import Synchronization
@@ -62,9 +63,10 @@ public final class PrometheusExporter: Sendable {
     public let registry: PrometheusCollectorRegistry
 
     /// A swift-metrics factory bound to ``registry``, with ``durationBuckets`` for the duration
-    /// histograms. Pass it to `ReliabilityInstruments(factory:)` and to any other module that
-    /// records through swift-metrics (the webhook's alert counters).
-    public let metricsFactory: PrometheusMetricsFactory
+    /// histograms and HELP text for ReliableDB's metrics. Pass it to
+    /// `ReliabilityInstruments(factory:)` and to any other module that records through
+    /// swift-metrics (the webhook's alert counters).
+    public let metricsFactory: any MetricsFactory
 
     private let snapshotGauges: SnapshotGauges
     /// The health gauges while a health status is being reported, nil otherwise. The mutex also
@@ -79,7 +81,11 @@ public final class PrometheusExporter: Sendable {
         for name in Self.durationHistogramNames {
             factory.durationHistogramBuckets[name] = Self.durationBuckets
         }
-        metricsFactory = factory
+        metricsFactory = DocumentedMetricsFactory(
+            registry: registry,
+            fallback: factory,
+            durationBuckets: factory.durationHistogramBuckets
+        )
         snapshotGauges = SnapshotGauges(registry: registry)
     }
 

@@ -49,6 +49,7 @@ struct ServeProcessTests {
         #expect(metrics.status == 200)
         #expect(metrics.contentType == "text/plain; version=0.0.4; charset=utf-8")
         #expect(metrics.body.contains("db_health_score 100"))
+        try await expectPromtoolAccepts(metrics.body, in: directory)
 
         server.signal(SIGTERM)
         #expect(try await eventually { try await get("\(base)/ready").status == 503 }, "ready turns 503 while draining")
@@ -189,4 +190,22 @@ extension ServerProcess {
             try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
         }
     }
+}
+
+/// Runs the real `promtool check metrics` on a scrape: every family has HELP and TYPE, and the only
+/// remarks are on the two names the seed fixes (`db_connections_total` is a gauge,
+/// `db_query_duration_avg_ms` abbreviates its unit).
+func expectPromtoolAccepts(_ exposition: String, in directory: URL) async throws {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+    let path = try #require(promtool, "promtool is missing: scripts/test installs Debian's prometheus package")
+    let file = directory.appendingPathComponent("scrape.prom")
+    try exposition.write(to: file, atomically: true, encoding: .utf8)
+    let (_, output) = try await runToCompletion("/bin/sh", ["-c", "\"$0\" check metrics < \"$1\"", path, file.path])
+    let remarks = output.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+    let seedNames: Set = ["db_connections_total", "db_query_duration_avg_ms"]
+    let others = remarks.filter { line in !seedNames.contains(String(line.prefix { $0 != " " })) }
+    #expect(others.isEmpty, "promtool check metrics: \(others)")
+    #expect(remarks.count <= 2)
 }

@@ -302,9 +302,10 @@ struct PrometheusExporterTests {
         // What the webhook module does with its alert counters.
         let counter = fixture.exporter.metricsFactory.makeCounter(label: "db_alerts_sent_total", dimensions: [])
         counter.increment(by: 3)
-        #expect(fixture.exporter.metricsFactory.registry === fixture.registry)
+        #expect(fixture.exporter.registry === fixture.registry)
         let scrape = try fixture.scrape()
         #expect(scrape.families["db_alerts_sent_total"]?.type == "counter")
+        #expect(scrape.families["db_alerts_sent_total"]?.help?.isEmpty == false, "with HELP text")
         #expect(scrape.value("db_alerts_sent_total") == 3)
     }
 
