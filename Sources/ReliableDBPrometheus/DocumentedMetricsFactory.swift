@@ -31,7 +31,9 @@ struct DocumentedMetricsFactory: MetricsFactory {
     let durationBuckets: [String: [Duration]]
 
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        guard let help = Self.helpTexts[label] else { return fallback.makeCounter(label: label, dimensions: dimensions) }
+        guard let help = Self.helpTexts[label] else {
+            return fallback.makeCounter(label: label, dimensions: dimensions)
+        }
         return registry.makeCounter(descriptor: Self.descriptor(label, help), labels: dimensions)
     }
 
