@@ -101,6 +101,15 @@ func bool(_ connection: PostgresConnection, _ sql: String) async throws -> Bool 
 
 /// This process's TCP sockets whose remote end is `port` on loopback, from /proc/net/tcp*
 /// (only sockets still held as file descriptors: TIME_WAIT leftovers have no inode of ours).
+/// Whether the number of our sockets to `port` is `count` within 2 s.
+func socketsSettle(toPort port: Int, at count: Int) async -> Bool {
+    for _ in 0..<200 {
+        if ourSockets(toPort: port) == count { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return ourSockets(toPort: port) == count
+}
+
 func ourSockets(toPort port: Int) -> Int {
     let fdDirectory = "/proc/self/fd"
     var inodes: Set<String> = []
@@ -248,7 +257,8 @@ struct KeyedCancelTests {
         #expect(cancelToError < 5_000, "stopped by the cancel, long before the 10 s sleep ends")
         // Reusable at once, and no socket of ours left behind.
         #expect(try await int(connection, "SELECT 41 + 1") == 42)
-        #expect(ourSockets(toPort: try Env.quietPort) == 1)  // the connection itself
+        // The connection itself; a socket of ours closing under a fully loaded machine gets 2 s.
+        #expect(await socketsSettle(toPort: try Env.quietPort, at: 1))
         #expect(
             try await int(connection, "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = '\(name)'")
                 == 1
@@ -316,7 +326,7 @@ struct KeyedCancelTests {
             try await sendCancelRequest(to: key2.serverAddress!, key: key2, timeout: .seconds(2), on: eventLoop)
         }
         print("50 cancel requests (idle target): \(milliseconds(clock.now - start) / 50) ms each")
-        #expect(ourSockets(toPort: try Env.quietPort) == 1)
+        #expect(await socketsSettle(toPort: try Env.quietPort, at: 1))
         #expect(try await int(connection, "SELECT count(*)::int FROM pg_stat_activity") == sessionsBefore)
         // A wrong secret cancels nothing.
         let wrong = BackendKey(pid: key2.pid, secret: key2.secret &+ 1, serverAddress: key2.serverAddress)
