@@ -25,7 +25,12 @@ extension ReliableDatabase where Backend == PostgresBackend {
             clock: clock,
             logger: logger
         )
-        return ReliableDatabase(backend: backend, configuration: reliability, clock: clock, instruments: instruments)
+        return try ReliableDatabase(
+            backend: backend,
+            configuration: reliability,
+            clock: clock,
+            instruments: instruments
+        )
     }
 
     /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads

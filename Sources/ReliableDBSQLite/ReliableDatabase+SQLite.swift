@@ -19,7 +19,7 @@ extension ReliableDatabase where Backend == SQLiteBackend {
             busyTimeout: busyTimeout,
             clock: clock
         )
-        return ReliableDatabase(backend: backend, configuration: configuration.reliability, clock: clock)
+        return try ReliableDatabase(backend: backend, configuration: configuration.reliability, clock: clock)
     }
 
     /// A read through the pipeline, on a reader connection (the seed's `query`).

@@ -261,7 +261,7 @@ struct LoadTestCommand: AsyncParsableCommand {
             connectionLimit: configuration.connectionLimit,
             poolTimeout: configuration.poolTimeout
         )
-        let database = ReliableDatabase(backend: backend, configuration: configuration.reliability)
+        let database = try ReliableDatabase(backend: backend, configuration: configuration.reliability)
         let workload = SQLiteLoadWorkload(
             access: .reliable(database),
             table: table,

@@ -74,7 +74,7 @@ struct ServeCommand: AsyncParsableCommand {
                 connectionLimit: configuration.connectionLimit,
                 poolTimeout: configuration.poolTimeout
             )
-            let db = ReliableDatabase(backend: backend, configuration: reliability, instruments: instruments)
+            let db = try ReliableDatabase(backend: backend, configuration: reliability, instruments: instruments)
             let demoRoutes: DemoRoutes? =
                 demo ? DemoRoutes(database: db, store: try await SQLiteDemoStore(database: db)) : nil
             try await serve(db, configuration, exporter, address, demoRoutes, logger)

@@ -211,7 +211,7 @@ final class FaultWorkload: Sendable {
             poolTimeout: settings.poolTimeout,
             keepAliveInterval: .seconds(1)
         )
-        db = ReliableDatabase(
+        db = try ReliableDatabase(
             backend: backend,
             configuration: .init(
                 circuitBreaker: .init(

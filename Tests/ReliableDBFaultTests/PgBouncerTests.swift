@@ -22,7 +22,7 @@ struct PgBouncerTests {
         queryTimeout: Duration = .seconds(5)
     ) throws -> ReliableDatabase<PostgresBackend> {
         let backend = try PostgresBackend(url: url, connectionLimit: 4, poolTimeout: .seconds(2))
-        return ReliableDatabase(
+        return try ReliableDatabase(
             backend: backend,
             configuration: .init(
                 circuitBreaker: .init(failureThreshold: 1_000),

@@ -44,7 +44,7 @@ struct Stack {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-http-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
-        db = ReliableDatabase(
+        db = try ReliableDatabase(
             backend: try SQLiteBackend(path: directory.appendingPathComponent("db.sqlite").path),
             instruments: ReliabilityInstruments(factory: exporter.metricsFactory)
         )

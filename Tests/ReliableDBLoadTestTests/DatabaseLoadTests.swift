@@ -24,7 +24,7 @@ struct DatabaseLoadTests {
             connectionLimit: 4,
             poolTimeout: .seconds(5)
         )
-        let database = ReliableDatabase(backend: backend)
+        let database = try ReliableDatabase(backend: backend)
         let workload = SQLiteTestWorkload(database: database, table: makeTableName())
         let result = await Result {
             try await DatabaseLoadTester(workload).runLoadTest(Self.configuration(type))
@@ -45,7 +45,7 @@ struct DatabaseLoadTests {
             connectionLimit: 4,
             poolTimeout: .seconds(5)
         )
-        let database = ReliableDatabase(backend: backend)
+        let database = try ReliableDatabase(backend: backend)
         let workload = PostgresTestWorkload(database: database, table: makeTableName())
         let result = await Result {
             try await DatabaseLoadTester(workload).runLoadTest(Self.configuration(type))
@@ -62,7 +62,7 @@ struct DatabaseLoadTests {
     @Test func anOpenBreakerShowsAsRejectionsAndTheTableIsStillDropped() async throws {
         let directory = try TemporaryDirectory()
         let backend = try SQLiteBackend(path: directory.path("open.sqlite"), connectionLimit: 2)
-        let database = ReliableDatabase(backend: backend)
+        let database = try ReliableDatabase(backend: backend)
         let workload = SQLiteTestWorkload(database: database, table: makeTableName())
         database.circuitBreaker.forceState(.forcedOpen)
         let result = await Result {

@@ -18,7 +18,7 @@ extension PostgresBackendTests {
             idleTimeout: .milliseconds(900),
             keepAliveInterval: .milliseconds(200)
         )
-        let db = ReliableDatabase(backend: backend)
+        let db = try ReliableDatabase(backend: backend)
         // Three leases held at once (each waits for the others), so three connections open.
         let holding = HeldCount()
         try await withThrowingTaskGroup(of: Void.self) { group in

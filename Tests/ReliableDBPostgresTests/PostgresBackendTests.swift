@@ -337,7 +337,7 @@ struct PostgresBackendTests {
             connectionLimit: 1,
             statementTimeout: .milliseconds(200)
         )
-        let db = ReliableDatabase(backend: backend, configuration: .init(timeouts: .init(enabled: false)))
+        let db = try ReliableDatabase(backend: backend, configuration: .init(timeouts: .init(enabled: false)))
         let start = ContinuousClock.now
         do {
             try await db.query(.init("sleep")) { connection in
@@ -360,7 +360,11 @@ struct PostgresBackendTests {
             maxLifetime: .seconds(60),
             clock: clock
         )
-        let db = ReliableDatabase(backend: backend, configuration: .init(timeouts: .init(enabled: false)), clock: clock)
+        let db = try ReliableDatabase(
+            backend: backend,
+            configuration: .init(timeouts: .init(enabled: false)),
+            clock: clock
+        )
         var pids: [Int] = []
         for _ in 0..<3 {
             // The lifetime passes while the connection is leased: it is retired when it comes back.
@@ -438,7 +442,7 @@ struct PostgresBackendTests {
 
     @Test func withNothingOpenAFailedConnectFailsTheWaitersAtOnceWithItsCause() async throws {
         let backend = try PostgresBackend(url: try TestServer.url { $0.port = 1 }, poolTimeout: .seconds(60))
-        let db = ReliableDatabase(backend: backend, configuration: .init(circuitBreakerEnabled: false))
+        let db = try ReliableDatabase(backend: backend, configuration: .init(circuitBreakerEnabled: false))
         let failures = await withTaskGroup(of: String.self) { group in
             for index in 0..<3 {
                 group.addTask {
@@ -465,7 +469,7 @@ struct PostgresBackendTests {
     @Test func idleConnectionsCloseAfterTheIdleTimeout() async throws {
         let url = try TestServer.url()
         let backend = try PostgresBackend(url: url, connectionLimit: 3, idleTimeout: .milliseconds(300))
-        let db = ReliableDatabase(backend: backend)
+        let db = try ReliableDatabase(backend: backend)
         let observer = try await Observer.connect()
         try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<3 { group.addTask { try await db.selectInt(.read("r"), "SELECT 1 FROM pg_sleep(0.05)") } }
@@ -485,7 +489,7 @@ struct PostgresBackendTests {
     @Test func idleConnectionsAreCheckedWithAKeepAlive() async throws {
         let url = try TestServer.url()
         let backend = try PostgresBackend(url: url, connectionLimit: 1, keepAliveInterval: .milliseconds(300))
-        let db = ReliableDatabase(backend: backend)
+        let db = try ReliableDatabase(backend: backend)
         let observer = try await Observer.connect()
         #expect(try await db.selectInt(.read("last-user-query"), "SELECT 42") == 42)
         // The server shows each backend's latest statement: the keep-alive replaces the caller's.

@@ -68,7 +68,7 @@ struct TestServer {
         reliability: ReliabilityConfiguration = .init()
     ) throws -> ReliableDatabase<PostgresBackend> {
         let backend = try PostgresBackend(url: url, connectionLimit: connectionLimit, poolTimeout: poolTimeout)
-        return ReliableDatabase(backend: backend, configuration: reliability)
+        return try ReliableDatabase(backend: backend, configuration: reliability)
     }
 }
 

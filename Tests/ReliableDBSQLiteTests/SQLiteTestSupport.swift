@@ -29,7 +29,7 @@ final class TemporaryDatabaseFile: Sendable {
             poolTimeout: poolTimeout,
             busyTimeout: busyTimeout
         )
-        return ReliableDatabase(backend: backend, configuration: reliability)
+        return try ReliableDatabase(backend: backend, configuration: reliability)
     }
 }
 

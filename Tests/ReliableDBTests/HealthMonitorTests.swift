@@ -67,7 +67,7 @@ struct HealthMonitorTests {
         let logs = LogLines()
 
         init(pendingFor: Duration = .zero, repeatInterval: Duration = .seconds(600)) {
-            db = ReliableDatabase(
+            db = try! ReliableDatabase(
                 backend: backend,
                 configuration: .init(
                     circuitBreaker: .init(failureThreshold: 3, retry: .none),
@@ -304,7 +304,7 @@ struct HealthMonitorTests {
 
     @Test func aDisabledMonitorDoesNotRun() async throws {
         let clock = ManualClock()
-        let db = ReliableDatabase(backend: ScriptedBackend(), clock: clock)
+        let db = try ReliableDatabase(backend: ScriptedBackend(), clock: clock)
         let monitor = HealthMonitor(database: db, configuration: .init(enabled: false))
         try await monitor.run()
         #expect(!monitor.hasChecked)

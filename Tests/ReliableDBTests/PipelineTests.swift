@@ -113,6 +113,8 @@ struct PipelineTests {
         #expect(script.calls.count == 3)
     }
 
+    /// The failure that opens the breaker ends the retry sequence at once: no further retry is
+    /// scheduled, counted or slept, and no rejection is provoked.
     @Test func anOpeningBreakerStopsFurtherAttempts() async throws {
         let clock = ManualClock()
         let db = makeDatabase(
@@ -125,13 +127,16 @@ struct PipelineTests {
             _ = try await driving(clock) {
                 try await db.execute(OperationOptions("get-users")) { _ in try script.next() }
             }
-            Issue.record("expected the breaker to reject")
-        } catch let error as DatabaseCircuitBreakerError {
-            #expect(error.state == .open)
-            #expect(error.retryAfter != nil)
+            Issue.record("expected the retries to stop")
+        } catch let error as DatabaseRetryError {
+            #expect(error.reason == .circuitOpened)
+            #expect(error.attempts == 2)
+            #expect(error.lastErrorClass == .connection)
         }
         #expect(script.calls.count == 2)
-        #expect(db.metrics().rejectedByCircuitBreaker == 1)
+        #expect(db.circuitBreaker.state == .open)
+        #expect(db.metrics().rejectedByCircuitBreaker == 0, "no attempt was made only to be rejected")
+        #expect(db.metrics().retries == 1, "only the retry before the opening is counted")
     }
 
     @Test func theRetryBudgetCapsRetriesDuringAnOutage() async throws {

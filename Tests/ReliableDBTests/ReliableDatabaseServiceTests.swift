@@ -7,7 +7,7 @@ import Testing
 struct ReliableDatabaseServiceTests {
     @Test func aGracefulShutdownOfItsGroupClosesTheBackendOnce() async throws {
         let backend = TestBackend()
-        let db = ReliableDatabase(backend: backend)
+        let db = try ReliableDatabase(backend: backend)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: db)], logger: Logger(label: "test.service"))
         )
@@ -22,7 +22,7 @@ struct ReliableDatabaseServiceTests {
 
     @Test func cancellingItsGroupClosesTheBackendToo() async throws {
         let backend = TestBackend()
-        let db = ReliableDatabase(backend: backend)
+        let db = try ReliableDatabase(backend: backend)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: db)], logger: Logger(label: "test.service"))
         )

@@ -44,9 +44,9 @@ func nanosecondsPerOperation(
 }
 
 let options = OperationOptions.read("select-1")
-let pipelineOnly = ReliableDatabase(backend: NoopBackend())
+let pipelineOnly = try ReliableDatabase(backend: NoopBackend())
 let poolOnly = try PostgresBackend(url: url, connectionLimit: 10)
-let pipelineAndPool = ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: 10))
+let pipelineAndPool = try ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: 10))
 let cases: [(String, @Sendable () async throws -> Void)] = [
     ("pipeline", { try await pipelineOnly.execute(options) { attempt in try attempt.withInterrupt({}) {} } }),
     ("pool lease+release", { try await poolOnly.withConnection { _ in } }),

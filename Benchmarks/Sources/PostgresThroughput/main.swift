@@ -57,7 +57,7 @@ let client = PostgresClient(configuration: clientConfiguration)
 let clientRunner = Task { await client.run() }
 
 // ReliableDB with the defaults a user gets (breaker, retries, deadline) on the same pool size.
-let db = ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: callers))
+let db = try ReliableDatabase(backend: try PostgresBackend(url: url, connectionLimit: callers))
 let options = OperationOptions.read("select-1")
 // The same pool without the pipeline: isolates what the breaker, retries and deadline cost.
 let backendOnly = try PostgresBackend(url: url, connectionLimit: callers)

@@ -55,7 +55,7 @@ func refusedPort() -> Int {
 let logger = Logger(label: "bench")
 let path = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-bench-\(UUID().uuidString).sqlite")
     .path
-let db = ReliableDatabase(backend: try SQLiteBackend(path: path, connectionLimit: callers))
+let db = try ReliableDatabase(backend: try SQLiteBackend(path: path, connectionLimit: callers))
 let sinks = [
     ("down", refusedPort()),
     ("blackhole", blackHolePort()),

@@ -55,6 +55,9 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
         self.retry = retry
     }
 
+    /// The largest count sliding window: its outcomes are kept in memory allocated up front.
+    public static let maxCountWindow = 1_000_000
+
     /// The configuration problems, empty when valid.
     public var validationProblems: [String] {
         var problems: [String] = []
@@ -66,8 +69,8 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
             problems.append("failureRateThreshold must be in (0, 100], got \(rate)")
         }
         if minimumNumberOfCalls < 1 { problems.append("minimumNumberOfCalls must be at least 1") }
-        if case .count(let size) = slidingWindow, size < 1 {
-            problems.append("a count sliding window needs at least 1 call")
+        if case .count(let size) = slidingWindow, !(1...Self.maxCountWindow).contains(size) {
+            problems.append("a count sliding window holds 1 to \(Self.maxCountWindow) calls, got \(size)")
         }
         if case .time(let span) = slidingWindow, span <= .zero {
             problems.append("a time sliding window must be positive")
@@ -76,6 +79,19 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
             problems.append("slowCallRateThreshold must be in (0, 100]")
         }
         if maxConcurrentProbes < 1 { problems.append("maxConcurrentProbes must be at least 1") }
+        // Configurations that are valid field by field but can never open the breaker.
+        if case .count(let size) = slidingWindow, size >= 1 {
+            if failureRateThreshold == nil, failureThreshold > size {
+                problems.append(
+                    "failureThreshold \(failureThreshold) can never be reached in a sliding window of \(size) calls"
+                )
+            }
+            if failureRateThreshold != nil || slowCallDurationThreshold != nil, minimumNumberOfCalls > size {
+                problems.append(
+                    "minimumNumberOfCalls \(minimumNumberOfCalls) can never be reached in a sliding window of \(size) calls"
+                )
+            }
+        }
         return problems + retry.validationProblems
     }
 }

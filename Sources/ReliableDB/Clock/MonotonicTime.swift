@@ -16,12 +16,18 @@ public struct MonotonicTime: Hashable, Comparable, Sendable, CustomStringConvert
         lhs.nanoseconds < rhs.nanoseconds
     }
 
+    /// Saturates at the ends of the timeline, so a deadline or an open period of an enormous
+    /// duration lies far in the future instead of wrapping into the past.
     public static func + (lhs: MonotonicTime, rhs: Duration) -> MonotonicTime {
-        MonotonicTime(nanoseconds: lhs.nanoseconds &+ rhs.nanosecondsClamped)
+        let (sum, overflow) = lhs.nanoseconds.addingReportingOverflow(rhs.nanosecondsClamped)
+        guard overflow else { return MonotonicTime(nanoseconds: sum) }
+        return MonotonicTime(nanoseconds: rhs > .zero ? .max : .min)
     }
 
     public static func - (lhs: MonotonicTime, rhs: Duration) -> MonotonicTime {
-        MonotonicTime(nanoseconds: lhs.nanoseconds &- rhs.nanosecondsClamped)
+        let (difference, overflow) = lhs.nanoseconds.subtractingReportingOverflow(rhs.nanosecondsClamped)
+        guard overflow else { return MonotonicTime(nanoseconds: difference) }
+        return MonotonicTime(nanoseconds: rhs > .zero ? .min : .max)
     }
 
     public static func - (lhs: MonotonicTime, rhs: MonotonicTime) -> Duration {

@@ -82,6 +82,7 @@ public struct DatabaseRetryError: Error, CustomStringConvertible, Sendable {
         case deadlineReached = "the next retry would pass the deadline"
         case budgetExhausted = "the retry budget is spent"
         case notRetryable = "the last error is not retryable"
+        case circuitOpened = "the circuit breaker opened"
     }
 
     public var operation: String

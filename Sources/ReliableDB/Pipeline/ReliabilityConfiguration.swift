@@ -30,7 +30,7 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     }
 
     public var validationProblems: [String] {
-        circuitBreaker.validationProblems + timeouts.validationProblems
+        circuitBreaker.validationProblems + retryBudget.validationProblems + timeouts.validationProblems
     }
 }
 

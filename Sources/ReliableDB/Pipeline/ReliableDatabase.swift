@@ -26,13 +26,21 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// - Parameters:
     ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
     ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
+    /// - Throws: ``ConfigurationError`` naming every problem of `configuration`, including
+    ///   combinations that are valid field by field but could never open the breaker.
     public init(
         backend: Backend,
         configuration: ReliabilityConfiguration = .init(),
         clock: any ReliabilityClock = SystemClock(),
         instruments: ReliabilityInstruments? = nil,
         jitterSeed: UInt64? = nil
-    ) {
+    ) throws(ConfigurationError) {
+        let problems = configuration.validationProblems
+        guard problems.isEmpty else {
+            throw ConfigurationError(
+                problems: problems.map { .init(variable: "ReliabilityConfiguration", value: "", expected: $0) }
+            )
+        }
         raw = backend
         self.configuration = configuration
         self.clock = clock
@@ -141,7 +149,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     attempt: attempt,
                     maxAttempts: maxAttempts,
                     now: end,
-                    deadline: deadline
+                    deadline: deadline,
+                    // This failure may just have opened it: then the next attempt would only be rejected.
+                    breakerOpen: permit != nil && circuitBreaker.state == .open
                 )
                 guard case .retry(let delay) = verdict else {
                     finish(options, duration: end - start, outcome: .failure(errorClass))
@@ -201,7 +211,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         attempt: Int,
         maxAttempts: Int,
         now: MonotonicTime,
-        deadline: MonotonicTime?
+        deadline: MonotonicTime?,
+        breakerOpen: Bool
     ) -> RetryVerdict {
         let errorClass = classification.errorClass
         guard errorClass.isRetryable else {
@@ -215,6 +226,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         guard attempt < maxAttempts else {
             return maxAttempts > 1 ? .stop(.attemptsExhausted) : .giveUp
         }
+        if breakerOpen { return .stop(.circuitOpened) }
         let delay = jitter.withLock { configuration.circuitBreaker.retry.delay(forRetry: attempt, using: &$0) }
         if let deadline, now + delay >= deadline {
             return .stop(.deadlineReached)

@@ -22,6 +22,19 @@ public struct RetryBudget: Sendable {
 
         /// No budget: every retry the policy wants is allowed.
         public static let unlimited = Configuration(ratio: .infinity, minRetriesPerSecond: .max / 1024)
+
+        /// The configuration problems, empty when valid.
+        public var validationProblems: [String] {
+            var problems: [String] = []
+            if !(ratio >= 0) {
+                problems.append("retryBudget.ratio must be 0 or more (infinity: unlimited), got \(ratio)")
+            }
+            if minRetriesPerSecond < 0 {
+                problems.append("retryBudget.minRetriesPerSecond must be 0 or more, got \(minRetriesPerSecond)")
+            }
+            if window <= .zero { problems.append("retryBudget.window must be positive") }
+            return problems
+        }
     }
 
     private struct Bucket {
@@ -51,9 +64,10 @@ public struct RetryBudget: Sendable {
     public mutating func tryAcquireRetry(at now: MonotonicTime) -> Bool {
         let (requests, retries) = totals(at: now)
         let windowSeconds = configuration.window.seconds
-        let allowance =
-            Double(configuration.minRetriesPerSecond) * windowSeconds + configuration.ratio * Double(requests)
-        guard Double(retries) < allowance else { return false }
+        // An infinite ratio is unlimited even with no requests counted (∞ × 0 would be NaN).
+        let proportional = requests == 0 ? 0 : configuration.ratio * Double(requests)
+        let allowance = Double(max(0, configuration.minRetriesPerSecond)) * windowSeconds + proportional
+        guard configuration.ratio == .infinity || Double(retries) < allowance else { return false }
         buckets[currentBucket(at: now)].retries += 1
         return true
     }

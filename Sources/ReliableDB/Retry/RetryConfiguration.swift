@@ -32,12 +32,18 @@ public struct RetryConfiguration: Sendable, Equatable {
 
     /// The upper bound of the delay before retry number `retry` (1 for the first retry):
     /// `min(maxDelay, initialDelay × backoffMultiplier^(retry − 1))`.
+    ///
+    /// Total over its whole domain: zero delays, a multiplier of infinity, a `maxDelay` at the top
+    /// of `Duration`'s range and any retry number give a bound in `0...maxDelay`, never a trap.
     public func delayBound(forRetry retry: Int) -> Duration {
-        let initial = Double(initialDelay.nanosecondsClamped)
-        let cap = Double(maxDelay.nanosecondsClamped)
+        let initial = max(0, initialDelay.nanosecondsClamped)
+        let cap = max(0, maxDelay.nanosecondsClamped)
+        guard initial > 0, cap > 0 else { return .zero }
         let exponent = Double(max(0, retry - 1))
-        let bound = min(cap, initial * pow(backoffMultiplier, exponent))
-        return .nanoseconds(Int64(bound.isFinite ? bound : cap))
+        // 0 × ∞ cannot happen (initial > 0); an infinite or NaN product means "past the cap".
+        let bound = Double(initial) * pow(backoffMultiplier, exponent)
+        guard bound.isFinite, bound < Double(cap) else { return .nanoseconds(cap) }
+        return .nanoseconds(min(cap, Int64(bound)))
     }
 
     /// A delay drawn uniformly from `0...delayBound(forRetry:)` (full jitter).

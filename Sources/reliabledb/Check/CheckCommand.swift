@@ -47,7 +47,7 @@ struct CheckCommand: AsyncParsableCommand {
                 connectionLimit: configuration.connectionLimit,
                 poolTimeout: configuration.poolTimeout
             )
-            let db = ReliableDatabase(backend: backend, configuration: configuration.reliability)
+            let db = try ReliableDatabase(backend: backend, configuration: configuration.reliability)
             results = await run(SQLiteCheckTarget(database: db))
             try? await db.shutdown()
         case .postgres:
@@ -79,14 +79,19 @@ struct CheckCommand: AsyncParsableCommand {
         await runner.runConnection()
         // Without a connection the other scenarios only repeat the same failure.
         guard runner.results.allSatisfy(\.passed) else { return runner.results }
-        if reliability || all {
-            await runner.runReliability()
-            await runner.runTimeouts()
-        }
-        if health || all { await runner.runMonitoring() }
-        if reliability || all {
-            await runner.runPerformance()
-            await runner.runRecovery()
+        do {
+            if reliability || all {
+                try await runner.runReliability()
+                try await runner.runTimeouts()
+            }
+            if health || all { try await runner.runMonitoring() }
+            if reliability || all {
+                await runner.runPerformance()
+                try await runner.runRecovery()
+            }
+        } catch {
+            // A scenario's own configuration was refused: report it as a failed check.
+            await runner.check("setup", "scenario configuration") { throw error }
         }
         return runner.results
     }

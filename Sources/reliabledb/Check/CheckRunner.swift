@@ -77,12 +77,12 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Reliability
 
-    func runReliability() async {
+    func runReliability() async throws {
         let configuration = ReliabilityConfiguration(
             circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .milliseconds(300), retry: .none),
             retryBudget: .unlimited
         )
-        let db = target.privateDatabase(configuration)
+        let db = try target.privateDatabase(configuration)
         let breaker = db.circuitBreaker
         await check("circuit breaker", "normal operation") {
             for _ in 0..<5 { _ = try await target.selectOne(on: db, .read("check-normal")) }
@@ -119,8 +119,8 @@ final class CheckRunner<Target: CheckTarget> {
         }
     }
 
-    func runTimeouts() async {
-        let db = target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
+    func runTimeouts() async throws {
+        let db = try target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
         await check("timeouts", "within limit") {
             _ = try await target.selectOne(on: db, .read("check-fast", timeout: .seconds(2)))
             return "SELECT 1 finished inside a 2 s limit"
@@ -168,9 +168,9 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Monitoring
 
-    func runMonitoring() async {
+    func runMonitoring() async throws {
         let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
-        let db = target.privateDatabase(.init())
+        let db = try target.privateDatabase(.init())
         let monitor = HealthMonitor(database: db)
         await check("monitoring", "health check") {
             let status = await monitor.checkNow()
@@ -236,7 +236,7 @@ final class CheckRunner<Target: CheckTarget> {
             return "\(String(format: "%.0f", Double(perCall.nanosecondsClamped))) ns per permit (seed budget: 5-10 ms)"
         }
         await check("performance", "reliable client overhead") {
-            let db = target.privateDatabase(.init())
+            let db = try target.privateDatabase(.init())
             let rounds = 300
             var raw = Duration.zero
             var reliable = Duration.zero
@@ -260,8 +260,8 @@ final class CheckRunner<Target: CheckTarget> {
         }
     }
 
-    func runRecovery() async {
-        let db = target.privateDatabase(
+    func runRecovery() async throws {
+        let db = try target.privateDatabase(
             .init(
                 circuitBreaker: .init(
                     failureThreshold: 1,

@@ -13,7 +13,7 @@ protocol CheckTarget: Sendable {
     var database: ReliableDatabase<Backend> { get }
     /// A pipeline of its own on the same connections, so scenarios can trip a breaker without
     /// touching the application's.
-    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<Backend>
+    func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<Backend>
     func selectOne(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws -> Int
     /// Runs for many seconds unless stopped.
     func slowQuery(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws
@@ -29,8 +29,8 @@ protocol CheckTarget: Sendable {
 struct SQLiteCheckTarget: CheckTarget {
     let database: ReliableDatabase<SQLiteBackend>
 
-    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<SQLiteBackend> {
-        ReliableDatabase(backend: database.raw, configuration: configuration)
+    func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<SQLiteBackend> {
+        try ReliableDatabase(backend: database.raw, configuration: configuration)
     }
 
     func selectOne(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws -> Int {
@@ -78,8 +78,8 @@ struct PostgresCheckTarget: CheckTarget {
     let database: ReliableDatabase<PostgresBackend>
     let logger = Logger(label: "reliabledb.check")
 
-    func privateDatabase(_ configuration: ReliabilityConfiguration) -> ReliableDatabase<PostgresBackend> {
-        ReliableDatabase(backend: database.raw, configuration: configuration)
+    func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<PostgresBackend> {
+        try ReliableDatabase(backend: database.raw, configuration: configuration)
     }
 
     func selectOne(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws -> Int {

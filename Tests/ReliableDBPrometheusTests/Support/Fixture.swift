@@ -19,7 +19,7 @@ struct Fixture {
         exporter = PrometheusExporter(registry: registry)
         instruments = ReliabilityInstruments(factory: exporter.metricsFactory, operationLabels: [Self.operationName])
         backend = TestBackend(pool: pool)
-        db = ReliableDatabase(
+        db = try! ReliableDatabase(
             backend: backend,
             configuration: ReliabilityConfiguration(circuitBreaker: breaker, timeouts: .init(enabled: false)),
             clock: clock,

@@ -66,7 +66,8 @@ func makeDatabase(
     budget: RetryBudget.Configuration = .unlimited,
     circuitBreakerEnabled: Bool = true
 ) -> ReliableDatabase<TestBackend> {
-    ReliableDatabase(
+    // The tests' configurations are valid; an invalid one is a bug in the test.
+    try! ReliableDatabase(
         backend: TestBackend(),
         configuration: ReliabilityConfiguration(
             circuitBreakerEnabled: circuitBreakerEnabled,
