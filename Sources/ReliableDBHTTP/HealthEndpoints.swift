@@ -71,9 +71,12 @@ public final class HealthEndpoints: Sendable {
         )
     }
 
-    /// `GET /api/health/ready`: 503 while starting, while draining, while the database is
-    /// unreachable, and while the circuit breaker is open.
+    /// `GET /api/health/ready`: 503 while draining, while the database is unreachable (or not
+    /// checked yet), and while the circuit breaker is open. A request that gets here proves the
+    /// server is up, so a readiness still `starting` is marked serving: an app need not call
+    /// ``Readiness/markServing()`` itself.
     public func ready(now: Date = Date()) -> Answer {
+        readiness.markServing()
         let ready = isReady
         return Answer(
             status: ready ? 200 : 503,

@@ -2,8 +2,10 @@ import Synchronization
 
 /// Whether this process should receive traffic, apart from the database's own health.
 ///
-/// Starts as `starting`; the server marks it `serving` once it listens, and `draining` on
-/// shutdown, so Kubernetes stops routing to the pod before in-flight requests are cut off.
+/// Starts as `starting`; it turns `serving` once the server listens (the first `/ready` request
+/// proves it, or call ``markServing()`` from your server's start hook), and `draining` on shutdown
+/// (``ReadinessDrainService``), so Kubernetes stops routing to the pod before in-flight requests
+/// are cut off.
 public final class Readiness: Sendable {
     public enum Phase: UInt8, Sendable {
         case starting

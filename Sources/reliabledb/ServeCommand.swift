@@ -166,7 +166,9 @@ struct ServeCommand: AsyncParsableCommand {
         services.append(app)
         // Last in the list, so first to hear of a graceful shutdown: readiness turns 503 while the
         // server still answers, then the server stops accepting and finishes in-flight requests.
-        services.append(DrainService(readiness: readiness, delay: .milliseconds(Int64(drainSeconds * 1000))))
+        services.append(
+            ReadinessDrainService(readiness: readiness, drainFor: .milliseconds(Int64(drainSeconds * 1000)))
+        )
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) },
@@ -176,18 +178,6 @@ struct ServeCommand: AsyncParsableCommand {
         )
         try await group.run()
         logger.info("stopped")
-    }
-}
-
-/// Waits for a graceful shutdown, then reports not-ready for `delay` before letting the group go on.
-struct DrainService: Service {
-    let readiness: Readiness
-    let delay: Duration
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        readiness.beginDraining()
-        try? await Task.sleep(for: delay)
     }
 }
 
