@@ -208,7 +208,7 @@ struct HealthRoutesTests {
             await stack.monitor.checkNow()
             do {
                 let status = try await readyStatus(client)
-                #expect(status == .ok, "a request that reaches /ready proves the server serves: no markServing() needed")
+                #expect(status == .ok, "a request that reaches /ready proves the server serves")
                 #expect(stack.endpoints.readiness.phase == .serving)
             }
             stack.db.circuitBreaker.forceState(.open)
