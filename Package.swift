@@ -146,6 +146,20 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "ReadmeSnippetsTests",
+            dependencies: [
+                "ReliableDB", "ReliableDBSQLite", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBPrometheus",
+                "ReliableDBWebhook",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "ReliableDBTests",
             dependencies: [
                 "ReliableDB",

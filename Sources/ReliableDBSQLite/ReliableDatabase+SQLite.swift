@@ -4,10 +4,13 @@ import ReliableDB
 extension ReliableDatabase where Backend == SQLiteBackend {
     /// Opens the embedded SQLite database the configuration names (`DATABASE_URL` unset,
     /// `file:PATH` or `sqlite:PATH`) with the configured pipeline.
+    /// - Parameter instruments: where event metrics go (`ReliabilityInstruments(factory:
+    ///   exporter.metricsFactory)` for Prometheus); nil for none.
     public static func sqlite(
         configuration: ReliableDBConfiguration,
         busyTimeout: Duration = .seconds(1),
-        clock: any ReliabilityClock = SystemClock()
+        clock: any ReliabilityClock = SystemClock(),
+        instruments: ReliabilityInstruments? = nil
     ) throws -> ReliableDatabase<SQLiteBackend> {
         guard case .sqlite(let path) = configuration.database else {
             throw UnsupportedDatabaseError(location: configuration.database)
@@ -19,7 +22,12 @@ extension ReliableDatabase where Backend == SQLiteBackend {
             busyTimeout: busyTimeout,
             clock: clock
         )
-        return try ReliableDatabase(backend: backend, configuration: configuration.reliability, clock: clock)
+        return try ReliableDatabase(
+            backend: backend,
+            configuration: configuration.reliability,
+            clock: clock,
+            instruments: instruments
+        )
     }
 
     /// A read through the pipeline, on a reader connection (the seed's `query`).
