@@ -92,14 +92,15 @@ final class CheckRunner<Target: CheckTarget> {
             return "5 queries succeeded, breaker CLOSED"
         }
         await check("circuit breaker", "failure threshold") {
-            for _ in 0..<3 {
-                guard case .permitted(let permit) = breaker.acquire() else {
-                    throw CheckFailed("rejected while closed")
-                }
-                breaker.record(permit, outcome: .failure, duration: .milliseconds(1))
+            // Real failures on the database: statements that overrun their deadline.
+            for index in 1...3 {
+                do {
+                    try await target.slowQuery(on: db, .read("check-failing", timeout: .milliseconds(100)))
+                    throw CheckFailed("statement \(index) finished inside its 100 ms deadline")
+                } catch is DatabaseTimeoutError {}
             }
             guard breaker.state == .open else { throw CheckFailed("still \(breaker.state.rawValue) after 3 failures") }
-            return "OPEN after 3 failures (threshold 3)"
+            return "OPEN after 3 statements timed out on the database (threshold 3)"
         }
         await check("circuit breaker", "blocking while open") {
             do {
@@ -153,17 +154,15 @@ final class CheckRunner<Target: CheckTarget> {
                 return "timed out at 200 ms; its insert was rolled back"
             }
         }
-        try? await target.dropTable(table)
-        await check("timeouts", "batch scaling") {
-            let timeouts = TimeoutConfiguration()
-            let small = timeouts.timeout(for: .batchOperation(.batchInsert, count: 10, table: "orders"))!
-            let large = timeouts.timeout(for: .batchOperation(.batchInsert, count: 1000, table: "orders"))!
-            let huge = timeouts.timeout(for: .batchOperation(.batchInsert, count: 10_000_000, table: "orders"))!
-            guard small < large, huge == timeouts.batchCap else {
-                throw CheckFailed("scaling is not monotonic and capped")
-            }
-            return "10 rows \(small), 1000 rows \(large), 10M rows capped at \(huge)"
+        await check("timeouts", "batch operation with a scaled deadline") {
+            let options = OperationOptions.batchOperation(.batchInsert, count: 1000, table: table)
+            let deadline = db.configuration.timeouts.timeout(for: options)
+            try await target.insertRows(on: db, table: table, count: 1000, options)
+            let rows = try await target.countRows(table)
+            guard rows == 1000 else { throw CheckFailed("\(rows) rows after inserting 1000") }
+            return "1000 rows inserted in one operation under its scaled deadline (\(deadline.map { "\($0)" } ?? "none"))"
         }
+        try? await target.dropTable(table)
     }
 
     // MARK: Monitoring
@@ -272,26 +271,18 @@ final class CheckRunner<Target: CheckTarget> {
             )
         )
         await check("recovery", "automatic recovery") {
-            db.circuitBreaker.forceState(.open)
+            do {
+                try await target.slowQuery(on: db, .read("check-outage", timeout: .milliseconds(100)))
+            } catch is DatabaseTimeoutError {}
+            guard db.circuitBreaker.state == .open else {
+                throw CheckFailed("a timed-out statement left the breaker \(db.circuitBreaker.state.rawValue)")
+            }
             try await Task.sleep(for: .milliseconds(220))
             _ = try await target.selectOne(on: db, .read("check-recover"))
             guard db.circuitBreaker.state == .closed else {
                 throw CheckFailed("not closed: \(db.circuitBreaker.state.rawValue)")
             }
             return "OPEN → HALF_OPEN → CLOSED after one good probe"
-        }
-        await check("recovery", "graceful degradation") {
-            var lastGood: Int?
-            lastGood = try await target.selectOne(on: db, .read("check-degrade"))
-            db.circuitBreaker.forceState(.forcedOpen)
-            defer { db.circuitBreaker.reset() }
-            do {
-                _ = try await target.selectOne(on: db, .read("check-degrade"))
-                throw CheckFailed("read went through a forced-open breaker")
-            } catch is DatabaseCircuitBreakerError {
-                guard let lastGood else { throw CheckFailed("no cached value to fall back to") }
-                return "breaker open: served the last good result (\(lastGood)) marked degraded"
-            }
         }
     }
 }

@@ -21,6 +21,9 @@ protocol CheckTarget: Sendable {
     func slowTransaction(on db: ReliableDatabase<Backend>, table: String, _ options: OperationOptions) async throws
     func createTable(_ name: String) async throws
     func countRows(_ name: String) async throws -> Int
+    /// Inserts `count` rows into `table` as one operation through `db`.
+    func insertRows(on db: ReliableDatabase<Backend>, table: String, count: Int, _ options: OperationOptions)
+        async throws
     func dropTable(_ name: String) async throws
     /// The same trivial query without the pipeline, for measuring its overhead.
     func rawSelectOne() async throws
@@ -58,6 +61,17 @@ struct SQLiteCheckTarget: CheckTarget {
 
     func countRows(_ name: String) async throws -> Int {
         try await database.raw.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM \(name)") ?? -1 }
+    }
+
+    func insertRows(
+        on db: ReliableDatabase<SQLiteBackend>,
+        table: String,
+        count: Int,
+        _ options: OperationOptions
+    ) async throws {
+        try await db.write(options) { db in
+            for _ in 0..<count { try db.execute(sql: "INSERT INTO \(table) (note) VALUES ('batch')") }
+        }
     }
 
     func dropTable(_ name: String) async throws {
@@ -111,6 +125,24 @@ struct PostgresCheckTarget: CheckTarget {
             )
             .collect()
             _ = try await connection.query("SELECT pg_sleep(30)", logger: logger).collect()
+        }
+    }
+
+    func insertRows(
+        on db: ReliableDatabase<PostgresBackend>,
+        table: String,
+        count: Int,
+        _ options: OperationOptions
+    ) async throws {
+        let logger = self.logger
+        try await db.transaction(options) { connection in
+            _ = try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: "INSERT INTO \(table) (note) SELECT 'batch' FROM generate_series(1, \(count))"
+                ),
+                logger: logger
+            )
+            .collect()
         }
     }
 
