@@ -160,7 +160,8 @@ final class CheckRunner<Target: CheckTarget> {
             try await target.insertRows(on: db, table: table, count: 1000, options)
             let rows = try await target.countRows(table)
             guard rows == 1000 else { throw CheckFailed("\(rows) rows after inserting 1000") }
-            return "1000 rows inserted in one operation under its scaled deadline (\(deadline.map { "\($0)" } ?? "none"))"
+            let limit = deadline.map { "\($0)" } ?? "none"
+            return "1000 rows inserted in one operation under its scaled deadline (\(limit))"
         }
         try? await target.dropTable(table)
     }

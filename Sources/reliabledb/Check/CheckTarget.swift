@@ -22,7 +22,12 @@ protocol CheckTarget: Sendable {
     func createTable(_ name: String) async throws
     func countRows(_ name: String) async throws -> Int
     /// Inserts `count` rows into `table` as one operation through `db`.
-    func insertRows(on db: ReliableDatabase<Backend>, table: String, count: Int, _ options: OperationOptions)
+    func insertRows(
+        on db: ReliableDatabase<Backend>,
+        table: String,
+        count: Int,
+        _ options: OperationOptions
+    )
         async throws
     func dropTable(_ name: String) async throws
     /// The same trivial query without the pipeline, for measuring its overhead.
