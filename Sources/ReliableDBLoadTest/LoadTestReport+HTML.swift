@@ -46,6 +46,7 @@ extension LoadTestReport {
         page += percentilePlot()
         page += latencyTable()
         page += "<h2>Throughput per second</h2>\n"
+        if let note = shortRunNote { page += "<p class=\"sub\">\(Self.escape(note))</p>\n" }
         page += throughputTimeline()
         page += errorsSection()
         page += thresholdsSection()

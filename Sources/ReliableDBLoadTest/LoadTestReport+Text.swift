@@ -14,6 +14,17 @@ extension LoadTestReport {
     ///   from intended    0.041    1.234    ...
     ///   service time     0.041    1.234    ...
     /// ```
+    /// Said when the measured phase was too short for its per-second timeline to show anything
+    /// (the default 10 × 100 operations can finish in a fraction of a second).
+    public var shortRunNote: String? {
+        guard elapsedSeconds < Self.readableRunSeconds else { return nil }
+        return "the run lasted \(Self.format(elapsedSeconds, decimals: 2)) s, too short for a per-second "
+            + "timeline; run longer for a readable report, e.g. --duration 30"
+    }
+
+    /// The shortest run whose per-second timeline says something.
+    static let readableRunSeconds = 5.0
+
     public func textSummary() -> String {
         var lines: [String] = []
         func row(_ label: String, _ value: String) {
@@ -32,6 +43,7 @@ extension LoadTestReport {
                 + " (\(Self.format(errors.ratePercent, decimals: 2))%)"
         )
         row("throughput", "\(Self.format(throughput, decimals: 1)) ops/s")
+        if let note = shortRunNote { row("note", note) }
         lines.append("")
 
         let width = 9

@@ -23,15 +23,15 @@ struct LoadTestCommand: AsyncParsableCommand {
         commandName: "loadtest",
         abstract: "Put the configured database under concurrent load and report throughput, latency and errors.",
         discussion: """
-            Creates its own table (reliabledb_loadtest_<random>: id, payload, created_at), seeds 1,000 rows,
-            runs reads (a random existing row by id), writes (INSERT) or a mix through ReliableDB (or the
+            Creates its own table (reliabledb_loadtest_<random>: id, payload, created_at), seeds 1,000 rows, \
+            runs reads (a random existing row by id), writes (INSERT) or a mix through ReliableDB (or the \
             plain driver with --raw), and drops the table again, also after a failure or Ctrl-C.
 
-            Closed model by default: each connection runs its operations back to back. --rate switches to
-            the open model: operations are scheduled at fixed times and latency is measured from each
+            Closed model by default: each connection runs its operations back to back. --rate switches to \
+            the open model: operations are scheduled at fixed times and latency is measured from each \
             operation's intended start, so queueing behind a stall shows up as latency.
 
-            The pool size is DB_CONNECTION_LIMIT (SQLite: readers, plus one writer), for --raw too.
+            The pool size is DB_CONNECTION_LIMIT (SQLite: readers, plus one writer), for --raw too. \
             Exit status: 0, 1 when a --threshold is missed or the run fails, 2 for a bad configuration.
             """
     )

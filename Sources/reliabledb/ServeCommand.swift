@@ -16,7 +16,7 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the health endpoints (and optionally the Carmen demo) for the configured database.",
         discussion: """
-            Endpoints: /api/health, /api/health/metrics, /api/health/live, /api/health/ready.
+            Endpoints: /api/health, /api/health/metrics, /api/health/live, /api/health/ready. \
             SIGTERM or SIGINT shuts down gracefully: readiness turns 503, then in-flight requests finish.
             """
     )

@@ -10,8 +10,8 @@ struct CheckCommand: AsyncParsableCommand {
         commandName: "check",
         abstract: "Test the configured database connection and the reliability features against it.",
         discussion: """
-            With no flag: the basic connection test. --reliability adds the circuit-breaker, timeout,
-            performance and recovery scenarios; --health the monitoring checks and the HTTP endpoints;
+            With no flag: the basic connection test. --reliability adds the circuit-breaker, timeout, \
+            performance and recovery scenarios; --health the monitoring checks and the HTTP endpoints; \
             --all runs everything. Exits non-zero when any check fails. Leaves no tables behind.
             """
     )
