@@ -302,6 +302,18 @@ public final class PostgresBackend: DatabaseBackend {
         Self.classify(error)
     }
 
+    /// PostgresNIO's `PSQLError` describes itself as "Generic description to prevent accidental
+    /// leakage"; this names the SQLSTATE and message, or the network cause, instead.
+    public func describe(_ error: any Error) -> String {
+        switch error {
+        case is PSQLError, is PostgresError, is PostgresTransactionError, is KeyedConnectError,
+            is PostgresConnectionLostError, is PoolLeaseError:
+            describePostgresError(error)
+        default:
+            "\(error)"
+        }
+    }
+
     /// The classification this backend applies, for errors from a plain PostgresNIO client too
     /// (the load tester's raw mode), so both are counted the same way.
     public static func classify(_ error: any Error) -> ErrorClassification {

@@ -598,3 +598,25 @@ final class Counter: Sendable {
     func increment() { value.add(1, ordering: .relaxed) }
     var count: Int { value.load(ordering: .relaxed) }
 }
+
+@Suite("PostgreSQL errors in words")
+struct PostgresErrorWordsTests {
+    /// PSQLError describes itself as "Generic description to prevent accidental leakage"; what
+    /// operators read (logs, alerts, /api/health) names the SQLSTATE and the message.
+    @Test func aServerErrorNamesItsStateAndMessage() async throws {
+        let db = try TestServer.open(try TestServer.url(), connectionLimit: 1)
+        let caught: (any Error)?
+        do {
+            _ = try await db.query(.init("divide", retries: false)) { connection in
+                try await connection.query("SELECT 1/0", logger: Logger(label: "test")).collect()
+            }
+            caught = nil
+        } catch {
+            caught = error
+        }
+        let error = try #require(caught)
+        #expect("\(error)".contains("Generic description"), "PostgresNIO's own text hides the cause")
+        #expect(db.raw.describe(error) == "SQLSTATE 22012: division by zero")
+        try await db.shutdown()
+    }
+}

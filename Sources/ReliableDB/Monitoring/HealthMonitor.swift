@@ -94,7 +94,7 @@ public final class HealthMonitor: Service, Sendable {
         logger: Logger = Logger(label: "reliabledb.monitor")
     ) {
         self.configuration = configuration
-        probe = { await database.probe() }
+        probe = { await database.probe().mapError { DescribedError(database.raw.describe($0)) } }
         snapshot = { database.metrics() }
         breaker = database.circuitBreaker
         self.sinks = sinks
@@ -439,5 +439,14 @@ extension DatabaseLocation {
         case .sqlite: "sqlite"
         case .postgres: "postgresql"
         }
+    }
+}
+
+/// A probe's error as the backend describes it (its real cause, in words).
+struct DescribedError: Error, CustomStringConvertible {
+    let description: String
+
+    init(_ description: String) {
+        self.description = description
     }
 }

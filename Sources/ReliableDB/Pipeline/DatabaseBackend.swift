@@ -19,10 +19,16 @@ public protocol DatabaseBackend: ErrorClassifier {
 
     /// Hands the backend the instruments to record pool metrics (acquire time) into.
     func attach(_ instruments: ReliabilityInstruments)
+
+    /// The error in plain words that name its real cause, for logs, alerts and `/api/health`
+    /// (a driver's own description may hide it). Never contains a secret.
+    func describe(_ error: any Error) -> String
 }
 
 extension DatabaseBackend {
     public func attach(_ instruments: ReliabilityInstruments) {}
+
+    public func describe(_ error: any Error) -> String { "\(error)" }
 }
 
 /// What one successful probe learned about the server.
