@@ -331,23 +331,8 @@ public struct LoadTestTearDownError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// A small fast generator for the read/write mix (one per worker, so no shared state).
-struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform value in 0..<1.
+extension SplitMix64 {
+    /// A uniform value in 0..<1, for the read/write mix (one generator per worker, no shared state).
     mutating func nextUnitInterval() -> Double {
         Double(next() >> 11) * 0x1.0p-53
     }

@@ -29,7 +29,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("Pipeline, no-op operation, timeouts off") { benchmark in
-        let db = ReliableDatabase(
+        let db = try ReliableDatabase(
             backend: NoopBackend(),
             configuration: ReliabilityConfiguration(timeouts: TimeoutConfiguration(enabled: false))
         )
@@ -41,7 +41,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("Pipeline, no-op operation, with deadline") { benchmark in
-        let db = ReliableDatabase(backend: NoopBackend())
+        let db = try ReliableDatabase(backend: NoopBackend())
         let options = OperationOptions("noop")
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
@@ -50,7 +50,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("Pipeline rejection, breaker open") { benchmark in
-        let db = ReliableDatabase(backend: NoopBackend())
+        let db = try ReliableDatabase(backend: NoopBackend())
         db.circuitBreaker.forceState(.forcedOpen)
         let options = OperationOptions("noop")
         benchmark.startMeasurement()
