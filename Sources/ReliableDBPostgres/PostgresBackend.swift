@@ -125,6 +125,18 @@ public final class PostgresBackend: DatabaseBackend {
 
     public var backendName: String { "postgresql" }
 
+    public var spanTarget: DatabaseSpanTarget {
+        DatabaseSpanTarget(system: "postgresql", namespace: url.database, serverAddress: url.host, serverPort: url.port)
+    }
+
+    /// The SQLSTATE, also through a failed transaction's BEGIN, body or COMMIT.
+    public func statusCode(of error: any Error) -> String? {
+        if let error = error as? PostgresTransactionError {
+            return (error.closureError ?? error.commitError ?? error.beginError).flatMap(statusCode(of:))
+        }
+        return sqlState(of: error)
+    }
+
     public func poolStatistics() -> ReliableDB.PoolStatistics {
         pool.statistics()
     }

@@ -54,6 +54,16 @@ public final class SQLiteBackend: DatabaseBackend {
 
     public var backendName: String { "sqlite" }
 
+    /// `db.namespace` is the file's name, not its whole path.
+    public var spanTarget: DatabaseSpanTarget {
+        DatabaseSpanTarget(system: "sqlite", namespace: URL(fileURLWithPath: path).lastPathComponent)
+    }
+
+    /// The SQLite extended result code (5 is SQLITE_BUSY), as the conventions ask.
+    public func statusCode(of error: any Error) -> String? {
+        (error as? DatabaseError).map { String($0.extendedResultCode.rawValue) }
+    }
+
     /// Runs `body` on a reader connection in a read-only transaction, interrupting the running
     /// statement when the attempt's deadline passes.
     public func read<T: Sendable>(

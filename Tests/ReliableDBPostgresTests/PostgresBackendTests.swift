@@ -1,4 +1,5 @@
 import Foundation
+import InMemoryTracing
 import Logging
 import PostgresNIO
 import ReliableDB
@@ -604,7 +605,12 @@ struct PostgresErrorWordsTests {
     /// PSQLError describes itself as "Generic description to prevent accidental leakage"; what
     /// operators read (logs, alerts, /api/health) names the SQLSTATE and the message.
     @Test func aServerErrorNamesItsStateAndMessage() async throws {
-        let db = try TestServer.open(try TestServer.url(), connectionLimit: 1)
+        let url = try TestServer.url()
+        let tracer = InMemoryTracer()
+        let db = try ReliableDatabase(
+            backend: try PostgresBackend(url: url, connectionLimit: 1),
+            tracer: tracer
+        )
         let caught: (any Error)?
         do {
             _ = try await db.query(.init("divide", retries: false)) { connection in
@@ -617,6 +623,17 @@ struct PostgresErrorWordsTests {
         let error = try #require(caught)
         #expect("\(error)".contains("Generic description"), "PostgresNIO's own text hides the cause")
         #expect(db.raw.describe(error) == "SQLSTATE 22012: division by zero")
+        // The span names the server and the SQLSTATE, never the statement.
+        let span = try #require(tracer.finishedSpans.last)
+        #expect(span.attributes["db.system.name"]?.toSpanAttribute() == "postgresql")
+        #expect(span.attributes["db.namespace"]?.toSpanAttribute() == .string(url.database))
+        #expect(span.attributes["server.address"]?.toSpanAttribute() == .string(url.host))
+        #expect(span.attributes["server.port"]?.toSpanAttribute() == .int64(Int64(url.port)))
+        #expect(span.attributes["db.response.status_code"]?.toSpanAttribute() == "22012")
+        #expect(span.attributes["error.type"]?.toSpanAttribute() == "caller")
+        var values: [String] = []
+        span.attributes.forEach { _, value in values.append("\(value)") }
+        #expect(!values.contains { $0.contains("1/0") || $0.contains(url.password?.value ?? "\u{0}") })
         try await db.shutdown()
     }
 }

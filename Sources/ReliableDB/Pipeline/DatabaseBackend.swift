@@ -23,12 +23,22 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// The error in plain words that name its real cause, for logs, alerts and `/api/health`
     /// (a driver's own description may hide it). Never contains a secret.
     func describe(_ error: any Error) -> String
+
+    /// Who this backend talks to, for trace spans.
+    var spanTarget: DatabaseSpanTarget { get }
+
+    /// The server's status code for `error` (PostgreSQL's SQLSTATE), for trace spans.
+    func statusCode(of error: any Error) -> String?
 }
 
 extension DatabaseBackend {
     public func attach(_ instruments: ReliabilityInstruments) {}
 
     public func describe(_ error: any Error) -> String { "\(error)" }
+
+    public var spanTarget: DatabaseSpanTarget { DatabaseSpanTarget(system: backendName) }
+
+    public func statusCode(of error: any Error) -> String? { nil }
 }
 
 /// What one successful probe learned about the server.

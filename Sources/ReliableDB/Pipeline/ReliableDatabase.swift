@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Tracing
 
 /// A database client wrapped in the reliability pipeline.
 ///
@@ -20,12 +21,18 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let clock: any ReliabilityClock
     /// Fires the deadlines of operations in flight.
     public let deadlines: DeadlineScheduler
+    /// Records a span per operation; nil when no tracer is bootstrapped (then tracing costs one
+    /// nil check).
+    private let tracer: (any Tracer)?
+    private let spanTarget: DatabaseSpanTarget
     private let retryBudget: Mutex<RetryBudget>
     private let jitter: Mutex<SplitMix64>
 
     /// - Parameters:
     ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
     ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
+    ///   - tracer: where operation spans go; the bootstrapped `InstrumentationSystem.tracer` by
+    ///     default, and none when that is the no-op tracer.
     /// - Throws: ``ConfigurationError`` naming every problem of `configuration`, including
     ///   combinations that are valid field by field but could never open the breaker.
     public init(
@@ -33,7 +40,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         configuration: ReliabilityConfiguration = .init(),
         clock: any ReliabilityClock = SystemClock(),
         instruments: ReliabilityInstruments? = nil,
-        jitterSeed: UInt64? = nil
+        jitterSeed: UInt64? = nil,
+        tracer: (any Tracer)? = nil
     ) throws(ConfigurationError) {
         let problems = configuration.validationProblems
         guard problems.isEmpty else {
@@ -42,6 +50,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             )
         }
         raw = backend
+        let chosen = tracer ?? InstrumentationSystem.tracer
+        self.tracer = chosen is NoOpTracer ? nil : chosen
+        spanTarget = backend.spanTarget
         self.configuration = configuration
         self.clock = clock
         self.instruments = instruments
@@ -75,6 +86,28 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         _ options: OperationOptions,
         _ operation: (AttemptContext) async throws -> R
     ) async throws -> R {
+        guard let tracer, options.kind != .healthCheck else {
+            return try await run(options, OperationSpan(span: nil), operation)
+        }
+        // A child of the caller's span (a request's), through the task-local service context.
+        let span = tracer.startSpan(
+            options.name,
+            context: ServiceContext.current ?? .topLevel,
+            ofKind: .client
+        )
+        span.attributes = OperationSpan.attributes(for: options, target: spanTarget)
+        defer { span.end() }
+        return try await ServiceContext.withValue(span.context) {
+            try await run(options, OperationSpan(span: span), operation)
+        }
+    }
+
+    /// The pipeline itself; `trace` records its events on the operation's span, if any.
+    private func run<R>(
+        _ options: OperationOptions,
+        _ trace: OperationSpan,
+        _ operation: (AttemptContext) async throws -> R
+    ) async throws -> R {
         let start = clock.now
         operationMetrics.operationStarted()
         let timeout = configuration.timeouts.timeout(for: options)
@@ -95,6 +128,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 case .permitted(let granted):
                     permit = granted
                 case .rejected(let state, let retryAfter):
+                    trace.rejected(state: state)
                     finish(options, duration: clock.now - start, outcome: .rejected)
                     throw DatabaseCircuitBreakerError(
                         operation: options.name,
@@ -132,6 +166,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     )
                 }
                 if errorClass == .timeout, let timeout {
+                    trace.failed(errorType: errorClass.rawValue, statusCode: nil)
                     finish(options, duration: end - start, outcome: .failure(.timeout))
                     events.emit(.timedOut(operation: options.name, elapsed: end - start))
                     throw DatabaseTimeoutError(
@@ -154,6 +189,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     breakerOpen: permit != nil && circuitBreaker.state == .open
                 )
                 guard case .retry(let delay) = verdict else {
+                    if trace.span != nil {
+                        trace.failed(errorType: errorClass.rawValue, statusCode: raw.statusCode(of: error))
+                    }
                     finish(options, duration: end - start, outcome: .failure(errorClass))
                     guard case .stop(let reason) = verdict, attempt > 1 || reason == .budgetExhausted else {
                         throw error
@@ -166,6 +204,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                         lastErrorClass: errorClass
                     )
                 }
+                trace.retryScheduled(attempt: attempt, delay: delay, errorClass: errorClass)
                 operationMetrics.retryScheduled(options.name)
                 instruments?.recordRetry()
                 events.emit(
