@@ -1,3 +1,4 @@
+import Configuration
 import Foundation
 import Testing
 
@@ -195,5 +196,64 @@ struct ConfigurationTests {
         let config = try load(["DB_ALERT_WEBHOOK_URL": "", "DB_CONNECTION_LIMIT": " "])
         #expect(config.alertWebhookURL == nil)
         #expect(config.connectionLimit == 10)
+    }
+}
+
+/// The same variables read through swift-configuration.
+@Suite("Configuration through swift-configuration")
+struct ConfigReaderConfigurationTests {
+    static let environment = [
+        "DATABASE_URL": "postgres://app:s3cret-pw@db.internal:6432/erp?sslmode=require",
+        "DB_CONNECTION_LIMIT": "25",
+        "DB_POOL_TIMEOUT": "3",
+        "DB_CB_TIMEOUT": "1500",
+        "DB_ALERT_WEBHOOK_FORMAT": "alertmanager",
+        "DB_HEALTH_AUTH_TOKEN": "token-123",
+    ]
+
+    @Test func environmentVariablesThroughAConfigReaderGiveTheSameConfiguration() throws {
+        let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: Self.environment))
+        let viaReader = try ReliableDBConfiguration(config: reader)
+        let viaEnvironment = try ReliableDBConfiguration.fromEnvironment(Self.environment, dotEnvPath: nil)
+        #expect(viaReader == viaEnvironment)
+        #expect(viaReader.connectionLimit == 25)
+        #expect(viaReader.alertWebhookFormat == .alertmanager)
+    }
+
+    @Test func aDotEnvFileThroughTheProvidersEnvironmentFilePath() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-\(UUID().uuidString).env").path
+        try "DB_CONNECTION_LIMIT=7\nDB_TIMEOUTS=false\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let reader = ConfigReader(providers: [
+            EnvironmentVariablesProvider(environmentVariables: ["DB_CONNECTION_LIMIT": "9"]),
+            try await EnvironmentVariablesProvider(environmentFilePath: .init(path)),
+        ])
+        let configuration = try ReliableDBConfiguration(config: reader)
+        #expect(configuration.connectionLimit == 9, "the environment wins over the file")
+        #expect(configuration.timeoutsEnabled == false, "the file fills in the rest")
+    }
+
+    @Test func everyProblemAtOnceAndNoSecretInTheError() {
+        var environment = Self.environment
+        environment["DATABASE_URL"] = "mysql://app:s3cret-pw@db/erp"
+        environment["DB_CONNECTION_LIMIT"] = "zero"
+        environment["DB_ALERT_WEBHOOK_FORMAT"] = "pagerduty"
+        let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
+        do {
+            _ = try ReliableDBConfiguration(config: reader)
+            Issue.record("accepted three bad values")
+        } catch {
+            #expect(
+                error.problems.map(\.variable).sorted() == [
+                    "DATABASE_URL", "DB_ALERT_WEBHOOK_FORMAT", "DB_CONNECTION_LIMIT",
+                ]
+            )
+            #expect(!error.description.contains("s3cret-pw"))
+        }
+    }
+
+    @Test func keysAreDottedAndMapBackToTheVariableNames() {
+        #expect(ReliableDBConfiguration.configKey(for: "DB_CONNECTION_LIMIT") == ["db", "connection", "limit"])
+        #expect(ReliableDBConfiguration.configKey(for: "DATABASE_URL") == ["database", "url"])
     }
 }

@@ -1,3 +1,4 @@
+import Configuration
 import Foundation
 
 /// Everything ReliableDB reads from the environment (the seed's variables, units and defaults).
@@ -130,8 +131,44 @@ extension ReliableDBConfiguration {
             }
         }
         merged.merge(environment) { _, fromEnvironment in fromEnvironment }
+        return try parse(merged, problems: problems)
+    }
 
-        var reader = EnvironmentReader(values: merged)
+    /// The variables this type reads that hold a secret (a password, a token).
+    public static let secretVariableNames: Set<String> = [
+        "DATABASE_URL", "DB_ALERT_WEBHOOK_URL", "DB_HEALTH_AUTH_TOKEN",
+    ]
+
+    /// The swift-configuration key of a variable: `DB_CONNECTION_LIMIT` is `db.connection.limit`,
+    /// which `EnvironmentVariablesProvider` maps back to the same variable name and a JSON or YAML
+    /// provider reads as nested keys.
+    public static func configKey(for variable: String) -> ConfigKey {
+        ConfigKey(variable.lowercased().split(separator: "_").map(String.init))
+    }
+
+    /// Reads the same variables through swift-configuration, from whatever providers `config`
+    /// combines (environment variables, a `.env` file through `EnvironmentVariablesProvider`'s
+    /// `environmentFilePath`, JSON, in-memory), with the same validation and the same
+    /// all-problems-at-once error. Secrets are read as secrets, so access logs redact them.
+    public init(config: ConfigReader) throws(ConfigurationError) {
+        var values: [String: String] = [:]
+        for name in Self.variableNames + ["DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT"] {
+            let key = Self.configKey(for: name)
+            if let value = config.string(forKey: key, isSecret: Self.secretVariableNames.contains(name)) {
+                values[name] = value
+            }
+        }
+        self = try Self.parse(values, problems: [])
+    }
+
+    /// Validates `values` (variable name to raw text) into a configuration, or throws every
+    /// problem at once, `problems` (found while reading them) first.
+    static func parse(
+        _ values: [String: String],
+        problems: [ConfigurationError.Problem]
+    ) throws(ConfigurationError) -> ReliableDBConfiguration {
+        var problems = problems
+        var reader = EnvironmentReader(values: values)
         var config = ReliableDBConfiguration()
         if let url = reader.string("DATABASE_URL") {
             switch DatabaseLocation.parse(url) {
