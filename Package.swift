@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "ReliableDBPrometheus", targets: ["ReliableDBPrometheus"]),
         .library(name: "ReliableDBWebhook", targets: ["ReliableDBWebhook"]),
         .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
+        .library(name: "ReliableDBHummingbird", targets: ["ReliableDBHummingbird"]),
         .library(name: "ReliableDBLoadTest", targets: ["ReliableDBLoadTest"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
@@ -67,8 +68,15 @@ let package = Package(
             dependencies: [
                 "ReliableDB",
                 "ReliableDBPrometheus",
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBHummingbird",
+            dependencies: [
+                "ReliableDBHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strictSwift
         ),
@@ -134,6 +142,7 @@ let package = Package(
                 "ReliableDBSQLite",
                 "ReliableDBPostgres",
                 "ReliableDBHTTP",
+                "ReliableDBHummingbird",
                 "ReliableDBPrometheus",
                 "ReliableDBWebhook",
                 "ReliableDBLoadTest",
@@ -152,8 +161,8 @@ let package = Package(
         .testTarget(
             name: "ReadmeSnippetsTests",
             dependencies: [
-                "ReliableDB", "ReliableDBSQLite", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBPrometheus",
-                "ReliableDBWebhook",
+                "ReliableDB", "ReliableDBSQLite", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBHummingbird",
+                "ReliableDBPrometheus", "ReliableDBWebhook",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -223,6 +232,7 @@ let package = Package(
                 "ReliableDBTestSupport",
                 "ReliableDB",
                 "ReliableDBHTTP",
+                "ReliableDBHummingbird",
                 "ReliableDBPrometheus",
                 "ReliableDBSQLite",
                 "ReliableDBPostgres",
@@ -271,6 +281,7 @@ let package = Package(
                 "ReliableDBPostgres",
                 "ReliableDBPool",
                 "ReliableDBHTTP",
+                "ReliableDBHummingbird",
                 "ReliableDBPrometheus",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),

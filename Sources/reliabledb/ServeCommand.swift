@@ -5,6 +5,7 @@ import Logging
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPostgres
 import ReliableDBPrometheus
 import ReliableDBSQLite

@@ -10,6 +10,7 @@ import PostgresNIO
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPostgres
 import ReliableDBPrometheus
 import ReliableDBSQLite

@@ -5,6 +5,7 @@ import NIOCore
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPrometheus
 import ReliableDBSQLite
 import Testing

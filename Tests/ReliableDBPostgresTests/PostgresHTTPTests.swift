@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPostgres
 import ReliableDBPrometheus
 import Testing

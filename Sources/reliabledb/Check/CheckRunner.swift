@@ -5,6 +5,7 @@ import Logging
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPrometheus
 
 /// One check's outcome, as printed in the table and the JSON.

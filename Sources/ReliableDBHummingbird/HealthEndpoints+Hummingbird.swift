@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import ReliableDBHTTP
 
 extension HealthEndpoints {
     /// The four endpoints as a route collection to mount into any Hummingbird router:
