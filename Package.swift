@@ -32,9 +32,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
-        // Exact: the cancel key is read from the startup messages of this version
-        // (Sources/ReliableDBPostgres/KeyedConnector.swift).
-        .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
+        // The pool is ReliableDB's own; the cancel key is read from the protocol's startup
+        // messages, which do not depend on the version (Sources/ReliableDBPostgres/KeyedConnector.swift).
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
@@ -126,7 +126,6 @@ let package = Package(
                 "ReliableDBPool",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 // Only to name the errors of a plain PostgresClient (the load tester's raw mode).
-                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -138,6 +137,8 @@ let package = Package(
         .executableTarget(
             name: "reliabledb",
             dependencies: [
+                // Only for the load tester's raw mode, whose PostgresClient fails with its errors.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 "ReliableDB",
                 "ReliableDBSQLite",
                 "ReliableDBPostgres",

@@ -2,7 +2,6 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import ReliableDB
-import _ConnectionPoolModule
 
 /// The database could not be reached; `cause` says why in words an operator can act on
 /// (wrong password, unknown database, refused connection, TLS refused). Never contains the password.
@@ -78,13 +77,6 @@ public func describePostgresError(_ error: any Error) -> String {
         case .shutDown: return "the connection pool is shut down"
         case .connectFailed(let cause): return describePostgresError(cause)
         }
-    case let error as ConnectionPoolError:
-        // From a plain PostgresClient (the load tester's raw mode).
-        if error == .connectionCreationCircuitBreakerTripped {
-            return "the pool stopped trying to connect after repeated failures"
-        }
-        if error == .poolShutdown { return "the connection pool is shut down" }
-        return "the connection request was cancelled"
     default:
         return describeNetworkError(error)
     }
@@ -156,9 +148,6 @@ struct PostgresErrorClassifier {
             }
         case let error as PoolLeaseError:
             if case .cancelled = error { return ErrorClassification(.cancelled) }
-            return ErrorClassification(.connection)
-        case let error as ConnectionPoolError:
-            if error == .requestCancelled { return ErrorClassification(.cancelled) }
             return ErrorClassification(.connection)
         case is PostgresUnavailableError:
             return ErrorClassification(.connection)

@@ -9,6 +9,7 @@ import ReliableDBLoadTest
 import ReliableDBPostgres
 import ReliableDBSQLite
 import Synchronization
+import _ConnectionPoolModule
 
 #if canImport(Glibc)
     import Glibc
@@ -653,7 +654,11 @@ final class PostgresLoadWorkload: LoadWorkload {
 
     func classify(_ error: any Error) -> ErrorClass? {
         access.classify(error) {
-            $0 is PSQLError || $0 is PostgresError ? PostgresBackend.classify($0).errorClass : nil
+            if let error = $0 as? ConnectionPoolError {
+                // PostgresClient's own pool (the raw mode only): cancelled, or no connection.
+                return error == .requestCancelled ? .cancelled : .connection
+            }
+            return $0 is PSQLError || $0 is PostgresError ? PostgresBackend.classify($0).errorClass : nil
         }
     }
 
