@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
         .library(name: "ReliableDBHummingbird", targets: ["ReliableDBHummingbird"]),
         .library(name: "ReliableDBLoadTest", targets: ["ReliableDBLoadTest"]),
+        .library(name: "ReliableDBTesting", targets: ["ReliableDBTesting"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
     ],
     dependencies: [
@@ -61,6 +62,11 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBTesting",
+            dependencies: ["ReliableDB"],
             swiftSettings: strictSwift
         ),
         .target(
@@ -176,6 +182,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBTests",
             dependencies: [
+                "ReliableDBTesting",
                 "ReliableDB",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -189,6 +196,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBPrometheusTests",
             dependencies: [
+                "ReliableDBTesting",
                 "ReliableDB", "ReliableDBPrometheus", .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSwift
@@ -265,6 +273,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBWebhookTests",
             dependencies: [
+                "ReliableDBTesting",
                 "ReliableDB",
                 "ReliableDBWebhook",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -276,6 +285,7 @@ let package = Package(
         .testTarget(
             name: "ReliableDBPostgresTests",
             dependencies: [
+                "ReliableDBTesting",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 "ReliableDBTestSupport",
                 "ReliableDB",
@@ -306,7 +316,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ReliableDBSQLiteTests",
-            dependencies: ["ReliableDB", "ReliableDBSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "ReliableDBTesting","ReliableDB", "ReliableDBSQLite", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift
         ),
     ]

@@ -4,6 +4,7 @@ import Logging
 import PostgresNIO
 import ReliableDB
 import ReliableDBPostgres
+import ReliableDBTesting
 import Synchronization
 import Testing
 

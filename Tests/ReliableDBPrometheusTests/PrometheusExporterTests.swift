@@ -109,7 +109,7 @@ struct PrometheusExporterTests {
         #expect(first.value("db_pool_utilization_percent") == 12.5)
 
         let busy = PoolStatistics(total: 8, active: 8, idle: 0, waiting: 5, max: 8)
-        fixture.backend.setPoolStatistics(busy)
+        fixture.backend.pool = busy
         let second = try fixture.scrape()
         #expect(second.value("db_connections_total") == Double(busy.total))
         #expect(second.value("db_connections_active") == Double(busy.active))

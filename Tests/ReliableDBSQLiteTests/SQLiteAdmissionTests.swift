@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ReliableDB
 import ReliableDBSQLite
+import ReliableDBTesting
 import Testing
 
 /// The admission in front of GRDB's pool, which runs on the pool state machine: waits end on the

@@ -1,3 +1,4 @@
+import ReliableDBTesting
 import Synchronization
 import Testing
 

@@ -1,45 +1,10 @@
 import Foundation
 import Logging
+import ReliableDBTesting
 import Synchronization
 import Testing
 
 @testable import ReliableDB
-
-/// A backend whose probe result and pool numbers the test sets.
-final class ScriptedBackend: DatabaseBackend {
-    private let state = Mutex<(reachable: Bool, pool: PoolStatistics, probes: Int)>((true, PoolStatistics(max: 10), 0))
-
-    var backendName: String { "scripted" }
-    var reachable: Bool {
-        get { state.withLock { $0.reachable } }
-        set { state.withLock { $0.reachable = newValue } }
-    }
-    var pool: PoolStatistics {
-        get { state.withLock { $0.pool } }
-        set { state.withLock { $0.pool = newValue } }
-    }
-    var probes: Int { state.withLock { $0.probes } }
-    /// When set, each probe takes this long on the clock.
-    let probeTime = Mutex<(any ReliabilityClock, Duration)?>(nil)
-
-    func classify(_ error: any Error) -> ErrorClassification {
-        (error as? ClassifiedError).map { ErrorClassification($0.errorClass) } ?? ErrorClassification(.caller)
-    }
-
-    func poolStatistics() -> PoolStatistics { pool }
-
-    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        let reachable = state.withLock { state -> Bool in
-            state.probes += 1
-            return state.reachable
-        }
-        if let (clock, duration) = probeTime.withLock({ $0 }) { try await clock.sleep(for: duration) }
-        guard reachable else { throw ClassifiedError(errorClass: .connection) }
-        return ProbeResult(serverVersion: "scripted 1.0", roundTrip: .milliseconds(1))
-    }
-
-    func shutdown() async throws {}
-}
 
 final class RecordingSink: AlertSink {
     private let received = Mutex<[AlertNotification]>([])
@@ -165,7 +130,7 @@ struct HealthMonitorTests {
 
     @Test func concurrentChecksShareOneProbe() async {
         let fixture = Fixture()
-        fixture.backend.probeTime.withLock { $0 = (fixture.clock, .seconds(1)) }
+        fixture.backend.holdProbes(on: fixture.clock, for: .seconds(1))
         await withTaskGroup(of: HealthStatus.self) { group in
             group.addTask { await fixture.monitor.checkNow() }
             await fixture.clock.waitForSleepers(count: 1)

@@ -1,5 +1,6 @@
 import Foundation
 import PropertyBased
+import ReliableDBTesting
 import Testing
 
 @testable import ReliableDB
@@ -185,7 +186,7 @@ struct NumericDomainPropertyTests {
             retryBudget: .init(ratio: -1)
         )
         do {
-            _ = try ReliableDatabase(backend: TestBackend(), configuration: configuration, clock: ManualClock())
+            _ = try ReliableDatabase(backend: ScriptedBackend(), configuration: configuration, clock: ManualClock())
             Issue.record("accepted a breaker that can never open")
         } catch {
             #expect(error.problems.count == 2, "every problem at once: \(error)")

@@ -1,3 +1,4 @@
+import ReliableDBTesting
 import Testing
 
 @testable import ReliableDB

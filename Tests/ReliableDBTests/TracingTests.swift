@@ -1,4 +1,5 @@
 import InMemoryTracing
+import ReliableDBTesting
 import Testing
 import Tracing
 
@@ -17,9 +18,9 @@ struct TracingTests {
     func database(
         _ tracer: InMemoryTracer,
         breaker: CircuitBreakerConfiguration = .init(retry: .init(attempts: 3, initialDelay: .zero, maxDelay: .zero))
-    ) throws -> ReliableDatabase<TestBackend> {
+    ) throws -> ReliableDatabase<ScriptedBackend> {
         try ReliableDatabase(
-            backend: TestBackend(),
+            backend: ScriptedBackend(),
             configuration: .init(circuitBreaker: breaker, retryBudget: .unlimited, timeouts: .init(enabled: false)),
             clock: ManualClock(),
             tracer: tracer
@@ -90,7 +91,7 @@ struct TracingTests {
 
     @Test func withoutABootstrappedTracerNoSpanIsStarted() async throws {
         // The global tracer is the no-op one in tests: execute takes the untraced path.
-        let db = try ReliableDatabase(backend: TestBackend(), clock: ManualClock())
+        let db = try ReliableDatabase(backend: ScriptedBackend(), clock: ManualClock())
         #expect(try await db.execute(.read("plain")) { _ in 1 } == 1)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ReliableDB
+import ReliableDBTesting
 import ReliableDBWebhook
 import Synchronization
 import Testing

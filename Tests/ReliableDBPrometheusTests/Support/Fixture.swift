@@ -2,6 +2,7 @@ import Foundation
 import Prometheus
 import ReliableDB
 import ReliableDBPrometheus
+import ReliableDBTesting
 
 /// One exporter on its own registry, instruments bound to it, and a database on a test backend
 /// and a manual clock, so every duration the pipeline measures is the one the test chose.
@@ -11,14 +12,14 @@ struct Fixture {
     let registry = PrometheusCollectorRegistry()
     let exporter: PrometheusExporter
     let instruments: ReliabilityInstruments
-    let backend: TestBackend
+    let backend: ScriptedBackend
     let clock = ManualClock()
-    let db: ReliableDatabase<TestBackend>
+    let db: ReliableDatabase<ScriptedBackend>
 
     init(pool: PoolStatistics = PoolStatistics(max: 1), breaker: CircuitBreakerConfiguration = .init()) {
         exporter = PrometheusExporter(registry: registry)
         instruments = ReliabilityInstruments(factory: exporter.metricsFactory, operationLabels: [Self.operationName])
-        backend = TestBackend(pool: pool)
+        backend = ScriptedBackend(pool: pool)
         db = try! ReliableDatabase(
             backend: backend,
             configuration: ReliabilityConfiguration(circuitBreaker: breaker, timeouts: .init(enabled: false)),

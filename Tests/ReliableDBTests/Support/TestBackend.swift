@@ -1,35 +1,6 @@
 import ReliableDB
+import ReliableDBTesting
 import Synchronization
-
-/// An error whose class the test chooses, so pipeline tests can exercise every branch.
-struct ClassifiedError: Error, Equatable {
-    var errorClass: ErrorClass
-    var mayHaveReachedServer = false
-}
-
-/// A backend with no database behind it: the pipeline tests drive its outcomes directly.
-/// (Integration tests use real SQLite and PostgreSQL; this only isolates the core's logic.)
-final class TestBackend: DatabaseBackend {
-    var backendName: String { "test" }
-
-    func classify(_ error: any Error) -> ErrorClassification {
-        if let error = error as? ClassifiedError {
-            return ErrorClassification(error.errorClass, mayHaveReachedServer: error.mayHaveReachedServer)
-        }
-        return ErrorClassification(.caller)
-    }
-
-    func poolStatistics() -> PoolStatistics { PoolStatistics(max: 1) }
-
-    func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        ProbeResult(serverVersion: "test", roundTrip: .zero)
-    }
-
-    /// How many times ``shutdown()`` ran.
-    let shutdowns = Counter()
-
-    func shutdown() async throws { shutdowns.increment() }
-}
 
 /// Counts calls across concurrent tasks.
 final class Counter: Sendable {
@@ -65,10 +36,10 @@ func makeDatabase(
     timeouts: TimeoutConfiguration = .init(),
     budget: RetryBudget.Configuration = .unlimited,
     circuitBreakerEnabled: Bool = true
-) -> ReliableDatabase<TestBackend> {
+) -> ReliableDatabase<ScriptedBackend> {
     // The tests' configurations are valid; an invalid one is a bug in the test.
     try! ReliableDatabase(
-        backend: TestBackend(),
+        backend: ScriptedBackend(),
         configuration: ReliabilityConfiguration(
             circuitBreakerEnabled: circuitBreakerEnabled,
             circuitBreaker: breaker,

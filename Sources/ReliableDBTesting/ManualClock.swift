@@ -1,3 +1,4 @@
+import ReliableDB
 import Synchronization
 
 /// A clock that moves only when told to, for testing timing logic without real sleeps.

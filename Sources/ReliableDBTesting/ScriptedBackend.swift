@@ -1,0 +1,84 @@
+import ReliableDB
+import Synchronization
+
+/// An error whose class the test chooses, so tests can drive every branch of the pipeline.
+public struct ClassifiedError: Error, Equatable, Sendable {
+    public var errorClass: ErrorClass
+    public var mayHaveReachedServer: Bool
+
+    public init(errorClass: ErrorClass, mayHaveReachedServer: Bool = false) {
+        self.errorClass = errorClass
+        self.mayHaveReachedServer = mayHaveReachedServer
+    }
+}
+
+/// A backend with no database behind it, for testing code that uses ReliableDB (alerting,
+/// dashboards, retry policies) without a server: the test sets whether probes succeed and which
+/// pool numbers are reported, and its operations return or throw what the test scripts
+/// (``ClassifiedError`` picks the class the pipeline sees).
+public final class ScriptedBackend: DatabaseBackend {
+    private struct State {
+        var reachable = true
+        var pool: PoolStatistics
+        var probes = 0
+        var shutdowns = 0
+        var probeTime: (clock: any ReliabilityClock, duration: Duration)?
+    }
+
+    private let state: Mutex<State>
+    /// What a successful probe reports as the server version.
+    public let serverVersion: String
+
+    public init(pool: PoolStatistics = PoolStatistics(max: 1), serverVersion: String = "scripted 1.0") {
+        state = Mutex(State(pool: pool))
+        self.serverVersion = serverVersion
+    }
+
+    public var backendName: String { "test" }
+
+    /// Whether probes succeed; an unreachable backend's probe throws a connection-class error.
+    public var reachable: Bool {
+        get { state.withLock { $0.reachable } }
+        set { state.withLock { $0.reachable = newValue } }
+    }
+
+    /// The pool numbers reported.
+    public var pool: PoolStatistics {
+        get { state.withLock { $0.pool } }
+        set { state.withLock { $0.pool = newValue } }
+    }
+
+    /// Probes run so far.
+    public var probes: Int { state.withLock { $0.probes } }
+
+    /// Times ``shutdown()`` ran.
+    public var shutdowns: Int { state.withLock { $0.shutdowns } }
+
+    /// Makes every probe take `duration` on `clock` (a ``ManualClock`` holds it until advanced).
+    public func holdProbes(on clock: any ReliabilityClock, for duration: Duration) {
+        state.withLock { $0.probeTime = (clock, duration) }
+    }
+
+    public func classify(_ error: any Error) -> ErrorClassification {
+        if let error = error as? ClassifiedError {
+            return ErrorClassification(error.errorClass, mayHaveReachedServer: error.mayHaveReachedServer)
+        }
+        return ErrorClassification(.caller)
+    }
+
+    public func poolStatistics() -> PoolStatistics { pool }
+
+    public func probe(within attempt: AttemptContext) async throws -> ProbeResult {
+        let (reachable, hold) = state.withLock { state in
+            state.probes += 1
+            return (state.reachable, state.probeTime)
+        }
+        if let hold { try await hold.clock.sleep(for: hold.duration) }
+        guard reachable else { throw ClassifiedError(errorClass: .connection) }
+        return ProbeResult(serverVersion: serverVersion, roundTrip: .milliseconds(1))
+    }
+
+    public func shutdown() async throws {
+        state.withLock { $0.shutdowns += 1 }
+    }
+}
