@@ -2,7 +2,7 @@ import Foundation
 
 /// Reads `.env` files: `KEY=value` lines, `#` comments, optional `export `, single or double
 /// quotes (double quotes understand `\n`, `\"` and `\\`).
-public enum DotEnv {
+package enum DotEnv {
     public struct ParseError: Error, CustomStringConvertible, Equatable {
         public var path: String
         public var line: Int

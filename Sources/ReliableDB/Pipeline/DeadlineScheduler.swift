@@ -15,7 +15,7 @@ import Synchronization
 /// per timeout period however many operations run. With ``SystemClock`` it is a libdispatch timer,
 /// on time even while every cooperative thread is busy (which is when timeouts matter most); with a
 /// ``ManualClock`` it fires as the test advances time. No thread or task runs in the background.
-public final class DeadlineScheduler: Sendable {
+package final class DeadlineScheduler: Sendable {
     package struct Token: Sendable, Equatable {
         let index: Int32
         let generation: UInt32
@@ -42,7 +42,7 @@ public final class DeadlineScheduler: Sendable {
     /// Set once in init; the alarm's action holds the scheduler weakly.
     private nonisolated(unsafe) var alarm: (any ClockAlarm)!
 
-    public init(clock: any ReliabilityClock) {
+    package init(clock: any ReliabilityClock) {
         self.clock = clock
         var initial = State()
         initial.slots.reserveCapacity(64)
@@ -56,7 +56,7 @@ public final class DeadlineScheduler: Sendable {
     }
 
     /// Stops firing; deadlines registered afterwards never fire.
-    public func stop() {
+    package func stop() {
         state.withLock { state in
             state.stopped = true
             state.alarmAt = nil
@@ -66,7 +66,7 @@ public final class DeadlineScheduler: Sendable {
 
     /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
     /// pipeline (a backend's pool wait).
-    public func bounded<R>(until deadline: MonotonicTime, _ body: (AttemptContext) async throws -> R) async throws -> R
+    package func bounded<R>(until deadline: MonotonicTime, _ body: (AttemptContext) async throws -> R) async throws -> R
     {
         try await body(AttemptContext(scheduler: self, attempt: 1, deadline: deadline))
     }

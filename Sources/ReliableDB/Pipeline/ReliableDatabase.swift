@@ -20,7 +20,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let events = EventBroadcaster<PipelineEvent>()
     public let clock: any ReliabilityClock
     /// Fires the deadlines of operations in flight.
-    public let deadlines: DeadlineScheduler
+    package let deadlines: DeadlineScheduler
     /// Records a span per operation; nil when no tracer is bootstrapped (then tracing costs one
     /// nil check).
     private let tracer: (any Tracer)?
