@@ -90,7 +90,12 @@ let package = Package(
             name: "ReliableDBLoadTest",
             dependencies: [
                 "ReliableDB",
+                "ReliableDBSQLite",
+                "ReliableDBPostgres",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
         ),

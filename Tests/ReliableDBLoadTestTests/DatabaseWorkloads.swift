@@ -8,79 +8,40 @@ import ReliableDBPostgres
 import ReliableDBSQLite
 import Synchronization
 
-/// The CLI's SQLite workload, written again here (the executable's types are out of the tests'
-/// reach): a table of its own with 1,000 seeded rows, reads by random id, writes as INSERTs, all
-/// through ReliableDB.
+/// The CLI's own workloads (`ReliableDBLoadTest`'s `SQLiteLoadWorkload` and
+/// `PostgresLoadWorkload`), run through ReliableDB, with what a test needs to check them: the rows
+/// in the table just before tear-down drops it, and whether the table still exists afterwards.
 final class SQLiteTestWorkload: LoadWorkload {
-    static let seedRows = 1000
+    static let seedRows = SQLiteLoadWorkload.seedRows
     let database: ReliableDatabase<SQLiteBackend>
     let table: String
-    let name: String
+    private let workload: SQLiteLoadWorkload
     /// Rows in the table just before tear-down dropped it.
     let rowsAtTearDown = Mutex<Int?>(nil)
 
     init(database: ReliableDatabase<SQLiteBackend>, table: String) {
         self.database = database
         self.table = table
-        name = "sqlite test (ReliableDB)"
+        workload = SQLiteLoadWorkload(
+            access: .reliable(database),
+            table: table,
+            statement: nil,
+            name: "sqlite test (ReliableDB)"
+        )
     }
 
-    var pipelineMetrics: MetricsSnapshot? { database.metrics() }
-
-    func classify(_ error: any Error) -> ErrorClass? {
-        LoadTestErrorClassification.classify(error, backend: database.classify)
-    }
-
-    private var adminOptions: OperationOptions {
-        OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false)
-    }
-
-    func setUp() async throws {
-        let table = self.table
-        try await database.write(adminOptions) { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE \(table) (
-                        id INTEGER PRIMARY KEY, payload TEXT NOT NULL,
-                        created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-                    )
-                    """
-            )
-            try db.execute(
-                sql: """
-                    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(Self.seedRows))
-                    INSERT INTO \(table) (payload) SELECT 'seed-' || i FROM n
-                    """
-            )
-        }
-    }
-
-    func read() async throws {
-        let sql = "SELECT payload FROM \(table) WHERE id = ?"
-        let payload = try await database.query(.read("loadtest-read", table: table)) { db in
-            try String.fetchOne(
-                db.cachedStatement(sql: sql),
-                arguments: [Int64.random(in: 1...Int64(Self.seedRows))]
-            )
-        }
-        guard payload?.hasPrefix("seed-") == true else { throw MissingRow() }
-    }
-
-    func write() async throws {
-        let sql = "INSERT INTO \(table) (payload) VALUES (?)"
-        try await database.write(OperationOptions("loadtest-write", table: table)) { db in
-            try db.cachedStatement(sql: sql).execute(arguments: ["payload-\(UInt64.random(in: .min ... .max))"])
-        }
-    }
+    var name: String { workload.name }
+    var pipelineMetrics: MetricsSnapshot? { workload.pipelineMetrics }
+    func classify(_ error: any Error) -> ErrorClass? { workload.classify(error) }
+    func setUp() async throws { try await workload.setUp() }
+    func read() async throws { try await workload.read() }
+    func write() async throws { try await workload.write() }
 
     func tearDown() async throws {
         let table = self.table
-        let rows = try await database.write(adminOptions) { db in
-            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0
-            try db.execute(sql: "DROP TABLE IF EXISTS \(table)")
-            return count
-        }
-        rowsAtTearDown.withLock { $0 = rows }
+        let rows = try? await database.raw.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table)") }
+        rowsAtTearDown.withLock { $0 = rows ?? nil }
+        try await workload.tearDown()
     }
 
     /// Whether the table exists, asked outside the load test.
@@ -93,111 +54,56 @@ final class SQLiteTestWorkload: LoadWorkload {
     }
 }
 
-/// The CLI's PostgreSQL workload, written again here, through ReliableDB.
 final class PostgresTestWorkload: LoadWorkload {
-    static let seedRows = 1000
+    static let seedRows = PostgresLoadWorkload.seedRows
     let database: ReliableDatabase<PostgresBackend>
     let table: String
-    let name = "postgresql test (ReliableDB)"
-    let logger = Logger(label: "test.loadtest")
+    private let workload: PostgresLoadWorkload
+    private let logger = Logger(label: "test.loadtest")
+    /// Rows in the table just before tear-down dropped it.
     let rowsAtTearDown = Mutex<Int?>(nil)
 
     init(database: ReliableDatabase<PostgresBackend>, table: String) {
         self.database = database
         self.table = table
+        workload = PostgresLoadWorkload(
+            access: .reliable(database),
+            table: table,
+            statement: nil,
+            logger: logger,
+            name: "postgresql test (ReliableDB)"
+        )
     }
 
-    var pipelineMetrics: MetricsSnapshot? { database.metrics() }
-
-    func classify(_ error: any Error) -> ErrorClass? {
-        LoadTestErrorClassification.classify(error, backend: database.classify)
-    }
-
-    private var adminOptions: OperationOptions {
-        OperationOptions("loadtest-admin", table: table, kind: .migration, useCircuitBreaker: false)
-    }
-
-    func setUp() async throws {
-        try await database.query(adminOptions) { [self] connection in
-            try await connection.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        CREATE TABLE \(table) (
-                            id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-                            payload text NOT NULL,
-                            created_at timestamptz NOT NULL DEFAULT now()
-                        )
-                        """
-                ),
-                logger: logger
-            ).drain()
-            try await connection.query(
-                PostgresQuery(
-                    unsafeSQL:
-                        "INSERT INTO \(table) (payload) SELECT 'seed-' || g FROM generate_series(1, \(Self.seedRows)) AS g"
-                ),
-                logger: logger
-            ).drain()
-        }
-    }
-
-    func read() async throws {
-        let id = Int64.random(in: 1...Int64(Self.seedRows))
-        let payload = try await database.query(.read("loadtest-read", table: table)) { [self] connection in
-            var payload: String?
-            for try await (_, text, _) in try await connection.query(
-                "SELECT id, payload, created_at FROM \(unescaped: table) WHERE id = \(id)",
-                logger: logger
-            ).decode((Int64, String, Date).self) {
-                payload = text
-            }
-            return payload
-        }
-        guard payload?.hasPrefix("seed-") == true else { throw MissingRow() }
-    }
-
-    func write() async throws {
-        let payload = "payload-\(UInt64.random(in: .min ... .max))"
-        try await database.query(OperationOptions("loadtest-write", table: table)) { [self] connection in
-            try await connection.query("INSERT INTO \(unescaped: table) (payload) VALUES (\(payload))", logger: logger)
-                .drain()
-        }
-    }
+    var name: String { workload.name }
+    var pipelineMetrics: MetricsSnapshot? { workload.pipelineMetrics }
+    func classify(_ error: any Error) -> ErrorClass? { workload.classify(error) }
+    func executor(forWorker index: Int) -> (any TaskExecutor)? { workload.executor(forWorker: index) }
+    func setUp() async throws { try await workload.setUp() }
+    func read() async throws { try await workload.read() }
+    func write() async throws { try await workload.write() }
 
     func tearDown() async throws {
-        let rows = try await database.query(adminOptions) { [self] connection in
-            var count = 0
-            for try await value in try await connection.query(
-                PostgresQuery(unsafeSQL: "SELECT count(*)::int FROM \(table)"),
-                logger: logger
-            ).decode(Int.self) {
-                count = value
-            }
-            try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(table)"), logger: logger)
-                .drain()
-            return count
-        }
+        rowsAtTearDown.withLock { $0 = nil }
+        let rows = try? await count("SELECT count(*)::int FROM \(table)")
         rowsAtTearDown.withLock { $0 = rows }
+        try await workload.tearDown()
     }
 
     func tableExists() async throws -> Bool {
-        try await database.query(.read("loadtest-check")) { [self] connection in
+        try await count("SELECT count(*)::int FROM pg_tables WHERE tablename = '\(table)'") > 0
+    }
+
+    private func count(_ sql: String) async throws -> Int {
+        let logger = self.logger
+        return try await database.query(.read("loadtest-check")) { connection in
             var count = 0
-            for try await value in try await connection.query(
-                "SELECT count(*)::int FROM pg_tables WHERE tablename = \(table)",
-                logger: logger
-            ).decode(Int.self) {
+            for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+                .decode(Int.self)
+            {
                 count = value
             }
-            return count > 0
+            return count
         }
-    }
-}
-
-struct MissingRow: Error {}
-
-extension PostgresRowSequence {
-    func drain() async throws {
-        for try await _ in self {}
     }
 }
