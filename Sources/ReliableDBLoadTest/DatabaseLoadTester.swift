@@ -142,41 +142,55 @@ public struct DatabaseLoadTester<Workload: LoadWorkload>: Sendable {
             )
         }
         let interval = progressInterval
-        let reporter = progress.map { callback in
-            Task {
-                var lastCount = 0
-                var lastTime = start
-                while !Task.isCancelled {
-                    do { try await Task.sleep(for: interval) } catch { break }
-                    let now = clock.now
-                    let count = counters.completed.load(ordering: .relaxed)
-                    let seconds = (now - lastTime).seconds
-                    callback(snapshot(seconds > 0 ? Double(count - lastCount) / seconds : 0, false))
-                    lastCount = count
-                    lastTime = now
-                }
-            }
-        }
-
         let workload = self.workload
         let recording = phase == .measuring
-        let tallies = try await withThrowingTaskGroup(of: WorkerTally.self) { group in
-            for index in 0..<configuration.concurrentConnections {
-                group.addTask(executorPreference: workload.executor(forWorker: index)) {
-                    await Self.runWorker(workload, plan: plan, counters: counters, series: recording ? series : nil)
+        // The workers and the progress reporter are children of one group: the reporter is
+        // cancelled once the workers are done, and nothing outlives the phase.
+        let tallies = try await withThrowingTaskGroup(of: [WorkerTally]?.self) { phaseGroup in
+            if let callback = progress {
+                phaseGroup.addTask {
+                    var lastCount = 0
+                    var lastTime = start
+                    while !Task.isCancelled {
+                        do { try await Task.sleep(for: interval) } catch { break }
+                        let now = clock.now
+                        let count = counters.completed.load(ordering: .relaxed)
+                        let seconds = (now - lastTime).seconds
+                        callback(snapshot(seconds > 0 ? Double(count - lastCount) / seconds : 0, false))
+                        lastCount = count
+                        lastTime = now
+                    }
+                    return nil
                 }
             }
-            var tallies: [WorkerTally] = []
-            for try await tally in group {
-                tallies.append(tally)
+            phaseGroup.addTask {
+                try await withThrowingTaskGroup(of: WorkerTally.self) { group in
+                    for index in 0..<configuration.concurrentConnections {
+                        group.addTask(executorPreference: workload.executor(forWorker: index)) {
+                            await Self.runWorker(
+                                workload,
+                                plan: plan,
+                                counters: counters,
+                                series: recording ? series : nil
+                            )
+                        }
+                    }
+                    var tallies: [WorkerTally] = []
+                    for try await tally in group {
+                        tallies.append(tally)
+                    }
+                    return tallies
+                }
             }
-            return tallies
+            while let finished = try await phaseGroup.next() {
+                if let tallies = finished {
+                    phaseGroup.cancelAll()
+                    return tallies
+                }
+            }
+            return []
         }
         let elapsed = clock.now - start
-        if let reporter {
-            reporter.cancel()
-            await reporter.value
-        }
         if let progress {
             let completed = counters.completed.load(ordering: .relaxed)
             progress(snapshot(elapsed > .zero ? Double(completed) / elapsed.seconds : 0, true))
