@@ -66,7 +66,7 @@ let package = Package(
         ),
         .target(
             name: "ReliableDBTesting",
-            dependencies: ["ReliableDB"],
+            dependencies: ["ReliableDB", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSwift
         ),
         .target(

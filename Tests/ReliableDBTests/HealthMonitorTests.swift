@@ -29,7 +29,7 @@ struct HealthMonitorTests {
         let db: ReliableDatabase<ScriptedBackend>
         let monitor: HealthMonitor
 
-        let logs = LogLines()
+        let logs = CapturedLogs()
 
         init(pendingFor: Duration = .zero, repeatInterval: Duration = .seconds(600)) {
             db = try! ReliableDatabase(
@@ -53,7 +53,7 @@ struct HealthMonitorTests {
                     alerts: .init(pendingFor: pendingFor, repeatInterval: repeatInterval, labels: ["service": "test"])
                 ),
                 sinks: [sink],
-                logger: Logger(label: "test.monitor") { [logs] _ in LogLines.Handler(lines: logs) }
+                logger: logs.logger(label: "test.monitor", level: .info)
             )
         }
 
@@ -323,25 +323,4 @@ func eventually(_ condition: () -> Bool) async -> Bool {
         await Task.yield()
     }
     return condition()
-}
-
-/// Log lines as `level message`, for tests of what an operator reads.
-final class LogLines: Sendable {
-    private let state = Mutex<[String]>([])
-    var lines: [String] { state.withLock { $0 } }
-
-    struct Handler: LogHandler {
-        let lines: LogLines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            lines.state.withLock { $0.append("\(event.level) \(event.message)") }
-        }
-    }
 }

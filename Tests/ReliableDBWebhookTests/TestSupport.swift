@@ -151,51 +151,6 @@ func eventually(
 
 struct EventuallyTimeout: Error {}
 
-/// Records every log record, message and metadata, so a test can search them for secrets.
-final class CapturedLogs: Sendable {
-    struct Record: Sendable {
-        var level: Logger.Level
-        var message: String
-        var metadata: Logger.Metadata
-
-        /// Message and every metadata key and value, as one searchable string.
-        var rendered: String {
-            let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-            return ([message] + fields).joined(separator: " ")
-        }
-    }
-
-    private let storage = Mutex<[Record]>([])
-
-    var records: [Record] { storage.withLock { $0 } }
-
-    func append(_ record: Record) {
-        storage.withLock { $0.append(record) }
-    }
-
-    func logger(level: Logger.Level = .trace) -> Logger {
-        var logger = Logger(label: "test.webhook") { _ in CapturingLogHandler(sink: self) }
-        logger.logLevel = level
-        return logger
-    }
-}
-
-struct CapturingLogHandler: LogHandler {
-    let sink: CapturedLogs
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
-        sink.append(.init(level: event.level, message: event.message.description, metadata: merged))
-    }
-}
-
 /// A logger that drops everything, for tests that do not look at logs.
 func silentLogger() -> Logger {
     Logger(label: "test.silent") { _ in SwiftLogNoOpLogHandler() }
