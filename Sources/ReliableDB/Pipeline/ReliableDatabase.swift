@@ -103,6 +103,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     }
 
     /// The pipeline itself; `trace` records its events on the operation's span, if any.
+    @inline(__always)
     private func run<R>(
         _ options: OperationOptions,
         _ trace: OperationSpan,
