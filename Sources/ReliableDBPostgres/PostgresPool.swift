@@ -21,8 +21,9 @@ enum PoolLeaseError: Error {
 ///
 /// Every decision (who gets which connection, when a waiter gives up, when a connection is opened,
 /// checked or retired) is the machine's; this class only carries out its actions: it resumes
-/// callers, opens and closes sockets, runs keep-alive checks and keeps one event-loop timer at the
-/// machine's `wakeAt`. The timer runs on an event loop, not a cooperative thread, so a wait ends on
+/// callers, opens and closes sockets, runs keep-alive checks and keeps one alarm of the injected
+/// clock at the machine's `wakeAt` (the library's one timer mechanism, `ReliabilityClock.makeAlarm`:
+/// with the system clock a libdispatch timer, not a cooperative thread), so a wait ends on
 /// time even while every cooperative thread is busy. A lease that finds an idle connection costs
 /// one lock and no suspension.
 final class PostgresPool: Sendable {
@@ -39,8 +40,8 @@ final class PostgresPool: Sendable {
         /// Answers for requests whose continuation was not stored yet.
         var early: [Int: Result<PooledPostgresConnection, PoolLeaseError>] = [:]
         var nextRequest = 0
-        var timer: Scheduled<Void>?
-        var timerAt: PoolInstant?
+        /// The instant the alarm is armed for; nil while disarmed.
+        var alarmAt: PoolInstant?
         var lastConnectError: (any Error)?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         /// Timed-out waits that ended at the operation's deadline rather than the pool timeout:
@@ -63,8 +64,10 @@ final class PostgresPool: Sendable {
     }
 
     let limit: Int
-    /// The time the machine runs on; the timer converts its instants to real delays.
+    /// The time the machine runs on, and its alarm.
     private let clock: any ReliabilityClock
+    /// Set once in init; its action holds the pool weakly.
+    private nonisolated(unsafe) var alarm: (any ClockAlarm)!
     private let state: Mutex<Shell>
     private let connect: Connect
     private let eventLoops: any EventLoopGroup
@@ -83,6 +86,11 @@ final class PostgresPool: Sendable {
         self.eventLoops = eventLoops
         self.logger = logger
         self.connect = connect
+        alarm = clock.makeAlarm { [weak self] in self?.timerFired() }
+    }
+
+    deinit {
+        alarm.disarm()
     }
 
     private var now: PoolInstant {
@@ -160,21 +168,19 @@ final class PostgresPool: Sendable {
 
     fileprivate func timerFired() {
         let work = state.withLock { shell in
-            shell.timer = nil
-            shell.timerAt = nil
+            shell.alarmAt = nil
             return shell.absorb(shell.machine.tick(now: self.now), own: nil, pool: self)
         }
         carryOut(work, preferredLoop: nil)
     }
 
-    /// Keeps one timer, at the machine's `wakeAt` or earlier. A timer that fires early (the
-    /// instant moved later) only ticks the machine, which returns the next instant.
+    /// Keeps the alarm at the machine's `wakeAt` or earlier (armed under the shell's lock, so two
+    /// events cannot leave it at the later instant). An alarm that fires early (the instant moved
+    /// later) only ticks the machine, which re-arms it.
     fileprivate func scheduleTimer(_ shell: inout Shell, at wakeAt: PoolInstant?) {
-        guard let wakeAt, shell.timerAt.map({ wakeAt < $0 }) ?? true else { return }
-        shell.timer?.cancel()
-        let delay = TimeAmount.nanoseconds(max(0, (wakeAt - self.now).nanosecondsClamped))
-        shell.timerAt = wakeAt
-        shell.timer = eventLoops.next().scheduleTask(in: delay) { [weak self] in self?.timerFired() }
+        guard let wakeAt, shell.alarmAt.map({ wakeAt < $0 }) ?? true else { return }
+        shell.alarmAt = wakeAt
+        alarm.arm(at: MonotonicTime(nanoseconds: wakeAt.nanoseconds))
     }
 
     private func open(_ id: Int, on eventLoop: any EventLoop) {
@@ -251,8 +257,8 @@ final class PostgresPool: Sendable {
             if done { continuation.resume() }
         }
         state.withLock { shell in
-            shell.timer?.cancel()
-            shell.timer = nil
+            shell.alarmAt = nil
+            alarm.disarm()
         }
     }
 
