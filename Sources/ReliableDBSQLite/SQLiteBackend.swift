@@ -210,7 +210,7 @@ public final class SQLiteBackend: DatabaseBackend {
     }
 }
 
-/// A SQLite handle carried to the deadline scheduler's thread. `sqlite3_interrupt` is the one
+/// A SQLite handle carried to the deadline alarm's queue. `sqlite3_interrupt` is the one
 /// SQLite call documented as safe from any thread, and the scheduler only calls it while the
 /// statement's closure is still running.
 private struct UnsafeConnection: @unchecked Sendable {

@@ -6,8 +6,8 @@ import Synchronization
 /// Checks the database every interval, keeps the latest ``HealthStatus``, and raises alerts.
 ///
 /// Runs as a swift-service-lifecycle `Service`. Reading ``status`` never runs a query: HTTP health
-/// endpoints and dashboards read the cached result, so a flood of health requests cannot add load
-/// to a struggling database. At most one check is in flight; callers of ``checkNow()`` during a
+/// endpoints and dashboards read the last check's result combined with the breaker and pool as
+/// they are now, so a flood of health requests cannot add load to a struggling database. At most one check is in flight; callers of ``checkNow()`` during a
 /// check share its result. Breaker transitions raise or resolve the breaker alert at once, without
 /// waiting for the next check.
 public final class HealthMonitor: Service, Sendable {
