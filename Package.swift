@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "ReliableDBWebhook", targets: ["ReliableDBWebhook"]),
         .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
         .library(name: "ReliableDBHummingbird", targets: ["ReliableDBHummingbird"]),
+        .library(name: "ReliableDBVapor", targets: ["ReliableDBVapor"]),
         .library(name: "ReliableDBLoadTest", targets: ["ReliableDBLoadTest"]),
         .library(name: "ReliableDBTesting", targets: ["ReliableDBTesting"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
@@ -41,6 +42,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.2.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0"),
+        .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
     ],
     targets: [
         .target(
@@ -75,6 +77,16 @@ let package = Package(
                 "ReliableDB",
                 "ReliableDBPrometheus",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ReliableDBVapor",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBHTTP",
+                "ReliableDBPrometheus",
+                .product(name: "Vapor", package: "vapor"),
             ],
             swiftSettings: strictSwift
         ),
@@ -173,6 +185,8 @@ let package = Package(
         .testTarget(
             name: "ReadmeSnippetsTests",
             dependencies: [
+                "ReliableDBVapor",
+                .product(name: "Vapor", package: "vapor"),
                 "ReliableDB", "ReliableDBSQLite", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBHummingbird",
                 "ReliableDBPrometheus", "ReliableDBWebhook",
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -181,6 +195,17 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBVaporTests",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBHTTP",
+                "ReliableDBVapor",
+                "ReliableDBTesting",
+                .product(name: "VaporTesting", package: "vapor"),
             ],
             swiftSettings: strictSwift
         ),

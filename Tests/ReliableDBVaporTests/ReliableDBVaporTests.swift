@@ -1,0 +1,79 @@
+import ReliableDB
+import ReliableDBHTTP
+import ReliableDBTesting
+import ReliableDBVapor
+import Testing
+import VaporTesting
+
+/// `app.reliableDB` in a real Vapor application (VaporTesting, in memory): the four routes, the
+/// monitor started by the app's boot, readiness following the database, and shutdown closing it.
+@Suite("ReliableDB in a Vapor application")
+struct ReliableDBVaporTests {
+    @Test func theFourRoutesFollowTheDatabaseAndShutdownClosesIt() async throws {
+        let backend = ScriptedBackend()
+        let database = try ReliableDatabase(backend: backend)
+        try await withApp { app in
+            app.reliableDB.use(database, monitor: .init(interval: .seconds(60)))
+            app.reliableDB.mountHealthRoutes(at: "api", "health")
+
+            let tester = try app.testing()  // boots the app, which starts the monitor
+            #expect(await eventually { app.reliableDB.monitor.hasChecked }, "the monitor ran its first check")
+            try await tester.test(.GET, "api/health/ready") { response in
+                #expect(response.status == .ok, "booted, checked, and the request proves the server is up")
+            }
+            try await tester.test(.GET, "api/health") { response in
+                #expect(response.status == .ok)
+                #expect(response.headers.first(name: "Content-Type") == "application/json")
+                #expect(response.body.string.contains("\"status\":\"healthy\""))
+            }
+            try await tester.test(.GET, "api/health/live") { response in
+                #expect(response.status == .ok)
+            }
+            try await tester.test(.GET, "api/health/metrics") { response in
+                #expect(response.status == .ok)
+                #expect(response.body.string.contains("db_health_score 100"))
+            }
+
+            backend.reachable = false
+            await app.reliableDB.monitor.checkNow()
+            try await tester.test(.GET, "api/health/ready") { response in
+                #expect(response.status == .serviceUnavailable, "the database is unreachable")
+            }
+            try await tester.test(.GET, "api/health") { response in
+                #expect(response.status == .serviceUnavailable)
+            }
+            backend.reachable = true
+            await app.reliableDB.monitor.checkNow()
+            try await tester.test(.GET, "api/health/ready") { response in
+                #expect(response.status == .ok, "and back")
+            }
+            #expect(backend.shutdowns == 0, "running, not closed")
+        }
+        #expect(backend.shutdowns == 1, "the app's shutdown closed the database")
+    }
+
+    @Test func shutdownTurnsReadinessDraining() async throws {
+        let database = try ReliableDatabase(backend: ScriptedBackend())
+        var readiness: Readiness?
+        try await withApp { app in
+            app.reliableDB.use(database)
+            app.reliableDB.mountHealthRoutes(at: "api", "health")
+            readiness = app.reliableDB.endpoints.readiness
+            let tester = try app.testing()
+            #expect(await eventually { app.reliableDB.monitor.hasChecked })
+            try await tester.test(.GET, "api/health/ready") { response in
+                #expect(response.status == .ok)
+            }
+        }
+        #expect(readiness?.phase == .draining)
+    }
+}
+
+/// Polls `condition` for up to 5 s.
+func eventually(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<500 {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
