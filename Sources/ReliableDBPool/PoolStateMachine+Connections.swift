@@ -128,3 +128,14 @@ extension PoolStateMachine {
         }
     }
 }
+
+extension PoolStateMachine {
+    /// The server was just reached another way (a health probe's own connection): connects are
+    /// no longer failing, so a caller waiting for the backed-off retry gets a connect now instead
+    /// of up to ``PoolConfiguration/connectBackoffMaximum`` after the server came back.
+    package mutating func serverReachable(now: PoolInstant) -> PoolActions {
+        if lifecycle == .running { backoff.failures = 0 }
+        // Then as a tick: overdue waiters fail, what is due fires, the connects waiters need start.
+        return tick(now: now)
+    }
+}

@@ -300,6 +300,7 @@ public final class PostgresBackend: DatabaseBackend {
                 logger: logger
             )
             try await connection.close()
+            pool.serverReachable()
         } catch {
             if attempt.isExpired { throw AttemptDeadlineExceeded() }
             throw PostgresUnavailableError(

@@ -238,6 +238,12 @@ final class PostgresPool: Sendable {
         }
     }
 
+    /// The server answered a connection made outside the pool (the health probe's): end the
+    /// connect backoff, so callers waiting for a connection get one now.
+    func serverReachable() {
+        event { machine in machine.serverReachable(now: self.now) }
+    }
+
     // MARK: Shutdown
 
     /// Fails the waiters and closes every connection, leased ones too (their statements fail at

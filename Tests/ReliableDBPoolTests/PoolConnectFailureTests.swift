@@ -34,6 +34,27 @@ struct PoolConnectFailureTests {
         _ = open
     }
 
+    @Test func aServerReachedAnotherWayEndsTheBackoffAtOnce() {
+        var machine = makeMachine(maximumConnections: 2)
+        let open = machine.warmUp(1, now: t0)[0]
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        var connect = machine.lease(request: 2, deadline: nil, now: t0).connects[0].connection
+        var now = t0
+        for _ in 0..<5 {  // the backoff grows to its 2 s cap
+            now = now + 10
+            let failed = machine.connectFailed(connection: connect, now: now)
+            now = failed.wakeAt ?? now
+            connect = machine.tick(now: now).connectIDs[0]
+        }
+        let failed = machine.connectFailed(connection: connect, now: now + 10)
+        #expect(failed.wakeAt.map { $0 - (now + 10) } == .seconds(2), "the next retry is 2 s away")
+        let reachable = machine.serverReachable(now: now + 20)
+        #expect(reachable.connects.count == 1, "connects at once instead")
+        #expect(machine.consecutiveConnectFailures == 0)
+        #expect(machine.serverReachable(now: now + 30).connects.isEmpty, "nothing more to do when nothing failed")
+        _ = open
+    }
+
     @Test func backoffDoublesUpToItsCap() {
         var machine = makeMachine(maximumConnections: 2)
         _ = machine.warmUp(1, now: t0)

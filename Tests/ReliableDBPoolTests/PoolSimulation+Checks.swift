@@ -16,7 +16,7 @@ extension PoolSimulation {
             holders[connection] = nil
         case .keepAliveDone(let connection, _):
             pendingKeepAlives.remove(connection)
-        case .lease, .cancel, .tick, .shutdown:
+        case .lease, .cancel, .tick, .serverReachable, .shutdown:
             break
         }
         if let grant = actions.grant { applyGrant(grant, for: event, before: before) }

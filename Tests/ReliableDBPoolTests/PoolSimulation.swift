@@ -16,6 +16,7 @@ struct PoolSimulation {
         case closed(Int)
         case keepAliveDone(Int, alive: Bool)
         case tick
+        case serverReachable
         case shutdown
     }
 
@@ -169,6 +170,8 @@ struct PoolSimulation {
         default:
             if !shutdownCalled && chance(0.3) {
                 shutdown()
+            } else if chance(0.5) {
+                perform(.serverReachable) { $0.serverReachable(now: $1) }
             } else {
                 perform(.tick) { $0.tick(now: $1) }
             }
