@@ -135,11 +135,12 @@ let package = Package(
         // The lease-and-deadline state machine both backends' pools run on (package access only).
         .target(
             name: "ReliableDBPool",
+            dependencies: ["ReliableDB"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "ReliableDBPoolTests",
-            dependencies: ["ReliableDBPool"],
+            dependencies: ["ReliableDB", "ReliableDBPool"],
             swiftSettings: strictSwift
         ),
         .target(

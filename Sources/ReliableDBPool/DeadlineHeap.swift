@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// A binary min-heap of waiter deadlines, so the earliest one is found in O(1) and removed in
 /// O(log n) however the deadlines are mixed.
 ///

@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// A list of actions that holds zero or one element inline and only allocates for a second.
 ///
 /// Almost every event produces at most one action of each kind (one grant, one connect, one close),

@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// What the I/O shell must do after an event, returned by every ``PoolStateMachine`` event.
 ///
 /// The machine decides; the shell only executes. Executing the actions in any order is correct,

@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// The pool's settings, as plain values the state machine reads on every event.
 ///
 /// Every setting is clamped into a range the machine can act on (see ``normalized``) instead of
@@ -65,8 +67,8 @@ package struct PoolConfiguration: Sendable, Equatable {
     /// The wait after `failures` consecutive failed connects: initial, doubled per further failure,
     /// capped at the maximum.
     func connectBackoff(afterFailures failures: Int) -> Duration {
-        let cap = connectBackoffMaximum.poolNanoseconds
-        var delay = Swift.min(connectBackoffInitial.poolNanoseconds, cap)
+        let cap = connectBackoffMaximum.nanosecondsClamped
+        var delay = Swift.min(connectBackoffInitial.nanosecondsClamped, cap)
         for _ in 1..<Swift.max(1, Swift.min(failures, 64)) where delay < cap {
             let (doubled, overflow) = delay.multipliedReportingOverflow(by: 2)
             delay = overflow ? cap : Swift.min(doubled, cap)
@@ -79,7 +81,7 @@ package struct PoolConfiguration: Sendable, Equatable {
     func lifetime(jitter: Double) -> Duration? {
         guard let maxLifetime else { return nil }
         let factor = 1 - lifetimeJitterFraction * Self.unitInterval(jitter)
-        let scaled = Double(maxLifetime.poolNanoseconds) * factor
+        let scaled = Double(maxLifetime.nanosecondsClamped) * factor
         guard scaled < Double(Int64.max) else { return .nanoseconds(Int64.max) }
         return .nanoseconds(Int64(Swift.max(0, scaled)))
     }

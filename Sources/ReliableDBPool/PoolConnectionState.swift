@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// The one state a pooled connection is in.
 ///
 /// Every connection the machine knows is in exactly one of these, from the `connect` action that
@@ -87,8 +89,8 @@ struct PoolTiming: Sendable {
     var keepAliveTimeout: Int64
 
     init(_ configuration: PoolConfiguration) {
-        idleTimeout = configuration.idleTimeout?.poolNanoseconds
-        keepAliveAfter = configuration.keepAliveAfter?.poolNanoseconds
-        keepAliveTimeout = configuration.keepAliveTimeout.poolNanoseconds
+        idleTimeout = configuration.idleTimeout?.nanosecondsClamped
+        keepAliveAfter = configuration.keepAliveAfter?.nanosecondsClamped
+        keepAliveTimeout = configuration.keepAliveTimeout.nanosecondsClamped
     }
 }

@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// The connections, in an array for cheap scans plus an id index for O(1) lookups.
     ///

@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// A connect started by a `connect` action succeeded.
     ///

@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// A request waiting for a connection.
     struct Waiter: Sendable, Equatable {

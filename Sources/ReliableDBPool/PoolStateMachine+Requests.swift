@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// A request asks for a connection.
     ///

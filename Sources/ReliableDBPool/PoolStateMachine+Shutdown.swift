@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// Stops the pool: every waiter fails with `.shutdown`, idle connections (and those being
     /// probed) close now, leased ones close when released, connecting ones close once connected,

@@ -1,3 +1,5 @@
+import ReliableDB
+
 extension PoolStateMachine {
     /// Time passed: the shell's one timer fired at (or after) the last ``PoolActions/wakeAt``.
     ///

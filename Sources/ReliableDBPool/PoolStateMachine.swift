@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// Who holds which connection, who waits for one, and until when: the pool's decisions as a pure value.
 ///
 /// Events come in as method calls that carry the current time (`lease`, `release`, `connected`,

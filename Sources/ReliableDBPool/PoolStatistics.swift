@@ -1,3 +1,5 @@
+import ReliableDB
+
 /// A snapshot of the pool, computed from the machine's state rather than kept alongside it.
 ///
 /// The gauges (``total``, ``active``, ``idle``...) are a recount of the connection states and the

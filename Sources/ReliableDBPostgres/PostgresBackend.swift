@@ -318,13 +318,7 @@ public final class PostgresBackend: DatabaseBackend {
     /// PostgresNIO's `PSQLError` describes itself as "Generic description to prevent accidental
     /// leakage"; this names the SQLSTATE and message, or the network cause, instead.
     public func describe(_ error: any Error) -> String {
-        switch error {
-        case is PSQLError, is PostgresError, is PostgresTransactionError, is KeyedConnectError,
-            is PostgresConnectionLostError, is PoolLeaseError:
-            describePostgresError(error)
-        default:
-            "\(error)"
-        }
+        describePostgresError(error)
     }
 
     /// The classification this backend applies, for errors from a plain PostgresNIO client too

@@ -94,7 +94,7 @@ final class PostgresPool: Sendable {
     }
 
     private var now: PoolInstant {
-        PoolInstant(nanoseconds: clock.now.nanoseconds)
+        clock.now
     }
 
     fileprivate static func loopKey(_ eventLoop: (any EventLoop)?) -> Int? {
@@ -108,7 +108,7 @@ final class PostgresPool: Sendable {
     func lease(until deadline: MonotonicTime?) async throws -> PooledPostgresConnection {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
         let loop = Self.loopKey(eventLoop)
-        let poolDeadline = deadline.map { PoolInstant(nanoseconds: $0.nanoseconds) }
+        let poolDeadline = deadline
         let (request, work) = state.withLock { shell -> (Int, Work) in
             shell.nextRequest += 1
             let request = shell.nextRequest
@@ -176,11 +176,13 @@ final class PostgresPool: Sendable {
 
     /// Keeps the alarm at the machine's `wakeAt` or earlier (armed under the shell's lock, so two
     /// events cannot leave it at the later instant). An alarm that fires early (the instant moved
-    /// later) only ticks the machine, which re-arms it.
+    /// later) only ticks the machine, which re-arms it. Unlike SQLite's admission pool it is not
+    /// disarmed when nothing is due: this runs on every lease and release, where `wakeAt` comes and
+    /// goes with idle timers, and re-arming a system timer each time would cost a syscall.
     fileprivate func scheduleTimer(_ shell: inout Shell, at wakeAt: PoolInstant?) {
         guard let wakeAt, shell.alarmAt.map({ wakeAt < $0 }) ?? true else { return }
         shell.alarmAt = wakeAt
-        alarm.arm(at: MonotonicTime(nanoseconds: wakeAt.nanoseconds))
+        alarm.arm(at: wakeAt)
     }
 
     private func open(_ id: Int, on eventLoop: any EventLoop) {

@@ -98,7 +98,7 @@ final class AdmissionPool: Sendable {
     ///     eagerly (its writer).
     init(limit: Int, poolTimeout: Duration, clock: any ReliabilityClock, openSlots: Int = 0) {
         var machine = PoolStateMachine(configuration: PoolConfiguration(maximumConnections: limit))
-        let now = PoolInstant(nanoseconds: clock.now.nanoseconds)
+        let now = clock.now
         var granted: [PoolStateMachine.ConnectionID] = []
         for request in 0..<min(openSlots, machine.configuration.maximumConnections) {
             // Negative ids never clash with callers' requests, which count up from 1.
@@ -121,7 +121,7 @@ final class AdmissionPool: Sendable {
     }
 
     private var now: PoolInstant {
-        PoolInstant(nanoseconds: clock.now.nanoseconds)
+        clock.now
     }
 
     // MARK: Admission
@@ -129,7 +129,7 @@ final class AdmissionPool: Sendable {
     /// A slot, waiting at most until the earlier of the pool timeout and the attempt's deadline.
     /// Throws ``AdmissionFailure``.
     func admit(within attempt: AttemptContext) async throws -> Admission {
-        let attemptDeadline = attempt.deadline.map { PoolInstant(nanoseconds: $0.nanoseconds) }
+        let attemptDeadline = attempt.deadline
         let (request, work) = state.withLock { shell -> (PoolStateMachine.RequestID, Work) in
             let now = self.now
             // At least a nanosecond, so that a zero pool timeout still takes a free slot.
@@ -339,6 +339,6 @@ extension AdmissionPool.Shell {
         }
         if alarmAt.map({ $0 <= wakeAt }) ?? false { return }
         alarmAt = wakeAt
-        alarm.arm(at: MonotonicTime(nanoseconds: wakeAt.nanoseconds))
+        alarm.arm(at: wakeAt)
     }
 }

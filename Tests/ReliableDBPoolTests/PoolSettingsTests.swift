@@ -1,3 +1,4 @@
+import ReliableDB
 import Testing
 
 @testable import ReliableDBPool
@@ -101,7 +102,7 @@ struct PoolSettingsTests {
             previous = delay
         }
         let first = Swift.min(initial, configuration.connectBackoffMaximum)
-        #expect(configuration.connectBackoff(afterFailures: 1) == .nanoseconds(first.poolNanoseconds))
+        #expect(configuration.connectBackoff(afterFailures: 1) == .nanoseconds(first.nanosecondsClamped))
     }
 
     @Test func zeroBackoffRetriesOnTheSameEvent() {

@@ -1,3 +1,4 @@
+import ReliableDB
 import Testing
 
 @testable import ReliableDBPool

@@ -1,3 +1,5 @@
+import ReliableDB
+
 @testable import ReliableDBPool
 
 extension PoolSimulation {
@@ -161,7 +163,7 @@ extension PoolSimulation {
     mutating func checkInvariants(after event: Event, hasNow: Bool) {
         let states = machine.connectionStates
         let statistics = machine.statistics
-        var recount = PoolStatistics()
+        var recount = ReliableDBPool.PoolStatistics()
         for (id, state) in states {
             switch state {
             case .connecting:
@@ -216,7 +218,7 @@ extension PoolSimulation {
         checkCounters(statistics, states: states)
     }
 
-    private mutating func checkTimers(_ statistics: PoolStatistics) {
+    private mutating func checkTimers(_ statistics: ReliableDBPool.PoolStatistics) {
         var due: PoolInstant?
         for (request, deadline) in waiting {
             if let deadline {
@@ -241,7 +243,8 @@ extension PoolSimulation {
         }
     }
 
-    private mutating func checkCounters(_ statistics: PoolStatistics, states: [Int: PoolConnectionState]) {
+    private mutating func checkCounters(_ statistics: ReliableDBPool.PoolStatistics, states: [Int: PoolConnectionState])
+    {
         let answeredOrWaiting =
             statistics.granted + statistics.acquireTimeouts + statistics.cancelled + statistics.failedByConnect
             + statistics.failedByShutdown + statistics.waiting

@@ -1,3 +1,5 @@
+import ReliableDB
+
 @testable import ReliableDBPool
 
 /// One randomized run: a ``PoolStateMachine``, a simulated clock, and a model of the I/O shell built

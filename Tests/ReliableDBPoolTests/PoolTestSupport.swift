@@ -1,3 +1,5 @@
+import ReliableDB
+
 @testable import ReliableDBPool
 
 /// SplitMix64: a tiny, fast, seedable generator, so every randomized sequence can be replayed from

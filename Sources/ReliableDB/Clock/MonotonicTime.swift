@@ -30,8 +30,11 @@ public struct MonotonicTime: Hashable, Comparable, Sendable, CustomStringConvert
         return MonotonicTime(nanoseconds: rhs > .zero ? .min : .max)
     }
 
+    /// The time from `rhs` to `lhs`, saturating at the ends of `Int64` nanoseconds.
     public static func - (lhs: MonotonicTime, rhs: MonotonicTime) -> Duration {
-        .nanoseconds(lhs.nanoseconds &- rhs.nanoseconds)
+        let (difference, overflow) = lhs.nanoseconds.subtractingReportingOverflow(rhs.nanoseconds)
+        guard overflow else { return .nanoseconds(difference) }
+        return .nanoseconds(lhs.nanoseconds > rhs.nanoseconds ? Int64.max : Int64.min)
     }
 
     public var description: String { "\(nanoseconds)ns" }

@@ -115,7 +115,7 @@ public struct DatabasePoolTimeoutError: Error, CustomStringConvertible, Sendable
                 "No database connection within \(formatDuration(waited)) (pool: \(statistics)); connecting fails: \(lastConnectError)"
         }
         let prefix = "No database connection within \(formatDuration(waited)) (pool: \(statistics)); "
-        if statistics.total < statistics.max && statistics.idle == 0 && statistics.active < statistics.max {
+        if statistics.total < statistics.max && statistics.idle == 0 {
             return prefix + "new connections did not open in time: the server is slow to accept them or unreachable"
         }
         return prefix
