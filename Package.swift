@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ReliableDBHTTP", targets: ["ReliableDBHTTP"]),
         .library(name: "ReliableDBHummingbird", targets: ["ReliableDBHummingbird"]),
         .library(name: "ReliableDBVapor", targets: ["ReliableDBVapor"]),
+        .library(name: "ReliableDBFluent", targets: ["ReliableDBFluent"]),
         .library(name: "ReliableDBLoadTest", targets: ["ReliableDBLoadTest"]),
         .library(name: "ReliableDBTesting", targets: ["ReliableDBTesting"]),
         .executable(name: "reliabledb", targets: ["reliabledb"]),
@@ -43,6 +44,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.2.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0"),
         .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
+        .package(url: "https://github.com/vapor/fluent-kit", from: "1.57.0"),
+        .package(url: "https://github.com/vapor/fluent", from: "4.13.0"),
+        .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
+        .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
     ],
     targets: [
         .target(
@@ -87,6 +92,22 @@ let package = Package(
                 "ReliableDBHTTP",
                 "ReliableDBPrometheus",
                 .product(name: "Vapor", package: "vapor"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Fluent's queries, saves, transactions, raw SQL and migrations through the pipeline, on
+        // ReliableDB's own PostgreSQL pool (docs/FLUENT.md).
+        .target(
+            name: "ReliableDBFluent",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBPostgres",
+                .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentSQL", package: "fluent-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
         ),
@@ -149,6 +170,7 @@ let package = Package(
                 "ReliableDB",
                 "ReliableDBPool",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 // Only to name the errors of a plain PostgresClient (the load tester's raw mode).
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -208,6 +230,38 @@ let package = Package(
                 "ReliableDBTesting",
                 .product(name: "VaporTesting", package: "vapor"),
             ],
+            swiftSettings: strictSwift
+        ),
+        // Examples/: apps that use the products as a user would, built and tested with the rest.
+        .target(
+            name: "VaporERP",
+            dependencies: [
+                "ReliableDB", "ReliableDBPostgres", "ReliableDBFluent", "ReliableDBVapor", "ReliableDBPrometheus",
+                .product(name: "Fluent", package: "fluent"),
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ],
+            path: "Examples/VaporERP/Sources/VaporERP",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "vapor-erp",
+            dependencies: ["VaporERP", "ReliableDB", .product(name: "Vapor", package: "vapor"), .product(name: "Fluent", package: "fluent")],
+            path: "Examples/VaporERP/Sources/vapor-erp",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "VaporERPTests",
+            dependencies: [
+                "VaporERP", "ReliableDB", "ReliableDBPostgres", "ReliableDBFluent", "ReliableDBVapor",
+                .product(name: "Fluent", package: "fluent"),
+                .product(name: "VaporTesting", package: "vapor"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ],
+            path: "Examples/VaporERP/Tests/VaporERPTests",
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -1,14 +1,17 @@
 import Logging
 import PostgresNIO
 import ReliableDB
+import Tracing
 
 extension ReliableDatabase where Backend == PostgresBackend {
     /// Opens a pool for the PostgreSQL server the configuration names, with the configured
-    /// pipeline. No connection is made until the first operation.
+    /// pipeline. No connection is made until the first operation. `tracer` receives a span per
+    /// operation (the bootstrapped tracer when nil).
     public static func postgres(
         configuration: ReliableDBConfiguration,
         clock: any ReliabilityClock = SystemClock(),
         instruments: ReliabilityInstruments? = nil,
+        tracer: (any Tracer)? = nil,
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws -> ReliableDatabase<PostgresBackend> {
         guard case .postgres(let url) = configuration.database else {
@@ -29,7 +32,8 @@ extension ReliableDatabase where Backend == PostgresBackend {
             backend: backend,
             configuration: reliability,
             clock: clock,
-            instruments: instruments
+            instruments: instruments,
+            tracer: tracer
         )
     }
 
