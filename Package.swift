@@ -238,6 +238,7 @@ let package = Package(
             dependencies: [
                 "ReliableDB", "ReliableDBPostgres", "ReliableDBFluent", "ReliableDBVapor", "ReliableDBPrometheus",
                 .product(name: "Fluent", package: "fluent"),
+                .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Vapor", package: "vapor"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -255,6 +256,7 @@ let package = Package(
             name: "VaporERPTests",
             dependencies: [
                 "VaporERP", "ReliableDB", "ReliableDBPostgres", "ReliableDBFluent", "ReliableDBVapor",
+                "ReliableDBTestSupport",
                 .product(name: "Fluent", package: "fluent"),
                 .product(name: "VaporTesting", package: "vapor"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -6,9 +6,12 @@ import Tracing
 extension ReliableDatabase where Backend == PostgresBackend {
     /// Opens a pool for the PostgreSQL server the configuration names, with the configured
     /// pipeline. No connection is made until the first operation. `tracer` receives a span per
-    /// operation (the bootstrapped tracer when nil).
+    /// operation (the bootstrapped tracer when nil). `reliability` replaces the pipeline settings the
+    /// environment gives (`configuration.reliability`), for settings no variable names, such as
+    /// per-kind timeouts.
     public static func postgres(
         configuration: ReliableDBConfiguration,
+        reliability: ReliabilityConfiguration? = nil,
         clock: any ReliabilityClock = SystemClock(),
         instruments: ReliabilityInstruments? = nil,
         tracer: (any Tracer)? = nil,
@@ -17,7 +20,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
         guard case .postgres(let url) = configuration.database else {
             throw UnsupportedPostgresLocationError(location: configuration.database)
         }
-        let reliability = configuration.reliability
+        let reliability = reliability ?? configuration.reliability
         let longest = OperationKind.allCases.map { reliability.timeouts[$0] }.max() ?? .seconds(300)
         let backend = try PostgresBackend(
             url: url,

@@ -34,10 +34,16 @@ public func configure(
 /// The database and metrics the example runs on, from `DATABASE_URL` and the `DB_*` variables.
 public func makeDatabase(
     configuration: ReliableDBConfiguration,
+    reliability: ReliabilityConfiguration? = nil,
     tracer: (any Tracer)? = nil
 ) throws -> (ReliableDatabase<PostgresBackend>, PrometheusExporter) {
     let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
     let instruments = ReliabilityInstruments(factory: exporter.metricsFactory, operationLabels: exampleOperationLabels)
-    let database = try ReliableDatabase.postgres(configuration: configuration, instruments: instruments, tracer: tracer)
+    let database = try ReliableDatabase.postgres(
+        configuration: configuration,
+        reliability: reliability,
+        instruments: instruments,
+        tracer: tracer
+    )
     return (database, exporter)
 }

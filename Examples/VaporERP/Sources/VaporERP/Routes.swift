@@ -1,4 +1,5 @@
 import Fluent
+import SQLKit
 import Vapor
 
 struct NewUser: Content {
@@ -57,8 +58,11 @@ func routes(_ app: Application) throws {
             guard let user = try await User.find(input.userID, on: db) else { throw Abort(.notFound) }
             let order = Order(userID: try user.requireID(), number: input.number, totalCents: input.totalCents)
             try await order.save(on: db)
-            user.orderCount += 1
-            try await user.save(on: db)
+            // Counted in the database, not read-modify-write: concurrent orders must not lose counts.
+            try await (db as! any SQLDatabase).update(User.schema)
+                .set(SQLIdentifier("order_count"), to: SQLRaw("order_count + 1"))
+                .where("id", .equal, SQLBind(try user.requireID()))
+                .run()
             return order
         }
     }

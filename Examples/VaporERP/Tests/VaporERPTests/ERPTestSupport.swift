@@ -101,14 +101,23 @@ struct Observer {
 
 /// Runs `body` with the example app on a scratch database, migrated, and shuts both down after.
 func withERPApp(
+    server: String = "RELIABLEDB_TEST_POSTGRES_URL",
     tracer: (any Tracer)? = nil,
     environment extra: [String: String] = [:],
     monitor: HealthMonitor.Configuration = .init(interval: .seconds(60)),
+    adjust: (inout ReliabilityConfiguration) -> Void = { _ in },
     _ body: (Application, ReliableDatabase<PostgresBackend>, ScratchDatabase) async throws -> Void
 ) async throws {
-    let scratch = try await ScratchDatabase.create()
+    let scratch = try await ScratchDatabase.create(variable: server)
     do {
-        let (database, exporter) = try makeDatabase(configuration: try scratch.configuration(extra), tracer: tracer)
+        let configuration = try scratch.configuration(extra)
+        var reliability = configuration.reliability
+        adjust(&reliability)
+        let (database, exporter) = try makeDatabase(
+            configuration: configuration,
+            reliability: reliability,
+            tracer: tracer
+        )
         let app = try await Application.make(.testing)
         do {
             try configure(app, database: database, exporter: exporter, monitor: monitor)
