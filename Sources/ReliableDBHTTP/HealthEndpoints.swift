@@ -22,7 +22,7 @@ public final class HealthEndpoints: Sendable {
     public let exporter: PrometheusExporter
     public let readiness: Readiness
     private let snapshot: @Sendable () -> MetricsSnapshot
-    private let breakerState: @Sendable () -> CircuitState
+    private let breakerRejectsCalls: @Sendable () -> Bool
     private let authToken: Secret<String>?
 
     /// - Parameter authToken: when set (`DB_HEALTH_AUTH_TOKEN`), `/api/health` shows its details
@@ -39,7 +39,7 @@ public final class HealthEndpoints: Sendable {
         self.readiness = readiness
         self.authToken = authToken
         snapshot = { database.metrics() }
-        breakerState = { database.circuitBreaker.state }
+        breakerRejectsCalls = { database.circuitBreaker.isRejectingCalls }
     }
 
     /// `GET /api/health`: 200 for healthy and degraded, 503 for unhealthy.
@@ -72,7 +72,8 @@ public final class HealthEndpoints: Sendable {
     }
 
     /// `GET /api/health/ready`: 503 while draining, while the database is unreachable (or not
-    /// checked yet), and while the circuit breaker is open. A request that gets here proves the
+    /// checked yet), and while the circuit breaker rejects calls (open, until its timeout has
+    /// elapsed: then traffic must come back for a call to close it). A request that gets here proves the
     /// server is up, so a readiness still `starting` is marked serving: an app need not call
     /// ``Readiness/markServing()`` itself.
     public func ready(now: Date = Date()) -> Answer {
@@ -88,10 +89,7 @@ public final class HealthEndpoints: Sendable {
     /// Whether traffic should be sent here now.
     public var isReady: Bool {
         guard readiness.phase == .serving, monitor.hasChecked, monitor.status.checks.connectivity else { return false }
-        switch breakerState() {
-        case .open, .forcedOpen: return false
-        case .closed, .halfOpen, .disabled: return true
-        }
+        return !breakerRejectsCalls()
     }
 
     private func isAuthorized(_ authorization: String?) -> Bool {

@@ -30,6 +30,24 @@ struct CircuitBreakerConcurrencyTests {
         #expect(breaker.metrics.rejected == 1000 - maxProbes)
     }
 
+    /// Readiness follows `isRejectingCalls`: an open breaker stops rejecting when its timeout has
+    /// elapsed, although it reads `OPEN` until a call arrives to turn it half-open.
+    @Test func anOpenBreakerStopsRejectingWhenItsTimeoutElapses() {
+        let clock = ManualClock()
+        let breaker = CircuitBreaker(configuration: .init(failureThreshold: 1, timeout: .seconds(10)), clock: clock)
+        #expect(!breaker.isRejectingCalls)
+        breaker.forceState(.open)
+        #expect(breaker.isRejectingCalls)
+        clock.advance(by: .seconds(10) - .nanoseconds(1))
+        #expect(breaker.isRejectingCalls)
+        clock.advance(by: .nanoseconds(1))
+        #expect(!breaker.isRejectingCalls)
+        #expect(breaker.state == .open, "still open until the next call")
+        breaker.forceState(.forcedOpen)
+        clock.advance(by: .seconds(3600))
+        #expect(breaker.isRejectingCalls, "forced open rejects until an operator says otherwise")
+    }
+
     @Test func pipelineNeverHasMoreThanNProbesInFlight() async throws {
         let clock = ManualClock()
         let db = makeDatabase(

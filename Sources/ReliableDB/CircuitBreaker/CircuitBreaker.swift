@@ -73,6 +73,21 @@ public final class CircuitBreaker: Sendable {
         machine.withLock { $0.state }
     }
 
+    /// Whether a call made now would be rejected without reaching the database: forced open, or
+    /// open and its timeout not yet elapsed. Readiness follows this, not ``state``: an open breaker
+    /// turns half-open only when a call arrives, and a pod taken out of traffic while it reads
+    /// `OPEN` would never get that call.
+    public var isRejectingCalls: Bool {
+        let now = clock.now
+        return machine.withLock { machine in
+            switch machine.state {
+            case .forcedOpen: true
+            case .open: machine.openUntil.map { now < $0 } ?? true
+            case .closed, .halfOpen, .disabled: false
+            }
+        }
+    }
+
     /// Puts the breaker into `state` on an operator's (or a test's) request.
     public func forceState(_ state: CircuitState) {
         let now = clock.now
