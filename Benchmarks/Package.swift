@@ -10,6 +10,8 @@ let package = Package(
         .package(name: "ReliableDB", path: ".."),
         .package(url: "https://github.com/ordo-one/package-benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
+        .package(url: "https://github.com/vapor/fluent-kit", from: "1.57.0"),
+        .package(url: "https://github.com/vapor/fluent-postgres-driver", from: "2.14.0"),
     ],
     targets: [
         // Closed-loop callers, medians and ratios for the side-by-side throughput runs.
@@ -28,6 +30,21 @@ let package = Package(
                 "BenchmarkSupport",
                 .product(name: "ReliableDB", package: "ReliableDB"),
                 .product(name: "ReliableDBPostgres", package: "ReliableDB"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // Side by side: Fluent through ReliableDB (ReliableDBFluent) vs plain Fluent
+        // (fluent-postgres-driver), the example app's queries, same server, same run.
+        .executableTarget(
+            name: "FluentThroughput",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "ReliableDB", package: "ReliableDB"),
+                .product(name: "ReliableDBPostgres", package: "ReliableDB"),
+                .product(name: "ReliableDBFluent", package: "ReliableDB"),
+                .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentPostgresDriver", package: "fluent-postgres-driver"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

@@ -60,9 +60,21 @@ struct ReliableFluentDatabase: Sendable {
             return session.sql(queryLogLevel: nil).execute(sql: expression, onRow).hop(to: context.eventLoop)
         }
         let options = options()
-        return context.eventLoop.makeFutureWithTask {
-            try await self.runPooled(expression, options, onRow)
+        return onEventLoop { try await self.runPooled(expression, options, onRow) }
+    }
+
+    /// Runs `body` in a task on the context's event loop, whose connections the pool then prefers:
+    /// the statement's replies resume it without a thread hop (docs/FLUENT.md, "What it costs").
+    private func onEventLoop<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
+        let promise = context.eventLoop.makePromise(of: T.self)
+        Task(executorPreference: EventLoopExecutor.shared(for: context.eventLoop)) {
+            do {
+                promise.succeed(try await body())
+            } catch {
+                promise.fail(error)
+            }
         }
+        return promise.futureResult
     }
 
     private func runPooled(
@@ -136,7 +148,7 @@ extension ReliableFluentDatabase: Database {
             return transaction(on: session, closure)
         }
         let options = overrides.apply(to: OperationOptions("transaction", kind: .transaction))
-        return context.eventLoop.makeFutureWithTask {
+        return onEventLoop {
             try await self.reliable.transaction(options) { connection in
                 try await closure(self.onSession(connection, inTransaction: true)).map(Unchecked.init).get()
             }
@@ -149,7 +161,7 @@ extension ReliableFluentDatabase: Database {
         _ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>
     ) -> EventLoopFuture<T> {
         let inner = onSession(connection, inTransaction: true)
-        return context.eventLoop.makeFutureWithTask {
+        return onEventLoop {
             try await inner.raw("BEGIN").run()
             do {
                 let result = try await closure(inner).map(Unchecked.init).get()
@@ -165,7 +177,7 @@ extension ReliableFluentDatabase: Database {
     func withConnection<T>(_ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
         if session != nil { return closure(self) }
         let options = overrides.apply(to: OperationOptions("connection"))
-        return context.eventLoop.makeFutureWithTask {
+        return onEventLoop {
             try await self.reliable.query(options) { connection in
                 try await closure(self.onSession(connection, inTransaction: false)).map(Unchecked.init).get()
             }

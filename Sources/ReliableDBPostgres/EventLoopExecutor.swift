@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// Runs tasks on one NIO event loop.
 ///
@@ -20,6 +21,21 @@ public final class EventLoopExecutor: TaskExecutor {
     public static var forDefaultEventLoops: [EventLoopExecutor] {
         PostgresConnection.defaultEventLoopGroup.makeIterator().map(EventLoopExecutor.init)
     }
+
+    /// The executor of `eventLoop`, made once per loop: a future-based API (Fluent's) runs its
+    /// operation there, so the pool hands it a connection on that loop and nothing hops threads.
+    package static func shared(for eventLoop: any EventLoop) -> EventLoopExecutor {
+        let key = ObjectIdentifier(eventLoop)
+        if let executor = cache.withLock({ $0[key] }) { return executor }
+        return cache.withLock { cache in
+            if let executor = cache[key] { return executor }
+            let executor = EventLoopExecutor(eventLoop)
+            cache[key] = executor
+            return executor
+        }
+    }
+
+    private static let cache = Mutex<[ObjectIdentifier: EventLoopExecutor]>([:])
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
