@@ -116,6 +116,7 @@ let package = Package(
             dependencies: [
                 "ReliableDBHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
         ),
@@ -209,6 +210,8 @@ let package = Package(
             name: "ReadmeSnippetsTests",
             dependencies: [
                 "ReliableDBVapor",
+                "ReliableDBFluent",
+                .product(name: "Fluent", package: "fluent"),
                 .product(name: "Vapor", package: "vapor"),
                 "ReliableDB", "ReliableDBSQLite", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBHummingbird",
                 "ReliableDBPrometheus", "ReliableDBWebhook",
@@ -266,6 +269,42 @@ let package = Package(
             path: "Examples/VaporERP/Tests/VaporERPTests",
             swiftSettings: strictSwift
         ),
+        .target(
+            name: "HummingbirdOrders",
+            dependencies: [
+                "ReliableDB", "ReliableDBPostgres", "ReliableDBHTTP", "ReliableDBHummingbird", "ReliableDBPrometheus",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/HummingbirdOrders/Sources/HummingbirdOrders",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "hummingbird-orders",
+            dependencies: [
+                "HummingbirdOrders", "ReliableDB",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/HummingbirdOrders/Sources/hummingbird-orders",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "HummingbirdOrdersTests",
+            dependencies: [
+                "HummingbirdOrders", "ReliableDB", "ReliableDBPostgres", "ReliableDBTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/HummingbirdOrders/Tests/HummingbirdOrdersTests",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "ReliableDBTests",
             dependencies: [
@@ -294,6 +333,8 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/ReliableDBTestSupport",
             swiftSettings: strictSwift

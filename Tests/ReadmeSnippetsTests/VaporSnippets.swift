@@ -3,7 +3,10 @@
 // The README's Swift snippets, verbatim (ReadmeSnippetsTests checks they match), so CI compiles
 // every one of them. They are compiled, not run: they read the environment and open servers.
 
+import Fluent
 import ReliableDB
+import ReliableDBFluent
+import ReliableDBPostgres
 import ReliableDBSQLite
 import ReliableDBVapor
 import Vapor
@@ -12,4 +15,23 @@ import Vapor
 func configure(_ app: Application) async throws {
     app.reliableDB.use(try ReliableDatabase.sqlite(configuration: .fromEnvironment()))
     app.reliableDB.mountHealthRoutes(at: "api", "health")   // the four endpoints
+}
+
+/// The README's model, as the Fluent snippet uses it.
+final class User: Model, Content, @unchecked Sendable {
+    static let schema = "users"
+    @ID(key: .id) var id: UUID?
+    @Field(key: "active") var active: Bool
+    init() {}
+}
+
+func configureFluent(_ app: Application) throws {
+    let database = try ReliableDatabase.postgres(configuration: .fromEnvironment())
+    app.databases.use(.reliable(database, models: [User.self]), as: .reliable)   // was .postgres(...)
+    app.reliableDB.use(database)                        // the health routes and readiness, same pool
+    app.reliableDB.mountHealthRoutes(at: "api", "health")
+}
+
+func activeUsers(_ req: Request) async throws -> [User] {
+    try await User.query(on: req.db).filter(\.$active == true).all()   // the operation `User.read`
 }

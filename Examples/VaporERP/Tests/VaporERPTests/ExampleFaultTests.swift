@@ -10,7 +10,7 @@ import VaporTesting
 /// suites stop). scripts/test runs these with the fault suite, one at a time, after the rest.
 @Suite("Vapor + Fluent example under faults", .serialized, .timeLimit(.minutes(2)))
 struct ExampleFaultTests {
-    static let server = "RELIABLEDB_TEST_FAULT_POSTGRES_URL"
+    static let server = FaultServer.urlVariable
 
     /// Backends are killed while the app places orders from 8 concurrent clients: an order the
     /// app acknowledged is in the database exactly once, a user's order count matches its orders
@@ -62,7 +62,7 @@ struct ExampleFaultTests {
                 }
                 group.addTask {
                     // 25 rounds of killing the app's backends that are inside a statement or a transaction.
-                    try await Observer.with(scratch.server) { observer in
+                    try await SideConnection.with(scratch.server) { observer in
                         for _ in 0..<25 {
                             try await Task.sleep(for: .milliseconds(120))
                             try await observer.execute(
@@ -178,21 +178,6 @@ func status(_ tester: any TestingApplicationTester, _ path: String) async -> HTT
     .status
 }
 
-/// The fault server's control script, written by scripts/test.
-enum FaultServer {
-    struct Failed: Error {
-        var arguments: [String]
-        var status: Int32
-    }
-
-    static func control(_ arguments: String...) async throws {
-        guard let script = ProcessInfo.processInfo.environment["RELIABLEDB_TEST_FAULT_POSTGRES_CTL"] else {
-            throw ScratchDatabase.Missing()
-        }
-        let status = await spawnAndWait(script, arguments)
-        guard status == 0 else { throw Failed(arguments: arguments, status: status) }
-    }
-}
 /// A value tasks share.
 final class Shared<Value: Sendable>: Sendable {
     private let state: Mutex<Value>

@@ -2,6 +2,7 @@ import Fluent
 import InMemoryTracing
 import ReliableDB
 import ReliableDBFluent
+import ReliableDBTestSupport
 import SQLKit
 import Synchronization
 import Testing
@@ -135,7 +136,7 @@ struct FluentThroughThePipelineTests {
             }
             let elapsed = ContinuousClock.now - started
             #expect(elapsed < .seconds(2), "released by its deadline (300 ms) plus the cancel's grace: \(elapsed)")
-            let sleeping = try await Observer.with(scratch.server) {
+            let sleeping = try await SideConnection.with(scratch.server) {
                 try await $0.int(
                     """
                     SELECT count(*)::int FROM pg_stat_activity
