@@ -84,3 +84,49 @@ struct PostgresURLTests {
         }
     }
 }
+
+/// libpq's multi-host URLs: `postgres://u@h1:p1,h2:p2/db?target_session_attrs=...&load_balance_hosts=...`.
+@Suite("PostgreSQL multi-host URLs")
+struct PostgresMultiHostURLTests {
+    @Test func hostsInOrderWithTheirPortsAndTheDefaultPort() throws {
+        let url = try PostgresURL.parse(
+            "postgres://app:pw@db1:5432,db2,[::1]:6543/erp?target_session_attrs=read-write&load_balance_hosts=random"
+        ).get()
+        #expect(
+            url.endpoints == [
+                .init(host: "db1", port: 5432), .init(host: "db2", port: 5432), .init(host: "::1", port: 6543),
+            ]
+        )
+        #expect(url.host == "db1" && url.port == 5432, "host and port are the first server's")
+        #expect(url.targetSessionAttributes == .readWrite)
+        #expect(url.loadBalanceHosts == .random)
+        #expect(
+            url.description
+                == "postgres://app:***@db1:5432,db2:5432,[::1]:6543/erp?sslmode=prefer&target_session_attrs=read-write&load_balance_hosts=random"
+        )
+        #expect(try PostgresURL.parse(url.description.replacingOccurrences(of: "***", with: "pw")).get() == url)
+    }
+
+    @Test func everyTargetSessionAttributeOfLibpq16() throws {
+        for attributes in PostgresURL.TargetSessionAttributes.allCases {
+            let url = try PostgresURL.parse("postgres://u@h1,h2/db?target_session_attrs=\(attributes.rawValue)").get()
+            #expect(url.targetSessionAttributes == attributes)
+        }
+        #expect(try PostgresURL.parse("postgres://u@h1,h2/db").get().targetSessionAttributes == .any)
+    }
+
+    @Test(arguments: [
+        ("postgres://u@h1,/db", "after each ','"),
+        ("postgres://u@h1,h2:0/db", "a port from 1 to 65535, got '0'"),
+        ("postgres://u@h1,h2/db?target_session_attrs=master", "target_session_attrs to be one of any, read-write"),
+        ("postgres://u@h1,h2/db?load_balance_hosts=round-robin", "load_balance_hosts to be disable or random"),
+    ])
+    func aBadHostListOrSettingIsNamed(url: String, expected: String) {
+        guard case .failure(let problem) = PostgresURL.parse(url) else {
+            Issue.record("\(url) parsed")
+            return
+        }
+        #expect(problem.variable == "DATABASE_URL")
+        #expect(problem.expected.contains(expected), "\(problem.expected)")
+    }
+}

@@ -18,8 +18,60 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         case verifyFull = "verify-full"
     }
 
-    public var host: String
-    public var port: Int
+    /// One server of a multi-host URL (`postgres://u@h1:5432,h2:5433/db`).
+    public struct Endpoint: Sendable, Equatable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int = 5432) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { "\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+    }
+
+    /// libpq's `target_session_attrs`: which server of the list a connection must reach.
+    public enum TargetSessionAttributes: String, Sendable, CaseIterable {
+        /// The first server that accepts the connection.
+        case any
+        /// A server that accepts writes (`default_transaction_read_only` off, not in recovery).
+        case readWrite = "read-write"
+        /// A server that does not accept writes.
+        case readOnly = "read-only"
+        /// A server not in hot standby.
+        case primary
+        /// A server in hot standby.
+        case standby
+        /// A standby if one answers, else any server.
+        case preferStandby = "prefer-standby"
+    }
+
+    /// libpq's `load_balance_hosts`: the order the servers are tried in.
+    public enum LoadBalanceHosts: String, Sendable, CaseIterable {
+        /// In the order the URL lists them.
+        case disable
+        /// In a random order, drawn anew for each connection.
+        case random
+    }
+
+    /// The servers to try, in the URL's order; at least one.
+    public var endpoints: [Endpoint]
+    public var targetSessionAttributes: TargetSessionAttributes = .any
+    public var loadBalanceHosts: LoadBalanceHosts = .disable
+
+    /// The first server's host (the only one of a single-host URL).
+    public var host: String {
+        get { endpoints[0].host }
+        set { endpoints[0].host = newValue }
+    }
+
+    /// The first server's port.
+    public var port: Int {
+        get { endpoints[0].port }
+        set { endpoints[0].port = newValue }
+    }
+
     public var username: String
     public var password: Secret<String>?
     public var database: String
@@ -37,7 +89,8 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public var pgbouncer: Bool
 
     public static let supportedParameters = [
-        "sslmode", "sslrootcert", "application_name", "connect_timeout", "pgbouncer",
+        "sslmode", "sslrootcert", "application_name", "connect_timeout", "pgbouncer", "target_session_attrs",
+        "load_balance_hosts",
     ]
 
     public init(
@@ -52,8 +105,7 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         connectTimeout: Duration = .seconds(10),
         pgbouncer: Bool = false
     ) {
-        self.host = host
-        self.port = port
+        self.endpoints = [Endpoint(host: host, port: port)]
         self.username = username
         self.password = password
         self.database = database
@@ -65,10 +117,13 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        let hostPart = host.contains(":") ? "[\(host)]" : host
+        let hosts = endpoints.map(\.description).joined(separator: ",")
         let user = username + (password == nil ? "" : ":***")
-        let pooler = pgbouncer ? "&pgbouncer=true" : ""
-        return "postgres://\(user)@\(hostPart):\(port)/\(database)?sslmode=\(sslMode.rawValue)\(pooler)"
+        var parameters = "sslmode=\(sslMode.rawValue)"
+        if pgbouncer { parameters += "&pgbouncer=true" }
+        if targetSessionAttributes != .any { parameters += "&target_session_attrs=\(targetSessionAttributes.rawValue)" }
+        if loadBalanceHosts != .disable { parameters += "&load_balance_hosts=\(loadBalanceHosts.rawValue)" }
+        return "postgres://\(user)@\(hosts)/\(database)?\(parameters)"
     }
 
     /// Parses `string`; the problem it reports never contains the password.
@@ -125,44 +180,26 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         }
         guard !username.isEmpty else { return problem("a user name: postgres://USER:PASSWORD@HOST:PORT/DATABASE") }
 
-        var host: String
-        var portText: Substring?
-        if hostPort.hasPrefix("[") {
-            guard let close = hostPort.firstIndex(of: "]") else {
-                return problem("an IPv6 host in brackets, e.g. postgres://user@[::1]:5432/db")
+        // libpq's multi-host form: host[:port] entries separated by commas.
+        var endpoints: [Endpoint] = []
+        for entry in hostPort.split(separator: ",", omittingEmptySubsequences: false) {
+            switch parseEndpoint(entry) {
+            case .success(let endpoint): endpoints.append(endpoint)
+            case .failure(let expected): return problem(expected.text)
             }
-            host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
-            let after = hostPort[hostPort.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { return problem("':PORT' after the bracketed IPv6 host") }
-                portText = after.dropFirst()
-            }
-        } else if let colon = hostPort.lastIndex(of: ":") {
-            host = String(hostPort[..<colon])
-            portText = hostPort[hostPort.index(after: colon)...]
-        } else {
-            host = String(hostPort)
-        }
-        host = host.removingPercentEncoding ?? host
-        guard !host.isEmpty else { return problem("a host name or address after '@'") }
-        var port = 5432
-        if let portText {
-            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
-                return problem("a port from 1 to 65535, got '\(portText)'")
-            }
-            port = parsed
         }
         guard let database = String(path).removingPercentEncoding else {
             return problem("a percent-encoded database name")
         }
 
         var url = PostgresURL(
-            host: host,
-            port: port,
+            host: endpoints[0].host,
+            port: endpoints[0].port,
             username: username,
             password: password.map { Secret($0, redacted: "***") },
             database: database.isEmpty ? username : database
         )
+        url.endpoints = endpoints
         for pair in query.split(separator: "&") where !pair.isEmpty {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0])
@@ -189,6 +226,19 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
                     return problem("pgbouncer to be true or false, got '\(value)'")
                 }
                 url.pgbouncer = flag
+            case "target_session_attrs":
+                guard let attributes = TargetSessionAttributes(rawValue: value) else {
+                    return problem(
+                        "target_session_attrs to be one of "
+                            + "\(TargetSessionAttributes.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'"
+                    )
+                }
+                url.targetSessionAttributes = attributes
+            case "load_balance_hosts":
+                guard let mode = LoadBalanceHosts(rawValue: value) else {
+                    return problem("load_balance_hosts to be disable or random, got '\(value)'")
+                }
+                url.loadBalanceHosts = mode
             default:
                 return problem(
                     "only the parameters \(supportedParameters.joined(separator: ", ")); '\(key)' is not supported"
@@ -196,5 +246,46 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
             }
         }
         return .success(url)
+    }
+
+    /// What a malformed host entry should have been.
+    private struct Expected: Error {
+        var text: String
+    }
+
+    /// One `host[:port]` (or `[v6]:port`) entry of the authority.
+    private static func parseEndpoint(_ entry: Substring) -> Result<Endpoint, Expected> {
+        var host: String
+        var portText: Substring?
+        if entry.hasPrefix("[") {
+            guard let close = entry.firstIndex(of: "]") else {
+                return .failure(.init(text: "an IPv6 host in brackets, e.g. postgres://user@[::1]:5432/db"))
+            }
+            host = String(entry[entry.index(after: entry.startIndex)..<close])
+            let after = entry[entry.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else {
+                    return .failure(.init(text: "':PORT' after the bracketed IPv6 host"))
+                }
+                portText = after.dropFirst()
+            }
+        } else if let colon = entry.lastIndex(of: ":") {
+            host = String(entry[..<colon])
+            portText = entry[entry.index(after: colon)...]
+        } else {
+            host = String(entry)
+        }
+        host = host.removingPercentEncoding ?? host
+        guard !host.isEmpty else {
+            return .failure(.init(text: "a host name or address after '@' (and after each ',' of a host list)"))
+        }
+        var port = 5432
+        if let portText {
+            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+                return .failure(.init(text: "a port from 1 to 65535, got '\(portText)'"))
+            }
+            port = parsed
+        }
+        return .success(Endpoint(host: host, port: port))
     }
 }
