@@ -20,6 +20,8 @@ public final class PostgresBackend: DatabaseBackend {
     /// closing its connection: the latest a caller returns is its deadline plus this.
     public let cancelGrace: Duration
     let connectionConfiguration: PostgresConnection.Configuration
+    /// The connect over the URL's servers that the pool uses.
+    let hostWalk: HostWalk
     /// The server-side backstop timeout (see `init`).
     let statementTimeout: Duration?
     private let pool: PostgresPool
@@ -43,6 +45,8 @@ public final class PostgresBackend: DatabaseBackend {
     ///     for when a cancel request cannot reach the server. Nil leaves the server's setting.
     ///     Behind PgBouncer (`pgbouncer=true`) it is set per transaction instead.
     ///   - cancelGrace: see ``cancelGrace``.
+    ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
+    ///     failing is skipped (docs/FAILOVER.md); 1 s after its first failure, doubling.
     public init(
         url: PostgresURL,
         connectionLimit: Int = 10,
@@ -52,6 +56,7 @@ public final class PostgresBackend: DatabaseBackend {
         keepAliveInterval: Duration = .seconds(30),
         statementTimeout: Duration? = .seconds(305),
         cancelGrace: Duration = .milliseconds(50),
+        maxServerEjection: Duration = .seconds(30),
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
@@ -62,22 +67,40 @@ public final class PostgresBackend: DatabaseBackend {
         self.statementTimeout = statementTimeout
         self.clock = clock
         self.logger = logger
-        var configuration = try Self.connectionConfiguration(for: url)
-        if let statementTimeout, !url.pgbouncer {
-            configuration.options.additionalStartupParameters.append(
-                ("statement_timeout", "\(Int64(statementTimeout.milliseconds))")
-            )
+        // One configuration per server of the URL; the walk picks among them (HostWalk.swift).
+        var configurations: [PostgresConnection.Configuration] = []
+        for endpoint in url.endpoints {
+            var configuration = try Self.connectionConfiguration(for: url, endpoint: endpoint)
+            if let statementTimeout, !url.pgbouncer {
+                configuration.options.additionalStartupParameters.append(
+                    ("statement_timeout", "\(Int64(statementTimeout.milliseconds))")
+                )
+            }
+            configurations.append(configuration)
         }
-        connectionConfiguration = configuration
+        connectionConfiguration = configurations[0]
         // A pool connect that takes longer than anyone may wait for a connection serves nobody and
         // holds a slot: behind a partition it would hold it for the whole connect_timeout, and
         // recovery would wait for it.
-        var poolConnectConfiguration = configuration
-        poolConnectConfiguration.options.connectTimeout = min(
-            configuration.options.connectTimeout,
-            TimeAmount(max(poolTimeout, .milliseconds(100)))
+        let servers = zip(url.endpoints, configurations).map { endpoint, configuration in
+            var poolConnectConfiguration = configuration
+            poolConnectConfiguration.options.connectTimeout = min(
+                configuration.options.connectTimeout,
+                TimeAmount(max(poolTimeout, .milliseconds(100)))
+            )
+            let connector = Connector(configuration: poolConnectConfiguration, logger: logger)
+            let connect: HostWalk.Connect = { id, eventLoop in connector.connect(id: id, on: eventLoop) }
+            return (endpoint, connect)
+        }
+        let walk = HostWalk(
+            servers: servers,
+            target: url.targetSessionAttributes,
+            loadBalance: url.loadBalanceHosts,
+            maxEjection: maxServerEjection,
+            clock: clock,
+            logger: logger
         )
-        let connector = Connector(configuration: poolConnectConfiguration, logger: logger)
+        hostWalk = walk
         pool = PostgresPool(
             configuration: PoolConfiguration(
                 maximumConnections: connectionLimit,
@@ -90,14 +113,16 @@ public final class PostgresBackend: DatabaseBackend {
             clock: clock,
             logger: logger
         ) { id, eventLoop in
-            connector.connect(id: id, on: eventLoop)
+            walk.connect(id: id, on: eventLoop)
         }
     }
 
     static func connectionConfiguration(
         for url: PostgresURL,
+        endpoint: PostgresURL.Endpoint? = nil,
         applicationNameSuffix: String = ""
     ) throws -> PostgresConnection.Configuration {
+        let endpoint = endpoint ?? url.endpoints[0]
         let tls: PostgresConnection.Configuration.TLS
         if let settings = url.tlsSettings {
             let context = try NIOSSLContext(configuration: settings.configuration)
@@ -106,8 +131,8 @@ public final class PostgresBackend: DatabaseBackend {
             tls = .disable
         }
         var configuration = PostgresConnection.Configuration(
-            host: url.host,
-            port: url.port,
+            host: endpoint.host,
+            port: endpoint.port,
             username: url.username,
             password: url.password?.value,
             database: url.database,
@@ -117,8 +142,8 @@ public final class PostgresBackend: DatabaseBackend {
         configuration.options.additionalStartupParameters = [
             ("application_name", url.applicationName + applicationNameSuffix)
         ]
-        if url.sslMode != .disable, url.host.isHostName {
-            configuration.options.tlsServerName = url.host
+        if url.sslMode != .disable, endpoint.host.isHostName {
+            configuration.options.tlsServerName = endpoint.host
         }
         return configuration
     }
@@ -264,7 +289,8 @@ public final class PostgresBackend: DatabaseBackend {
     /// cause (wrong password, unknown database, refused port, TLS refused) at once instead of a
     /// generic pool timeout later.
     public func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        if poolStatistics().total == 0 {
+        // With several servers the pool's own walk connects (and reports each server's answer).
+        if poolStatistics().total == 0, url.endpoints.count == 1, url.targetSessionAttributes == .any {
             try await diagnoseConnect(within: attempt)
         }
         let start = ContinuousClock.now

@@ -149,7 +149,7 @@ struct PostgresErrorClassifier {
         case let error as PoolLeaseError:
             if case .cancelled = error { return ErrorClassification(.cancelled) }
             return ErrorClassification(.connection)
-        case is PostgresUnavailableError:
+        case is PostgresUnavailableError, is PostgresNoMatchingServerError:
             return ErrorClassification(.connection)
         case is PostgresConnectionLostError:
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)

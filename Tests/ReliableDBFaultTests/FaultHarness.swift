@@ -186,6 +186,8 @@ final class FaultWorkload: Sendable {
         /// Pause inside each write transaction, between INSERT and COMMIT, so the backend sits
         /// `idle in transaction` where a terminate finds it.
         var pauseInTransaction = Duration.milliseconds(15)
+        /// With several servers: the longest a failing one is skipped.
+        var maxServerEjection = Duration.seconds(30)
     }
 
     private struct State {
@@ -209,7 +211,8 @@ final class FaultWorkload: Sendable {
             url: url,
             connectionLimit: settings.connectionLimit,
             poolTimeout: settings.poolTimeout,
-            keepAliveInterval: .seconds(1)
+            keepAliveInterval: .seconds(1),
+            maxServerEjection: settings.maxServerEjection
         )
         db = try ReliableDatabase(
             backend: backend,

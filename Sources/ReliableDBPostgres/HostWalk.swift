@@ -1,0 +1,217 @@
+import Logging
+import NIOCore
+import PostgresNIO
+import ReliableDB
+import Synchronization
+
+/// What a server said about itself when a connection reached it.
+package struct ServerRole: Sendable, Equatable, CustomStringConvertible {
+    /// `pg_is_in_recovery()`: a standby (hot standby, or a server still replaying).
+    package var inRecovery: Bool
+    /// `transaction_read_only` of a new session: a standby, or a primary set read-only.
+    package var readOnly: Bool
+
+    package init(inRecovery: Bool, readOnly: Bool) {
+        self.inRecovery = inRecovery
+        self.readOnly = readOnly
+    }
+
+    package var description: String {
+        inRecovery ? "a standby" : readOnly ? "a read-only primary" : "a read-write primary"
+    }
+
+    /// One round trip on a new connection; libpq asks the same of servers older than 14.
+    static let query: PostgresQuery = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+}
+
+extension PostgresURL.TargetSessionAttributes {
+    /// Whether a connection must learn its server's role before the walk can accept it.
+    var needsRole: Bool { self != .any }
+
+    /// Whether a server in `role` serves this target, as libpq 16 decides it. `relaxed` is the
+    /// second pass of `prefer-standby`, which takes any server when no standby answered.
+    func accepts(_ role: ServerRole, relaxed: Bool = false) -> Bool {
+        switch self {
+        case .any: true
+        case .readWrite: !role.readOnly
+        case .readOnly: role.readOnly
+        case .primary: !role.inRecovery
+        case .standby: role.inRecovery
+        case .preferStandby: relaxed || role.inRecovery
+        }
+    }
+}
+
+/// No server of a multi-host URL matched `target_session_attrs`: every one either refused the
+/// connection or had the wrong role. Says what each server answered.
+public struct PostgresNoMatchingServerError: Error, CustomStringConvertible, Sendable {
+    public var target: PostgresURL.TargetSessionAttributes
+    /// Per server, in the order tried: what it answered.
+    public var outcomes: [(server: PostgresURL.Endpoint, outcome: String)]
+
+    public var description: String {
+        let tried = outcomes.map { "\($0.server) \($0.outcome)" }.joined(separator: "; ")
+        return "no server is \(target.rawValue) (target_session_attrs): \(tried)"
+    }
+}
+
+/// libpq's walk over the servers of a URL: tried in order (or shuffled, `load_balance_hosts=random`),
+/// a server whose role does not match `target_session_attrs` is disconnected and the walk goes on,
+/// a failed authentication ends it. With one server and `any` it is a plain connect, with the
+/// plain connect's errors.
+///
+/// Unlike libpq, a walk for a role (`read-write`, `primary`, ...) starts at the server the last
+/// walk accepted: after a failover the client stays with the new primary while it answers as
+/// one, so an old primary that comes back still claiming the role (split brain, as after a
+/// manual restart) gets no connection, where libpq with the servers in order would write to it.
+final class HostWalk: Sendable {
+    /// A connect to one server (with its own host, port and TLS server name) for a pool slot.
+    typealias Connect = @Sendable (Int, any EventLoop) -> EventLoopFuture<PooledPostgresConnection>
+
+    let servers: [(endpoint: PostgresURL.Endpoint, connect: Connect)]
+    let target: PostgresURL.TargetSessionAttributes
+    let loadBalance: PostgresURL.LoadBalanceHosts
+    let logger: Logger
+    let clock: any ReliabilityClock
+    /// The server the last walk for a role accepted, tried first by the next one.
+    private let current = Mutex<Int?>(nil)
+    /// Servers that keep failing, skipped for a while (ServerEjection.swift).
+    private let ejection: Mutex<ServerEjection>
+
+    init(
+        servers: [(endpoint: PostgresURL.Endpoint, connect: Connect)],
+        target: PostgresURL.TargetSessionAttributes,
+        loadBalance: PostgresURL.LoadBalanceHosts,
+        maxEjection: Duration = .seconds(30),
+        clock: any ReliabilityClock,
+        logger: Logger
+    ) {
+        self.servers = servers
+        self.target = target
+        self.loadBalance = loadBalance
+        self.clock = clock
+        self.logger = logger
+        ejection = Mutex(
+            ServerEjection(count: servers.count, base: min(.seconds(1), maxEjection), maximum: maxEjection)
+        )
+    }
+
+    /// What the walk knows of each server, in the URL's order.
+    var serverStates: [(endpoint: PostgresURL.Endpoint, state: ServerEjection.Server, ejected: Bool, current: Bool)] {
+        let now = clock.now
+        let (ejection, current) = (self.ejection.withLock { $0 }, self.current.withLock { $0 })
+        return servers.indices.map { index in
+            (servers[index].endpoint, ejection.servers[index], ejection.isEjected(index, at: now), index == current)
+        }
+    }
+
+    /// The server connections currently go to when the walk looks for a role; nil before the
+    /// first connection and for `any`.
+    var currentServer: PostgresURL.Endpoint? {
+        current.withLock { $0 }.map { servers[$0].endpoint }
+    }
+
+    func connect(id: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection> {
+        var order = Array(servers.indices)
+        if loadBalance == .random { order.shuffle() }
+        if target.needsRole, let last = current.withLock({ $0 }), let at = order.firstIndex(of: last), at > 0 {
+            order.remove(at: at)
+            order.insert(last, at: 0)
+        }
+        // A single server is never skipped: its own connect errors and the pool's backoff apply.
+        var skipped: [(server: PostgresURL.Endpoint, outcome: String)] = []
+        if servers.count > 1 {
+            let now = clock.now
+            let (walked, states) = ejection.withLock { ($0.walkOrder(order, at: now), $0.servers) }
+            skipped = order.filter { !walked.contains($0) }.map {
+                (servers[$0].endpoint, "skipped for now, failing (\(states[$0].lastOutcome ?? "no answer"))")
+            }
+            order = walked
+        }
+        return step(order, 0, relaxed: false, outcomes: skipped, lastError: nil, id: id, on: eventLoop)
+    }
+
+    /// Records the server a walk for a role accepted, and says so when it changed (a failover).
+    private func accepted(_ index: Int, role: ServerRole) {
+        let previous = current.withLock { current in
+            defer { current = index }
+            return current
+        }
+        guard let previous, previous != index else { return }
+        logger.warning(
+            "connections now go to \(servers[index].endpoint), \(role); \(servers[previous].endpoint) no longer serves \(target.rawValue)"
+        )
+    }
+
+    private func step(
+        _ order: [Int],
+        _ position: Int,
+        relaxed: Bool,
+        outcomes: [(server: PostgresURL.Endpoint, outcome: String)],
+        lastError: (any Error)?,
+        id: Int,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<PooledPostgresConnection> {
+        guard position < order.count else {
+            if target == .preferStandby, !relaxed {
+                // No standby: a second pass takes any server (libpq's prefer-standby).
+                return step(order, 0, relaxed: true, outcomes: outcomes, lastError: lastError, id: id, on: eventLoop)
+            }
+            // One server that refused: its own error, as a single-host connect reports it.
+            if servers.count == 1, let lastError { return eventLoop.makeFailedFuture(lastError) }
+            return eventLoop.makeFailedFuture(PostgresNoMatchingServerError(target: target, outcomes: outcomes))
+        }
+        let server = servers[order[position]]
+        @Sendable func next(_ outcome: String, _ error: (any Error)?) -> EventLoopFuture<PooledPostgresConnection> {
+            step(
+                order,
+                position + 1,
+                relaxed: relaxed,
+                outcomes: outcomes + [(server.endpoint, outcome)],
+                lastError: error ?? lastError,
+                id: id,
+                on: eventLoop
+            )
+        }
+        let (target, logger) = (self.target, self.logger)
+        return server.connect(id, eventLoop).flatMap { connection -> EventLoopFuture<PooledPostgresConnection> in
+            guard target.needsRole else { return eventLoop.makeSucceededFuture(connection) }
+            return Self.role(of: connection, logger: logger).flatMap { role in
+                if target.accepts(role, relaxed: relaxed) {
+                    self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
+                    self.accepted(order[position], role: role)
+                    return eventLoop.makeSucceededFuture(connection)
+                }
+                self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
+                connection.close()
+                return next("is \(role)", nil)
+            }.flatMapError { error in
+                connection.close()
+                let outcome = "did not say its role (\(describePostgresError(error)))"
+                let now = self.clock.now
+                self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }
+                return next(outcome, error)
+            }
+        }.flatMapError { error -> EventLoopFuture<PooledPostgresConnection> in
+            if let state = sqlState(of: error), state.hasPrefix("28") {
+                // A wrong password or user is wrong on every server: libpq stops here too.
+                self.ejection.withLock { $0.reached(order[position], role: nil, outcome: "refused the credentials") }
+                return eventLoop.makeFailedFuture(error)
+            }
+            let outcome = "refused: \(describePostgresError(error))"
+            if self.servers.count > 1 {
+                let now = self.clock.now
+                self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }
+            }
+            return next(outcome, error)
+        }
+    }
+
+    static func role(of connection: PooledPostgresConnection, logger: Logger) -> EventLoopFuture<ServerRole> {
+        connection.underlying.query(ServerRole.query, logger: logger).flatMapThrowing { result in
+            guard let row = result.rows.first else { throw PostgresError.protocol("no row for the server's role") }
+            let (inRecovery, readOnly) = try row.decode((Bool, Bool).self)
+            return ServerRole(inRecovery: inRecovery, readOnly: readOnly)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import ReliableDB
+
+/// Which servers of a multi-host URL the walk skips for now: a server that keeps failing (refuses,
+/// times out, breaks during startup) is ejected for a growing time, 1 s after its first failure
+/// and doubling up to ``maximum``, so a dead server does not cost every new connection a connect
+/// timeout. A server that answers is back in at once. When every server is ejected the walk tries
+/// them all anyway, soonest-to-return first: ejection must never leave the walk with nothing.
+///
+/// Pure: time comes in as `now`; HostWalk keeps it under a lock.
+package struct ServerEjection: Sendable, Equatable {
+    package struct Server: Sendable, Equatable {
+        /// Failures since the last success.
+        package var failures = 0
+        package var ejectedUntil: MonotonicTime?
+        /// The role it answered with the last time a connection reached it.
+        package var role: ServerRole?
+        /// What the last attempt found, in words (for `/api/health` and errors).
+        package var lastOutcome: String?
+    }
+
+    package let base: Duration
+    package let maximum: Duration
+    package private(set) var servers: [Server]
+
+    package init(count: Int, base: Duration = .seconds(1), maximum: Duration = .seconds(30)) {
+        self.base = base
+        self.maximum = maximum
+        servers = Array(repeating: Server(), count: count)
+    }
+
+    /// `order` without the servers ejected at `now`; all of them, soonest back first, when every
+    /// one is ejected.
+    package func walkOrder(_ order: [Int], at now: MonotonicTime) -> [Int] {
+        let available = order.filter { index in servers[index].ejectedUntil.map { now >= $0 } ?? true }
+        guard available.isEmpty else { return available }
+        return order.sorted { (servers[$0].ejectedUntil ?? now) < (servers[$1].ejectedUntil ?? now) }
+    }
+
+    package func isEjected(_ index: Int, at now: MonotonicTime) -> Bool {
+        servers[index].ejectedUntil.map { now < $0 } ?? false
+    }
+
+    /// A connection reached the server (whether or not its role matched).
+    package mutating func reached(_ index: Int, role: ServerRole?, outcome: String) {
+        servers[index].failures = 0
+        servers[index].ejectedUntil = nil
+        if let role { servers[index].role = role }
+        servers[index].lastOutcome = outcome
+    }
+
+    /// The server failed to take a connection: ejected for `base` × 2^(failures − 1), at most `maximum`.
+    package mutating func failed(_ index: Int, outcome: String, at now: MonotonicTime) {
+        servers[index].failures += 1
+        let doublings = min(servers[index].failures - 1, 30)
+        let ejection = min(maximum, base * (1 << doublings))
+        servers[index].ejectedUntil = now + ejection
+        servers[index].lastOutcome = outcome
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import ReliableDBTestSupport
+import Testing
+
+/// Failover to a promoted standby under concurrent reads and writes, on the primary and streaming
+/// standby scripts/test starts. It promotes the standby, so it runs last among the tests that use
+/// that pair (the fault suite runs after the rest).
+@Suite("Failover to a promoted standby", .serialized)
+struct FailoverTests {
+    static func control(_ server: String, _ arguments: String...) async throws {
+        let script = try FaultServers.environment("RELIABLEDB_TEST_HA_\(server)_CTL")
+        let status = await spawnAndWait(script, arguments)
+        guard status == 0 else { throw FaultServers.ControlFailed(arguments: arguments, status: status) }
+    }
+
+    /// Stop the primary, promote the standby: writes resume on the new primary without a restart,
+    /// no acknowledged write is lost or applied twice, and when the old primary comes back still
+    /// claiming the role (split brain), it gets no write.
+    @Test(.timeLimit(.minutes(2)))
+    func writesMoveToThePromotedStandbyAndNeverBackToTheOldPrimary() async throws {
+        let primaryURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
+        let standbyURL = try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
+        var url = primaryURL
+        url.endpoints = [primaryURL.endpoints[0], standbyURL.endpoints[0]]
+        url.targetSessionAttributes = .readWrite
+        var settings = FaultWorkload.Settings()
+        // Short, so the old primary is no longer skipped when it comes back: what keeps writes
+        // off it then is that the walk starts at the new primary.
+        settings.maxServerEjection = .milliseconds(300)
+        let workload = try FaultWorkload(fault: "failover to the promoted standby", url: url, settings: settings)
+        var observer = try await Observer.connect(primaryURL)
+        try await workload.setUp(observer)
+        // The standby has the table before the primary goes.
+        try await observer.execute("SELECT pg_switch_wal()")
+        try await observer.close()
+        let standby = try await Observer.connect(standbyURL)
+        for _ in 0..<100 {
+            let replicated = try await standby.int(
+                "SELECT count(*)::int FROM pg_tables WHERE tablename = '\(workload.table)'"
+            )
+            if replicated == 1 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await standby.close()
+
+        let promoted = Locked<ContinuousClock.Instant?>(nil)
+        try await workload.run(settle: .seconds(10)) {
+            try await Task.sleep(for: .milliseconds(800))
+            // fast: a clean shutdown sends every committed transaction to the standby first.
+            try await Self.control("PRIMARY", "stop", "fast")
+            try await Task.sleep(for: .milliseconds(500))
+            try await Self.control("STANDBY", "promote")
+            promoted.withLock { $0 = ContinuousClock.now }
+        }
+        // Split brain: the old primary comes back as a primary. The new primary's backends are
+        // ended so the pool must connect again; a walk in URL order would now reach the old one.
+        try await Self.control("PRIMARY", "start")
+        try await Task.sleep(for: .milliseconds(500))  // past any ejection of the old primary
+        let newPrimary = try await Observer.connect(standbyURL)
+        try await newPrimary.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(url.applicationName)'"
+        )
+        var splitBrainWrites: [String] = []
+        var splitBrainFailures = 0
+        for index in 0..<40 {
+            let id = "split-\(index)"
+            do {
+                try await workload.db.query(.init("split-brain-write", idempotent: true)) { connection in
+                    _ = try await connection.query(
+                        "INSERT INTO \(unescaped: workload.table) (id) VALUES (\(id))",
+                        logger: Logger(label: "test.failover")
+                    ).collect()
+                }
+                splitBrainWrites.append(id)
+            } catch {
+                splitBrainFailures += 1
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        let report = try await workload.finish(newPrimary, applicationName: url.applicationName)
+        try await newPrimary.close()
+        let old = try await Observer.connect(primaryURL)
+        let onOldPrimary = try await old.ledgerCounts(workload.table)
+        try await old.close()
+        let sinceRestart = splitBrainWrites.filter { onOldPrimary[$0] != nil }
+        let unavailable = promoted.withLock { $0 }.flatMap { _ in report.recovery }
+        print(
+            "fault report: failover: writes unavailable for \(unavailable.map { "\($0)" } ?? "ever") after the promotion;"
+                + " split brain: \(splitBrainWrites.count) writes acknowledged, \(splitBrainFailures) failed,"
+                + " \(sinceRestart.count) on the old primary"
+        )
+        #expect(report.otherFailures + report.timedOut > 0, "the failover was felt: \(report)")
+        workload.expectGuarantees(report, recoveryExpected: false)
+        #expect(unavailable.map { $0 <= .seconds(3) } == true, "writes resumed within 3 s of the promotion: \(report)")
+        #expect(splitBrainWrites.count >= 35, "writes went on during the split brain")
+        #expect(sinceRestart.isEmpty, "writes reached the old primary: \(sinceRestart)")
+    }
+}

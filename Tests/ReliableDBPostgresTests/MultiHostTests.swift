@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ReliableDB
+import ReliableDBPostgres
+import Testing
+
+/// libpq's multi-host semantics against a real primary and its streaming standby (scripts/test
+/// starts both): the walk, `target_session_attrs`, `load_balance_hosts`, failed servers skipped
+/// and a failed authentication ending the walk.
+@Suite("Multi-host URLs against a primary and its standby", .timeLimit(.minutes(1)))
+struct MultiHostTests {
+    static let logger = Logger(label: "test.multi-host")
+
+    enum Server {
+        case primary, standby, closed
+    }
+
+    /// A URL listing `servers` in order, with the primary's credentials.
+    static func url(
+        _ servers: [Server],
+        target: PostgresURL.TargetSessionAttributes = .any,
+        loadBalance: PostgresURL.LoadBalanceHosts = .disable,
+        password: String? = nil
+    ) throws -> PostgresURL {
+        var url = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_PRIMARY_URL")).get()
+        let standby = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_STANDBY_URL")).get()
+        url.endpoints = servers.map { server in
+            switch server {
+            case .primary: PostgresURL.Endpoint(host: url.host, port: url.port)
+            case .standby: PostgresURL.Endpoint(host: standby.host, port: standby.port)
+            case .closed: PostgresURL.Endpoint(host: "127.0.0.1", port: 1)  // nothing listens on port 1
+            }
+        }
+        url.sslMode = .disable
+        url.targetSessionAttributes = target
+        url.loadBalanceHosts = loadBalance
+        url.applicationName = "rdb-multihost"
+        if let password { url.password = Secret(password, redacted: "***") }
+        return url
+    }
+
+    /// Whether the connection the pool gives is on the standby.
+    static func reachesStandby(_ url: PostgresURL) async throws -> Bool {
+        let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        return try await db.query(.read("which-server")) { connection in
+            var inRecovery = false
+            for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: logger)
+                .decode(Bool.self)
+            {
+                inRecovery = value
+            }
+            return inRecovery
+        }
+    }
+
+    @Test func readWriteAndPrimarySkipAStandbyListedFirst() async throws {
+        #expect(try await Self.reachesStandby(try Self.url([.standby, .primary], target: .readWrite)) == false)
+        #expect(try await Self.reachesStandby(try Self.url([.standby, .primary], target: .primary)) == false)
+        #expect(try await Self.reachesStandby(try Self.url([.standby, .primary])) == true, "any: the first")
+    }
+
+    @Test func standbyReadOnlyAndPreferStandbyFindTheStandby() async throws {
+        for target in [PostgresURL.TargetSessionAttributes.standby, .readOnly, .preferStandby] {
+            #expect(try await Self.reachesStandby(try Self.url([.primary, .standby], target: target)), "\(target)")
+        }
+    }
+
+    @Test func preferStandbyTakesThePrimaryWhenNoStandbyAnswers() async throws {
+        #expect(try await Self.reachesStandby(try Self.url([.closed, .primary], target: .preferStandby)) == false)
+    }
+
+    @Test func aServerThatRefusesIsSkipped() async throws {
+        #expect(try await Self.reachesStandby(try Self.url([.closed, .standby, .primary])) == true)
+    }
+
+    @Test func noMatchingServerSaysWhatEachAnswered() async throws {
+        let url = try Self.url([.primary, .closed], target: .standby)
+        let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        do {
+            _ = try await db.query(.init("which-server", retries: false)) { _ in 1 }
+            Issue.record("connected although no server is a standby")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("no server is standby"), "\(text)")
+            #expect(text.contains("is a read-write primary"), "\(text)")
+            #expect(text.contains("127.0.0.1:1 refused"), "\(text)")
+            #expect(!text.contains(try TestServer.password), "no password in \(text)")
+            #expect(db.classify(error).errorClass == .connection)
+        }
+    }
+
+    @Test func aFailedAuthenticationEndsTheWalk() async throws {
+        // The standby would accept the connection, but a wrong password is wrong everywhere.
+        let url = try Self.url([.primary, .standby], password: "wrong-password")
+        let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        do {
+            _ = try await db.query(.init("which-server", retries: false)) { _ in 1 }
+            Issue.record("connected with a wrong password")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("28P01") || text.contains("password authentication failed"), "\(text)")
+            #expect(!text.contains("no server is"), "the walk stopped at the first server: \(text)")
+            #expect(!text.contains("wrong-password"))
+        }
+    }
+
+    @Test func loadBalanceRandomSpreadsNewConnectionsOverTheServers() async throws {
+        let url = try Self.url([.primary, .standby], loadBalance: .random)
+        let db = try TestServer.open(url, connectionLimit: 16, poolTimeout: .seconds(10))
+        defer { Task { try? await db.shutdown() } }
+        // 16 connections at once, each on a server drawn at random: all on one has odds 2^-15.
+        let standbyCount = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    try await db.query(.read("which-server")) { connection in
+                        var inRecovery = false
+                        let rows = try await connection.query(
+                            "SELECT pg_is_in_recovery() FROM pg_sleep(0.3)",
+                            logger: Self.logger
+                        )
+                        for try await value in rows.decode(Bool.self) { inRecovery = value }
+                        return inRecovery
+                    }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(db.metrics().pool.total == 16)
+        #expect((1...15).contains(standbyCount), "\(standbyCount) of 16 on the standby")
+    }
+}
