@@ -55,7 +55,7 @@ public final class PrometheusExporter: Sendable {
 
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
-        SnapshotGauges.names + HealthGauges.names
+        SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names
     }
 
     /// Where every metric of this exporter lives; ``render(metrics:health:)`` emits all of it,
@@ -72,6 +72,8 @@ public final class PrometheusExporter: Sendable {
     /// The health gauges while a health status is being reported, nil otherwise. The mutex also
     /// serializes whole renders, so concurrent scrapes each emit the gauges they set.
     private let healthGauges = Mutex<HealthGauges?>(nil)
+    /// Registered at the first render whose database sheds load; absent otherwise.
+    private let loadSheddingGauges = Mutex<LoadSheddingGauges?>(nil)
 
     /// - Parameter registry: the registry to export; the application owns it and may register
     ///   its own metrics there too.
@@ -107,6 +109,12 @@ public final class PrometheusExporter: Sendable {
     /// Like ``render(metrics:health:)``, appending UTF-8 bytes to `buffer`, so a server can reuse
     /// one buffer across scrapes.
     public func render(metrics: MetricsSnapshot, health: HealthStatus?, into buffer: inout [UInt8]) {
+        if let shedding = metrics.loadShedding {
+            loadSheddingGauges.withLock { gauges in
+                if gauges == nil { gauges = LoadSheddingGauges(registry: registry) }
+                gauges?.set(from: shedding)
+            }
+        }
         healthGauges.withLock { healthGauges in
             snapshotGauges.set(from: metrics)
             if let health {

@@ -97,6 +97,23 @@ struct PrometheusExporterTests {
         #expect(abs(sum - 1.512) < 1e-9)
     }
 
+    @Test("Load shedding: its gauges and the shed counter appear only when it is on")
+    func loadSheddingGaugesAndCounter() async throws {
+        let off = try Fixture().scrape()
+        #expect(off.value("db_load_shedding_limit") == nil, "absent while load shedding is off")
+        let fixture = Fixture(loadShedding: .init(enabled: true, maxConcurrent: 3, adaptive: nil))
+        try await fixture.succeed()
+        let on = try fixture.scrape()
+        #expect(on.value("db_load_shedding_limit") == 3)
+        #expect(on.value("db_load_shedding_in_flight") == 0)
+        #expect(on.value("db_load_shedding_waiting") == 0)
+        #expect(
+            fixture.exporter.render(metrics: fixture.db.metrics(), health: nil).contains(
+                "# HELP db_load_shedding_limit"
+            )
+        )
+    }
+
     @Test("Pool gauges follow the backend's statistics from one scrape to the next")
     func poolGaugesFollowTheBackend() throws {
         let fixture = Fixture(pool: PoolStatistics(total: 4, active: 1, idle: 3, waiting: 0, max: 8))

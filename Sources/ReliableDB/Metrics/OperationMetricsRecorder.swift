@@ -24,6 +24,7 @@ public final class OperationMetricsRecorder: Sendable {
         var timeouts = 0
         var retries = 0
         var rejected = 0
+        var shed = 0
         var totalMicroseconds: UInt64 = 0
         var histogram: Histogram<UInt64>
 
@@ -46,6 +47,7 @@ public final class OperationMetricsRecorder: Sendable {
                 timeouts: timeouts,
                 retries: retries,
                 rejected: rejected,
+                shed: shed,
                 averageDuration: count == 0 ? .zero : .microseconds(Int64(totalMicroseconds / count)),
                 p50: percentile(50),
                 p95: percentile(95),
@@ -81,6 +83,8 @@ public final class OperationMetricsRecorder: Sendable {
         case success
         case failure(ErrorClass)
         case rejected
+        /// Shed by the load-shedding limit (DatabaseOverloadedError); never sent.
+        case shed
     }
 
     /// Ends an operation that is not counted (a health probe).
@@ -117,6 +121,9 @@ public final class OperationMetricsRecorder: Sendable {
         case .rejected:
             accumulator.rejected += 1
             return
+        case .shed:
+            accumulator.shed += 1
+            return
         case .success:
             accumulator.successes += 1
         case .failure(let errorClass):
@@ -149,6 +156,7 @@ public final class OperationMetricsRecorder: Sendable {
                 timeouts: overall.timeouts,
                 retries: overall.retries,
                 rejectedByCircuitBreaker: overall.rejected,
+                shedByLoadLimit: overall.shed,
                 activeOperations: active,
                 averageQueryTime: overall.averageDuration,
                 p50QueryTime: overall.p50,
@@ -170,6 +178,8 @@ public struct OperationStats: Sendable, Equatable {
     public var timeouts: Int
     public var retries: Int
     public var rejected: Int
+    /// Shed by the load-shedding limit.
+    public var shed: Int
     public var averageDuration: Duration
     public var p50: Duration
     public var p95: Duration
@@ -185,6 +195,8 @@ public struct OperationMetricsSnapshot: Sendable, Equatable {
     public var timeouts: Int
     public var retries: Int
     public var rejectedByCircuitBreaker: Int
+    /// Answered at once with ``DatabaseOverloadedError`` by the load-shedding limit.
+    public var shedByLoadLimit: Int
     public var activeOperations: Int
     public var averageQueryTime: Duration
     public var p50QueryTime: Duration

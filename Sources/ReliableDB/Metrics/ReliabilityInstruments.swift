@@ -17,6 +17,7 @@ public final class ReliabilityInstruments: Sendable {
     let timeouts: Counter
     let retries: Counter
     let rejected: Counter
+    let shed: Counter
     let errorsByClass: [ErrorClass: Counter]
     let durationSuccess: Timer
     let durationFailure: Timer
@@ -33,6 +34,7 @@ public final class ReliabilityInstruments: Sendable {
         slow = Counter(label: "db_queries_slow_total", factory: factory)
         timeouts = Counter(label: "db_timeouts_total", factory: factory)
         retries = Counter(label: "db_retries_total", factory: factory)
+        shed = Counter(label: "db_operations_shed_total", factory: factory)
         rejected = Counter(
             label: "db_circuit_breaker_calls_total",
             dimensions: [("outcome", "not_permitted")],
@@ -117,6 +119,9 @@ public final class ReliabilityInstruments: Sendable {
             labelled?.failure.recordNanoseconds(nanoseconds)
         case .rejected:
             rejected.increment()
+            return
+        case .shed:
+            shed.increment()
             return
         }
         if duration > slowThreshold { slow.increment() }

@@ -34,6 +34,9 @@ public struct HealthReport: Codable, Sendable, Equatable {
         public var circuitBreaker: CircuitBreakerReport
         public var activeOperations: Int
         public var timeouts: Int
+        /// The load-shedding limit, what is in flight and waiting, and how many were shed; absent
+        /// when load shedding is off.
+        public var loadShedding: LoadSheddingSnapshot?
     }
 
     public struct Database: Codable, Sendable, Equatable {
@@ -90,7 +93,8 @@ public struct HealthReport: Codable, Sendable, Equatable {
                     requests: breaker.requests
                 ),
                 activeOperations: metrics.activeOperations,
-                timeouts: metrics.timeouts
+                timeouts: metrics.timeouts,
+                loadShedding: metrics.loadShedding
             )
         )
         checks = status.checks

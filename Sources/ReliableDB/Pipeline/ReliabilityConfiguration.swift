@@ -12,6 +12,8 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     public var slowQueryThreshold: Duration
     /// How many distinct operation names get their own metrics.
     public var maxOperationNames: Int
+    /// The bulkhead and adaptive concurrency limit in front of the database; off by default.
+    public var loadShedding: LoadSheddingConfiguration
 
     public init(
         circuitBreakerEnabled: Bool = true,
@@ -19,7 +21,8 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
         retryBudget: RetryBudget.Configuration = .init(),
         timeouts: TimeoutConfiguration = .init(),
         slowQueryThreshold: Duration = .seconds(1),
-        maxOperationNames: Int = 50
+        maxOperationNames: Int = 50,
+        loadShedding: LoadSheddingConfiguration = .disabled
     ) {
         self.circuitBreakerEnabled = circuitBreakerEnabled
         self.circuitBreaker = circuitBreaker
@@ -27,10 +30,12 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
         self.timeouts = timeouts
         self.slowQueryThreshold = slowQueryThreshold
         self.maxOperationNames = maxOperationNames
+        self.loadShedding = loadShedding
     }
 
     public var validationProblems: [String] {
         circuitBreaker.validationProblems + retryBudget.validationProblems + timeouts.validationProblems
+            + loadShedding.validationProblems
     }
 }
 

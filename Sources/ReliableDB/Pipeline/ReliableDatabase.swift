@@ -21,6 +21,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let clock: any ReliabilityClock
     /// Fires the deadlines of operations in flight.
     package let deadlines: DeadlineScheduler
+    /// The bulkhead in front of the database, when load shedding is on.
+    private let loadShedder: LoadShedder?
+
+    /// What load shedding is doing now; nil when it is off.
+    public var loadShedding: LoadSheddingSnapshot? { loadShedder?.snapshot }
     /// Records a span per operation; nil when no tracer is bootstrapped (then tracing costs one
     /// nil check).
     private let tracer: (any Tracer)?
@@ -69,6 +74,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         retryBudget = Mutex(RetryBudget(configuration.retryBudget))
         jitter = Mutex(SplitMix64(seed: jitterSeed ?? UInt64.random(in: .min ... .max)))
         deadlines = DeadlineScheduler(clock: clock)
+        loadShedder =
+            configuration.loadShedding.enabled ? LoadShedder(configuration.loadShedding, clock: clock) : nil
     }
 
     deinit {
@@ -86,9 +93,21 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         _ options: OperationOptions,
         _ operation: (AttemptContext) async throws -> R
     ) async throws -> R {
+        // Health probes are never shed: the monitor must see the database under load too.
+        if let loadShedder, options.kind != .healthCheck {
+            return try await shedding(loadShedder, options, operation)
+        }
         guard let tracer, options.kind != .healthCheck else {
             return try await run(options, OperationSpan(span: nil), operation)
         }
+        return try await traced(tracer, options, operation)
+    }
+
+    private func traced<R>(
+        _ tracer: any Tracer,
+        _ options: OperationOptions,
+        _ operation: (AttemptContext) async throws -> R
+    ) async throws -> R {
         // A child of the caller's span (a request's), through the task-local service context.
         let span = tracer.startSpan(
             options.name,
@@ -99,6 +118,38 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         defer { span.end() }
         return try await ServiceContext.withValue(span.context) {
             try await run(options, OperationSpan(span: span), operation)
+        }
+    }
+
+    /// An operation under load shedding: a slot first (or ``DatabaseOverloadedError`` at once),
+    /// the operation's latency and outcome fed back to the adaptive limit.
+    private func shedding<R>(
+        _ shedder: LoadShedder,
+        _ options: OperationOptions,
+        _ operation: (AttemptContext) async throws -> R
+    ) async throws -> R {
+        let permit: LoadShedder.Permit
+        do {
+            permit = try await shedder.acquire(options.name)
+        } catch let error as DatabaseOverloadedError {
+            operationMetrics.operationStarted()
+            finish(options, duration: error.waited, outcome: .shed)
+            throw error
+        }
+        let start = clock.now
+        do {
+            let result: R
+            if let tracer {
+                result = try await traced(tracer, options, operation)
+            } else {
+                result = try await run(options, OperationSpan(span: nil), operation)
+            }
+            shedder.release(permit, latency: clock.now - start, dropped: false)
+            return result
+        } catch {
+            let dropped = error is DatabaseTimeoutError || classify(error).errorClass == .overload
+            shedder.release(permit, latency: clock.now - start, dropped: dropped)
+            throw error
         }
     }
 
@@ -301,7 +352,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         MetricsSnapshot(
             queries: operationMetrics.snapshot(),
             pool: raw.poolStatistics(),
-            circuitBreaker: circuitBreaker.metrics
+            circuitBreaker: circuitBreaker.metrics,
+            loadShedding: loadShedder?.snapshot
         )
     }
 
@@ -337,6 +389,8 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public var queries: OperationMetricsSnapshot
     public var pool: PoolStatistics
     public var circuitBreaker: CircuitBreakerMetrics
+    /// Nil when load shedding is off.
+    public var loadShedding: LoadSheddingSnapshot? = nil
 
     public subscript<T>(dynamicMember keyPath: KeyPath<OperationMetricsSnapshot, T>) -> T {
         queries[keyPath: keyPath]

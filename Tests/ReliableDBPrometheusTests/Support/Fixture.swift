@@ -16,13 +16,21 @@ struct Fixture {
     let clock = ManualClock()
     let db: ReliableDatabase<ScriptedBackend>
 
-    init(pool: PoolStatistics = PoolStatistics(max: 1), breaker: CircuitBreakerConfiguration = .init()) {
+    init(
+        pool: PoolStatistics = PoolStatistics(max: 1),
+        breaker: CircuitBreakerConfiguration = .init(),
+        loadShedding: LoadSheddingConfiguration = .disabled
+    ) {
         exporter = PrometheusExporter(registry: registry)
         instruments = ReliabilityInstruments(factory: exporter.metricsFactory, operationLabels: [Self.operationName])
         backend = ScriptedBackend(pool: pool)
         db = try! ReliableDatabase(
             backend: backend,
-            configuration: ReliabilityConfiguration(circuitBreaker: breaker, timeouts: .init(enabled: false)),
+            configuration: ReliabilityConfiguration(
+                circuitBreaker: breaker,
+                timeouts: .init(enabled: false),
+                loadShedding: loadShedding
+            ),
             clock: clock,
             instruments: instruments,
             jitterSeed: 42
