@@ -20,6 +20,11 @@ package struct ServerRole: Sendable, Equatable, CustomStringConvertible {
         inRecovery ? "a standby" : readOnly ? "a read-only primary" : "a read-write primary"
     }
 
+    /// `standby`, `primary` or `read-only primary`, for `/api/health`.
+    package var name: String {
+        inRecovery ? "standby" : readOnly ? "read-only primary" : "primary"
+    }
+
     /// One round trip on a new connection; libpq asks the same of servers older than 14.
     static let query: PostgresQuery = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
 }

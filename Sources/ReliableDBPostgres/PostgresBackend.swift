@@ -162,6 +162,19 @@ public final class PostgresBackend: DatabaseBackend {
         return sqlState(of: error)
     }
 
+    /// With several servers in the URL: each one's last known role and whether the walk uses it.
+    public func servers() -> [ServerHealth] {
+        guard url.endpoints.count > 1 else { return [] }
+        return hostWalk.serverStates.map { server in
+            ServerHealth(
+                host: server.endpoint.description,
+                role: server.state.role.map(\.name),
+                state: server.current ? "current" : server.ejected ? "ejected" : "available",
+                lastOutcome: server.state.lastOutcome
+            )
+        }
+    }
+
     public func poolStatistics() -> ReliableDB.PoolStatistics {
         pool.statistics()
     }

@@ -55,7 +55,7 @@ public final class PrometheusExporter: Sendable {
 
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
-        SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names
+        SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names + ServerGauges.names
     }
 
     /// Where every metric of this exporter lives; ``render(metrics:health:)`` emits all of it,
@@ -74,6 +74,8 @@ public final class PrometheusExporter: Sendable {
     private let healthGauges = Mutex<HealthGauges?>(nil)
     /// Registered at the first render whose database sheds load; absent otherwise.
     private let loadSheddingGauges = Mutex<LoadSheddingGauges?>(nil)
+    /// Registered at the first render that lists servers (a multi-host URL).
+    private let serverGauges = Mutex<ServerGauges?>(nil)
 
     /// - Parameter registry: the registry to export; the application owns it and may register
     ///   its own metrics there too.
@@ -109,6 +111,12 @@ public final class PrometheusExporter: Sendable {
     /// Like ``render(metrics:health:)``, appending UTF-8 bytes to `buffer`, so a server can reuse
     /// one buffer across scrapes.
     public func render(metrics: MetricsSnapshot, health: HealthStatus?, into buffer: inout [UInt8]) {
+        if !metrics.servers.isEmpty {
+            serverGauges.withLock { gauges in
+                if gauges == nil { gauges = ServerGauges(registry: registry, hosts: metrics.servers.map(\.host)) }
+                gauges?.set(from: metrics.servers)
+            }
+        }
         if let shedding = metrics.loadShedding {
             loadSheddingGauges.withLock { gauges in
                 if gauges == nil { gauges = LoadSheddingGauges(registry: registry) }

@@ -21,6 +21,7 @@ public final class ScriptedBackend: DatabaseBackend {
         var reachable = true
         var pool: PoolStatistics
         var probes = 0
+        var servers: [ServerHealth] = []
         var shutdowns = 0
         var probeTime: (clock: any ReliabilityClock, duration: Duration)?
     }
@@ -47,6 +48,14 @@ public final class ScriptedBackend: DatabaseBackend {
         get { state.withLock { $0.pool } }
         set { state.withLock { $0.pool = newValue } }
     }
+
+    /// What ``servers()`` reports, as a multi-host backend would.
+    public var serverList: [ServerHealth] {
+        get { state.withLock { $0.servers } }
+        set { state.withLock { $0.servers = newValue } }
+    }
+
+    public func servers() -> [ServerHealth] { serverList }
 
     /// Probes run so far.
     public var probes: Int { state.withLock { $0.probes } }

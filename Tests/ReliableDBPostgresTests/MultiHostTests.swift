@@ -61,6 +61,29 @@ struct MultiHostTests {
         #expect(try await Self.reachesStandby(try Self.url([.standby, .primary])) == true, "any: the first")
     }
 
+    @Test func theServersRolesAndStatesAreVisible() async throws {
+        let url = try Self.url([.closed, .standby, .primary], target: .readWrite)
+        let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        try await db.query(.read("first")) { _ in }
+        let servers = db.metrics().servers
+        #expect(servers.map(\.state) == ["ejected", "available", "current"])
+        #expect(servers.map(\.role) == [nil, "standby", "primary"])
+        #expect(servers[0].host == "127.0.0.1:1")
+        #expect(servers[0].lastOutcome?.contains("refused") == true)
+        #expect(servers[1].lastOutcome == "is a standby")
+        let status = HealthStatus(
+            state: .healthy,
+            score: 100,
+            checks: .init(connectivity: true, queryPerformance: true, poolHealth: true, circuitBreakerState: true),
+            checkedAt: nil,
+            uptime: .zero,
+            metrics: db.metrics()
+        )
+        let report = String(decoding: HealthReport.json(status), as: UTF8.self)
+        #expect(report.contains(#""host":"127.0.0.1:1""#) && report.contains(#""state":"current""#), "\(report)")
+    }
+
     @Test func standbyReadOnlyAndPreferStandbyFindTheStandby() async throws {
         for target in [PostgresURL.TargetSessionAttributes.standby, .readOnly, .preferStandby] {
             #expect(try await Self.reachesStandby(try Self.url([.primary, .standby], target: target)), "\(target)")

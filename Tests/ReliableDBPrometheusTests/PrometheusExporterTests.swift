@@ -114,6 +114,21 @@ struct PrometheusExporterTests {
         )
     }
 
+    @Test("Several servers: db_host_up and db_host_current, labelled by the configured host")
+    func serverGauges() throws {
+        let fixture = Fixture()
+        #expect(!fixture.exporter.render(metrics: fixture.db.metrics(), health: nil).contains("db_host_up"))
+        fixture.backend.serverList = [
+            ServerHealth(host: "db1:5432", role: "primary", state: "ejected", lastOutcome: "refused"),
+            ServerHealth(host: "db2:5432", role: "primary", state: "current", lastOutcome: nil),
+        ]
+        let text = fixture.exporter.render(metrics: fixture.db.metrics(), health: nil)
+        #expect(text.contains(#"db_host_up{host="db1:5432"} 0"#), "\(text)")
+        #expect(text.contains(#"db_host_up{host="db2:5432"} 1"#))
+        #expect(text.contains(#"db_host_current{host="db2:5432"} 1"#))
+        #expect(text.contains(#"db_host_current{host="db1:5432"} 0"#))
+    }
+
     @Test("Pool gauges follow the backend's statistics from one scrape to the next")
     func poolGaugesFollowTheBackend() throws {
         let fixture = Fixture(pool: PoolStatistics(total: 4, active: 1, idle: 3, waiting: 0, max: 8))

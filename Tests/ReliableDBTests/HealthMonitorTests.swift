@@ -167,6 +167,35 @@ struct HealthMonitorTests {
         #expect(unreachable.first?.summary.hasPrefix("Database unreachable: ") == true)
     }
 
+    @Test func aFailoverFiresWhileConnectionsGoToAServerOtherThanTheFirst() {
+        let onFirst = [
+            ServerHealth(host: "db1:5432", role: "primary", state: "current", lastOutcome: nil),
+            ServerHealth(host: "db2:5432", role: "standby", state: "available", lastOutcome: nil),
+        ]
+        #expect(!HealthMonitor.failoverObservation(onFirst).active)
+        #expect(!HealthMonitor.failoverObservation([]).active, "one server: never")
+        let failedOver = [
+            ServerHealth(host: "db1:5432", role: "primary", state: "ejected", lastOutcome: "refused"),
+            ServerHealth(host: "db2:5432", role: "primary", state: "current", lastOutcome: nil),
+        ]
+        let observation = HealthMonitor.failoverObservation(failedOver)
+        #expect(observation.active)
+        #expect(
+            observation.summary
+                == "Failed over: connections go to db2:5432 (primary), not db1:5432, the first configured"
+        )
+        #expect(AlertEngine.severity(of: .databaseFailedOver) == .warning)
+    }
+
+    @Test func operationsShedSinceTheLastCheckRaiseTheOverloadAlert() {
+        var previous = OperationMetricsRecorder().snapshot()
+        previous.shedByLoadLimit = 10
+        var current = previous
+        #expect(HealthMonitor.recentWindow(current: current, previous: previous).shed == 0)
+        current.shedByLoadLimit = 25
+        #expect(HealthMonitor.recentWindow(current: current, previous: previous).shed == 15)
+    }
+
     @Test func firingNoticesLapseFourRepeatIntervalsAheadAndResolvedOnesEndNow() async {
         let fixture = Fixture(repeatInterval: .seconds(60))
         fixture.backend.reachable = false
@@ -191,7 +220,7 @@ struct HealthMonitorTests {
             case .slowQueries: await fixture.traffic(count: 5, duration: .milliseconds(500))
             case .errorRate: await fixture.traffic(count: 10, failing: 5)
             case .healthScore, .databaseUnreachable: fixture.backend.reachable = false
-            case .circuitBreakerState: break
+            case .circuitBreakerState, .databaseFailedOver, .databaseOverloaded: break
             }
         }
         func healthyInterval() async {

@@ -15,6 +15,12 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
     /// The health probe failed: the database cannot be reached or does not answer. Carries the
     /// cause (refused, timed out, authentication, TLS, DNS), and fires without any traffic.
     case databaseUnreachable = "database_unreachable"
+    /// With several servers: connections go to a server other than the first configured one (a
+    /// failover happened; the old primary needs rebuilding as a standby). Resolves when they are
+    /// back on the first.
+    case databaseFailedOver = "database_failed_over"
+    /// The load-shedding limit shed operations since the last check.
+    case databaseOverloaded = "database_overloaded"
 }
 
 /// The payload shape of alert webhooks (`DB_ALERT_WEBHOOK_FORMAT`).

@@ -160,7 +160,7 @@ public struct AlertEngine: Sendable {
     static func severity(of kind: AlertKind) -> AlertSeverity {
         switch kind {
         case .circuitBreakerState, .healthScore, .databaseUnreachable: .critical
-        case .poolUtilization, .slowQueries, .errorRate: .warning
+        case .poolUtilization, .slowQueries, .errorRate, .databaseFailedOver, .databaseOverloaded: .warning
         }
     }
 }

@@ -333,6 +333,8 @@ public final class HealthMonitor: Service, Sendable {
     struct RecentWindow {
         var averageQueryTime: Duration
         var errorRate: Double
+        /// Operations shed as overloaded since the previous check.
+        var shed = 0
     }
 
     /// Average query time and error rate since the previous check, so a long-running service's
@@ -343,12 +345,33 @@ public final class HealthMonitor: Service, Sendable {
         let previousCount = previousSuccesses + previousFailures
         let count = current.successfulQueries + current.failedQueries
         let newCalls = count - previousCount
-        guard newCalls > 0 else { return RecentWindow(averageQueryTime: .zero, errorRate: 0) }
+        let shed = max(0, current.shedByLoadLimit - (previous?.shedByLoadLimit ?? 0))
+        guard newCalls > 0 else { return RecentWindow(averageQueryTime: .zero, errorRate: 0, shed: shed) }
         let previousTotal = (previous?.averageQueryTime ?? .zero) * previousCount
         let total = current.averageQueryTime * count
         let average = max(.zero, (total - previousTotal) / newCalls)
         let newFailures = current.failedQueries - previousFailures
-        return RecentWindow(averageQueryTime: average, errorRate: Double(newFailures) * 100 / Double(newCalls))
+        return RecentWindow(
+            averageQueryTime: average,
+            errorRate: Double(newFailures) * 100 / Double(newCalls),
+            shed: shed
+        )
+    }
+
+    /// Firing while new connections go to a server other than the first configured.
+    static func failoverObservation(_ servers: [ServerHealth]) -> AlertEngine.Observation {
+        let current = servers.firstIndex { $0.state == "current" }
+        let failedOver = current.map { $0 > 0 } ?? false
+        return AlertEngine.Observation(
+            kind: .databaseFailedOver,
+            active: failedOver,
+            value: failedOver ? 1 : 0,
+            threshold: 0,
+            summary: failedOver
+                ? "Failed over: connections go to \(servers[current!].host) (\(servers[current!].role ?? "role unknown")),"
+                    + " not \(servers[0].host), the first configured"
+                : "Connections go to the first configured server"
+        )
     }
 
     static func breakerObservation(_ state: CircuitState) -> AlertEngine.Observation {
@@ -380,6 +403,14 @@ public final class HealthMonitor: Service, Sendable {
                 cause: probeError
             ),
             breakerObservation(metrics.circuitBreaker.state),
+            failoverObservation(metrics.servers),
+            .init(
+                kind: .databaseOverloaded,
+                active: recent.shed > 0,
+                value: Double(recent.shed),
+                threshold: 0,
+                summary: "\(recent.shed) operations shed as overloaded since the last check"
+            ),
             .init(
                 kind: .poolUtilization,
                 active: utilization > thresholds.poolUtilization,

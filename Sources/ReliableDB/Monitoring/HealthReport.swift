@@ -44,6 +44,8 @@ public struct HealthReport: Codable, Sendable, Equatable {
         public var connectionPool: ConnectionPool
         public var performance: Performance
         public var reliability: Reliability
+        /// With several servers: each one's role and state; absent with one server.
+        public var hosts: [ServerHealth]?
     }
 
     public struct Alert: Codable, Sendable, Equatable {
@@ -95,7 +97,8 @@ public struct HealthReport: Codable, Sendable, Equatable {
                 activeOperations: metrics.activeOperations,
                 timeouts: metrics.timeouts,
                 loadShedding: metrics.loadShedding
-            )
+            ),
+            hosts: metrics.servers.isEmpty ? nil : metrics.servers
         )
         checks = status.checks
         alerts = status.activeAlerts.map {

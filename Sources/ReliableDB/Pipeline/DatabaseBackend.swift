@@ -29,6 +29,10 @@ public protocol DatabaseBackend: ErrorClassifier {
 
     /// The server's status code for `error` (PostgreSQL's SQLSTATE), for trace spans.
     func statusCode(of error: any Error) -> String?
+
+    /// With several servers (a multi-host URL): what each is known to be, in the configured order.
+    /// Empty for a backend that talks to one server.
+    func servers() -> [ServerHealth]
 }
 
 extension DatabaseBackend {
@@ -39,6 +43,27 @@ extension DatabaseBackend {
     public var spanTarget: DatabaseSpanTarget { DatabaseSpanTarget(system: backendName) }
 
     public func statusCode(of error: any Error) -> String? { nil }
+
+    public func servers() -> [ServerHealth] { [] }
+}
+
+/// One server of a multi-host configuration, as `/api/health` lists it.
+public struct ServerHealth: Sendable, Equatable, Codable {
+    /// `host:port`, as configured (a bounded label: the configuration lists them).
+    public var host: String
+    /// `primary`, `standby`, `read-only primary`; nil until a connection reached it.
+    public var role: String?
+    /// `current` (where new connections go), `available`, or `ejected` (skipped for now: failing).
+    public var state: String
+    /// What the last connection attempt found, in words.
+    public var lastOutcome: String?
+
+    public init(host: String, role: String?, state: String, lastOutcome: String?) {
+        self.host = host
+        self.role = role
+        self.state = state
+        self.lastOutcome = lastOutcome
+    }
 }
 
 /// What one successful probe learned about the server.

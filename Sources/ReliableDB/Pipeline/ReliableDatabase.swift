@@ -353,7 +353,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             queries: operationMetrics.snapshot(),
             pool: raw.poolStatistics(),
             circuitBreaker: circuitBreaker.metrics,
-            loadShedding: loadShedder?.snapshot
+            loadShedding: loadShedder?.snapshot,
+            servers: raw.servers()
         )
     }
 
@@ -391,6 +392,8 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public var circuitBreaker: CircuitBreakerMetrics
     /// Nil when load shedding is off.
     public var loadShedding: LoadSheddingSnapshot? = nil
+    /// The servers of a multi-host configuration; empty with one server.
+    public var servers: [ServerHealth] = []
 
     public subscript<T>(dynamicMember keyPath: KeyPath<OperationMetricsSnapshot, T>) -> T {
         queries[keyPath: keyPath]

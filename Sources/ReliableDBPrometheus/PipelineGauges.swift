@@ -1,0 +1,64 @@
+// Gauges the exporter registers only when the database uses the feature: load shedding, several servers.
+import Prometheus
+import ReliableDB
+
+/// The load shedder's point-in-time numbers. The count of shed operations is the counter
+/// `db_operations_shed_total`, recorded as it happens.
+struct LoadSheddingGauges: Sendable {
+    static let names = ["db_load_shedding_limit", "db_load_shedding_in_flight", "db_load_shedding_waiting"]
+
+    let limit: Gauge
+    let inFlight: Gauge
+    let waiting: Gauge
+
+    init(registry: PrometheusCollectorRegistry) {
+        limit = registry.gauge(
+            "db_load_shedding_limit",
+            help: "Operations the load-shedding limit lets in flight now (adaptive, at most its maximum)."
+        )
+        inFlight = registry.gauge("db_load_shedding_in_flight", help: "Operations holding a load-shedding slot.")
+        waiting = registry.gauge("db_load_shedding_waiting", help: "Callers waiting for a load-shedding slot.")
+    }
+
+    func set(from snapshot: LoadSheddingSnapshot) {
+        limit.set(Double(snapshot.limit))
+        inFlight.set(Double(snapshot.inFlight))
+        waiting.set(Double(snapshot.waiting))
+    }
+}
+
+/// Per server of a multi-host configuration, labelled `host` (`host:port` as configured, so the
+/// label's values are bounded by the configuration): `db_host_up` is 0 while the walk skips the
+/// server as failing, `db_host_current` is 1 for the server new connections go to.
+struct ServerGauges: Sendable {
+    static let names = ["db_host_up", "db_host_current"]
+
+    let up: [String: Gauge]
+    let current: [String: Gauge]
+
+    init(registry: PrometheusCollectorRegistry, hosts: [String]) {
+        var up: [String: Gauge] = [:]
+        var current: [String: Gauge] = [:]
+        for host in hosts {
+            up[host] = registry.gauge(
+                "db_host_up",
+                labels: [("host", host)],
+                help: "1 unless new connections skip this server as failing (multi-host URLs)."
+            )
+            current[host] = registry.gauge(
+                "db_host_current",
+                labels: [("host", host)],
+                help: "1 for the server new connections go to (multi-host URLs with target_session_attrs)."
+            )
+        }
+        self.up = up
+        self.current = current
+    }
+
+    func set(from servers: [ServerHealth]) {
+        for server in servers {
+            up[server.host]?.set(to: server.state == "ejected" ? 0.0 : 1.0)
+            current[server.host]?.set(to: server.state == "current" ? 1.0 : 0.0)
+        }
+    }
+}
