@@ -25,6 +25,10 @@ public final class PostgresBackend: DatabaseBackend {
     /// The server-side backstop timeout (see `init`).
     let statementTimeout: Duration?
     private let pool: PostgresPool
+    /// Connections to standbys for reads (`standby_reads=true` with several servers), else nil.
+    private let readPool: PostgresPool?
+    /// The last replay lag a read connection measured, and when (StandbyReads below).
+    private let standbyLag = Mutex<(lag: Duration, measuredAt: MonotonicTime)?>(nil)
     private let clock: any ReliabilityClock
     private let logger: Logger
     private let instruments = Mutex<ReliabilityInstruments?>(nil)
@@ -101,19 +105,31 @@ public final class PostgresBackend: DatabaseBackend {
             logger: logger
         )
         hostWalk = walk
-        pool = PostgresPool(
-            configuration: PoolConfiguration(
-                maximumConnections: connectionLimit,
-                idleTimeout: idleTimeout,
-                keepAliveAfter: keepAliveInterval,
-                keepAliveTimeout: min(Duration.seconds(10), max(keepAliveInterval, .seconds(1))),
-                maxLifetime: maxLifetime,
-                lifetimeJitterFraction: 0.05
-            ),
-            clock: clock,
-            logger: logger
-        ) { id, eventLoop in
+        let poolConfiguration = PoolConfiguration(
+            maximumConnections: connectionLimit,
+            idleTimeout: idleTimeout,
+            keepAliveAfter: keepAliveInterval,
+            keepAliveTimeout: min(Duration.seconds(10), max(keepAliveInterval, .seconds(1))),
+            maxLifetime: maxLifetime,
+            lifetimeJitterFraction: 0.05
+        )
+        pool = PostgresPool(configuration: poolConfiguration, clock: clock, logger: logger) { id, eventLoop in
             walk.connect(id: id, on: eventLoop)
+        }
+        if url.standbyReads, url.endpoints.count > 1 {
+            let standbys = HostWalk(
+                servers: servers,
+                target: .standby,
+                loadBalance: url.loadBalanceHosts,
+                maxEjection: maxServerEjection,
+                clock: clock,
+                logger: logger
+            )
+            readPool = PostgresPool(configuration: poolConfiguration, clock: clock, logger: logger) { id, eventLoop in
+                standbys.connect(id: id, on: eventLoop)
+            }
+        } else {
+            readPool = nil
         }
     }
 
@@ -185,11 +201,24 @@ public final class PostgresBackend: DatabaseBackend {
     /// deadline plus ``cancelGrace`` whatever the server or the network does. A connection a cancel
     /// may still reach, one that saw a connection-class error, or one past its lifetime is not
     /// reused. Rows must be consumed inside `body`.
+    ///
+    /// With `readOnly` and `standby_reads=true`, `body` runs on a standby no further behind than
+    /// `max_standby_lag`, and on the primary when no such standby answers (docs/FAILOVER.md).
     public func withConnection<R: Sendable>(
         within attempt: AttemptContext = .unbounded,
+        readOnly: Bool = false,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
-        let connection = try await lease(within: attempt)
+        var pool = self.pool
+        var standby: PooledPostgresConnection?
+        if readOnly, let readPool { standby = await leaseStandby(from: readPool, within: attempt) }
+        let connection: PooledPostgresConnection
+        if let standby {
+            connection = standby
+            pool = readPool!
+        } else {
+            connection = try await lease(within: attempt)
+        }
         let token: DeadlineScheduler.Token?
         do {
             let (grace, logger) = (cancelGrace, self.logger)
@@ -257,6 +286,50 @@ public final class PostgresBackend: DatabaseBackend {
         guard let error = error as? PSQLError, error.serverInfo?[.sqlState] == "57014" else { return false }
         return error.serverInfo?[.message]?.contains("user request") ?? false
     }
+
+    /// A standby connection for a read, or nil (then the read goes to the primary): no standby
+    /// answered within a short wait, or its replay lag, measured at most once a second on the
+    /// connection itself, is above `max_standby_lag`.
+    private func leaseStandby(
+        from readPool: PostgresPool,
+        within attempt: AttemptContext
+    ) async -> PooledPostgresConnection? {
+        let now = clock.now
+        // A standby that is down must not cost the read its deadline: a short wait, then the primary.
+        var deadline = now + min(poolTimeout, .milliseconds(250))
+        if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
+        guard let connection = try? await readPool.lease(until: deadline) else { return nil }
+        let known = standbyLag.withLock { $0 }
+        if let known, now - known.measuredAt < .seconds(1) {
+            if known.lag <= url.maxStandbyLag { return connection }
+            readPool.release(connection, discard: false)
+            return nil
+        }
+        do {
+            let lag = try await connection.run { [logger] connection in
+                var seconds = 0.0
+                let rows = try await connection.query(Self.replayLagQuery, logger: logger)
+                for try await value in rows.decode(Double.self) { seconds = value }
+                return Duration.milliseconds(Int64(seconds * 1000))
+            }
+            _ = connection.statementEnded()
+            standbyLag.withLock { $0 = (lag, clock.now) }
+            if lag <= url.maxStandbyLag { return connection }
+            logger.debug("standby \(lag) behind, more than max_standby_lag: reading from the primary")
+            readPool.release(connection, discard: false)
+        } catch {
+            readPool.release(connection, discard: true)
+        }
+        return nil
+    }
+
+    /// How far the standby's replay is behind: zero when it has replayed all it received (an idle
+    /// primary sends nothing, and the last replayed transaction's age would say nothing about lag);
+    /// unknown (no transaction replayed since it started) counts as too far.
+    static let replayLagQuery: PostgresQuery = """
+        SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) END::float8
+        """
 
     /// A connection within the earlier of the pool timeout and the attempt's deadline.
     private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
@@ -374,6 +447,7 @@ public final class PostgresBackend: DatabaseBackend {
     /// Closes every connection; in-flight statements fail.
     public func shutdown() async throws {
         await pool.shutdown()
+        await readPool?.shutdown()
     }
 }
 

@@ -50,7 +50,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         try await execute(options) { attempt in
-            try await raw.withConnection(within: attempt, body)
+            try await raw.withConnection(within: attempt, readOnly: options.readOnly, body)
         }
     }
 

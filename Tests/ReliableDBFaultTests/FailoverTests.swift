@@ -17,6 +17,66 @@ struct FailoverTests {
         guard status == 0 else { throw FaultServers.ControlFailed(arguments: arguments, status: status) }
     }
 
+    /// Reads on the standby (`standby_reads=true`) under load; the standby is stopped: reads move
+    /// to the primary within their deadline, and writes never notice.
+    @Test(.timeLimit(.minutes(2)))
+    func readsMoveToThePrimaryWhenTheStandbyStops() async throws {
+        let primaryURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
+        let standbyURL = try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
+        var url = primaryURL
+        url.endpoints = [primaryURL.endpoints[0], standbyURL.endpoints[0]]
+        url.targetSessionAttributes = .readWrite
+        url.standbyReads = true
+        let workload = try FaultWorkload(fault: "standby stopped under read load", url: url)
+        let observer = try await Observer.connect(primaryURL)
+        try await workload.setUp(observer)
+        try await Self.waitForReplication(of: workload.table, to: standbyURL)
+        let stoppedAt = Locked<ContinuousClock.Instant?>(nil)
+        do {
+            try await workload.run {
+                try await Task.sleep(for: .milliseconds(800))
+                try await Self.control("STANDBY", "stop", "fast")
+                stoppedAt.withLock { $0 = ContinuousClock.now }
+                try await Task.sleep(for: .seconds(2))
+            }
+        } catch {
+            try? await Self.control("STANDBY", "start")
+            throw error
+        }
+        // The standby is still down: reads are served, by the primary.
+        var onPrimary = 0
+        for _ in 0..<20 {
+            let inRecovery = try await workload.db.query(.read("after-the-stop")) { connection in
+                var inRecovery = true
+                for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: Self.logger)
+                    .decode(Bool.self)
+                {
+                    inRecovery = value
+                }
+                return inRecovery
+            }
+            if !inRecovery { onPrimary += 1 }
+        }
+        try await Self.control("STANDBY", "start")
+        let report = try await workload.finish(observer, applicationName: url.applicationName)
+        try await observer.close()
+        print("fault report: standby stopped: 20 of 20 reads after the stop served, \(onPrimary) by the primary")
+        workload.expectGuarantees(report, recoveryExpected: false)
+        #expect(onPrimary == 20)
+    }
+
+    static let logger = Logger(label: "test.failover")
+
+    static func waitForReplication(of table: String, to standbyURL: PostgresURL) async throws {
+        let standby = try await Observer.connect(standbyURL)
+        for _ in 0..<100 {
+            let replicated = try await standby.int("SELECT count(*)::int FROM pg_tables WHERE tablename = '\(table)'")
+            if replicated == 1 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await standby.close()
+    }
+
     /// Stop the primary, promote the standby: writes resume on the new primary without a restart,
     /// no acknowledged write is lost or applied twice, and when the old primary comes back still
     /// claiming the role (split brain), it gets no write.

@@ -61,6 +61,92 @@ struct MultiHostTests {
         #expect(try await Self.reachesStandby(try Self.url([.standby, .primary])) == true, "any: the first")
     }
 
+    /// Which server `options` runs on: true for the standby.
+    static func onStandby(_ db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws -> Bool {
+        try await db.query(options) { connection in
+            var inRecovery = false
+            for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: logger)
+                .decode(Bool.self)
+            {
+                inRecovery = value
+            }
+            return inRecovery
+        }
+    }
+
+    @Test func withStandbyReadsReadsGoToTheStandbyAndEverythingElseToThePrimary() async throws {
+        var url = try Self.url([.primary, .standby], target: .readWrite)
+        url.standbyReads = true
+        let db = try TestServer.open(url, connectionLimit: 2, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        #expect(try await Self.onStandby(db, .read("report")))
+        #expect(try await Self.onStandby(db, .complexQuery("analytics")))
+        #expect(try await Self.onStandby(db, OperationOptions("write")) == false, "not marked as a read")
+        #expect(try await Self.onStandby(db, OperationOptions("safe-write", idempotent: true)) == false)
+        let inTransaction = try await db.transaction(.init("tx")) { connection in
+            var inRecovery = true
+            for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: Self.logger)
+                .decode(Bool.self)
+            {
+                inRecovery = value
+            }
+            return inRecovery
+        }
+        #expect(inTransaction == false)
+        // Without standby_reads every read goes to the primary.
+        let plain = try TestServer.open(try Self.url([.primary, .standby], target: .readWrite), connectionLimit: 1)
+        defer { Task { try? await plain.shutdown() } }
+        #expect(try await Self.onStandby(plain, .read("report")) == false)
+    }
+
+    @Test func aStandbyBehindMoreThanTheBoundServesNoReads() async throws {
+        var url = try Self.url([.primary, .standby], target: .readWrite)
+        url.standbyReads = true
+        url.maxStandbyLag = .milliseconds(300)
+        let standby = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_STANDBY_URL")).get()
+        let primary = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_PRIMARY_URL")).get()
+        let db = try TestServer.open(url, connectionLimit: 2, poolTimeout: .seconds(5))
+        defer { Task { try? await db.shutdown() } }
+        #expect(try await Self.onStandby(db, .read("report")), "caught up: the standby serves")
+        // Replay paused while the primary commits: the standby falls behind.
+        let table = "lag_\(UUID().uuidString.prefix(8).lowercased())"
+        try await Self.execute(on: primary, "CREATE TABLE \(table) (id int)")
+        try await Self.execute(on: standby, "SELECT pg_wal_replay_pause()")
+        do {
+            try await Task.sleep(for: .milliseconds(700))
+            try await Self.execute(on: primary, "INSERT INTO \(table) VALUES (1)")
+            try await Task.sleep(for: .milliseconds(1100))  // past the once-a-second measurement
+            #expect(try await Self.onStandby(db, .read("report")) == false, "behind: the primary serves")
+        } catch {
+            try? await Self.execute(on: standby, "SELECT pg_wal_replay_resume()")
+            throw error
+        }
+        try await Self.execute(on: standby, "SELECT pg_wal_replay_resume()")
+        try await Self.execute(on: primary, "DROP TABLE \(table)")
+    }
+
+    static func execute(on url: PostgresURL, _ sql: String) async throws {
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(
+                host: url.host,
+                port: url.port,
+                username: url.username,
+                password: url.password?.value,
+                database: url.database,
+                tls: .disable
+            ),
+            id: 9,
+            logger: logger
+        )
+        do {
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+
     @Test func theServersRolesAndStatesAreVisible() async throws {
         let url = try Self.url([.closed, .standby, .primary], target: .readWrite)
         let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(5))

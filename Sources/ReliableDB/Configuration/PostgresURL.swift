@@ -59,6 +59,11 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public var endpoints: [Endpoint]
     public var targetSessionAttributes: TargetSessionAttributes = .any
     public var loadBalanceHosts: LoadBalanceHosts = .disable
+    /// `standby_reads=true`: operations marked read-only run on a standby of the list when one is
+    /// no further behind than ``maxStandbyLag``, and on the primary otherwise.
+    public var standbyReads = false
+    /// `max_standby_lag` (seconds, default 5): how far behind a standby may replay and still serve reads.
+    public var maxStandbyLag: Duration = .seconds(5)
 
     /// The first server's host (the only one of a single-host URL).
     public var host: String {
@@ -90,7 +95,7 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
 
     public static let supportedParameters = [
         "sslmode", "sslrootcert", "application_name", "connect_timeout", "pgbouncer", "target_session_attrs",
-        "load_balance_hosts",
+        "load_balance_hosts", "standby_reads", "max_standby_lag",
     ]
 
     public init(
@@ -123,6 +128,9 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         if pgbouncer { parameters += "&pgbouncer=true" }
         if targetSessionAttributes != .any { parameters += "&target_session_attrs=\(targetSessionAttributes.rawValue)" }
         if loadBalanceHosts != .disable { parameters += "&load_balance_hosts=\(loadBalanceHosts.rawValue)" }
+        if standbyReads {
+            parameters += "&standby_reads=true&max_standby_lag=\(String(format: "%g", maxStandbyLag.seconds))"
+        }
         return "postgres://\(user)@\(hosts)/\(database)?\(parameters)"
     }
 
@@ -234,6 +242,16 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
                     )
                 }
                 url.targetSessionAttributes = attributes
+            case "standby_reads":
+                guard let flag = ["true": true, "false": false][value.lowercased()] else {
+                    return problem("standby_reads to be true or false, got '\(value)'")
+                }
+                url.standbyReads = flag
+            case "max_standby_lag":
+                guard let seconds = Double(value), seconds >= 0, seconds <= 86_400 else {
+                    return problem("max_standby_lag to be seconds from 0 to 86400, got '\(value)'")
+                }
+                url.maxStandbyLag = .milliseconds(Int64(seconds * 1000))
             case "load_balance_hosts":
                 guard let mode = LoadBalanceHosts(rawValue: value) else {
                     return problem("load_balance_hosts to be disable or random, got '\(value)'")

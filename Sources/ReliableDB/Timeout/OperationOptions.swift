@@ -15,6 +15,9 @@ public struct OperationOptions: Sendable, Equatable {
     public var retries: Bool
     /// Records in a batch; scales the timeout.
     public var recordCount: Int?
+    /// Only reads: may run on a standby when the backend reads from standbys (docs/FAILOVER.md).
+    /// `.read(...)` and `.complexQuery(...)` set it.
+    public var readOnly = false
 
     public init(
         _ name: String,
@@ -38,12 +41,16 @@ public struct OperationOptions: Sendable, Equatable {
 
     /// A read that may always be repeated (the seed's plain query).
     public static func read(_ name: String, table: String? = nil, timeout: Duration? = nil) -> OperationOptions {
-        OperationOptions(name, table: table, kind: .query, timeout: timeout, idempotent: true)
+        var options = OperationOptions(name, table: table, kind: .query, timeout: timeout, idempotent: true)
+        options.readOnly = true
+        return options
     }
 
     /// A long analytical read with the complex-query timeout (the seed's `TimeoutUtils.complexQuery`).
     public static func complexQuery(_ name: String, table: String? = nil) -> OperationOptions {
-        OperationOptions(name, table: table, kind: .complexQuery, idempotent: true)
+        var options = OperationOptions(name, table: table, kind: .complexQuery, idempotent: true)
+        options.readOnly = true
+        return options
     }
 
     /// A batch write whose timeout scales with `count` (the seed's `TimeoutUtils.batchOperation`).
