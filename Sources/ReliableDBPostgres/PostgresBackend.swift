@@ -191,6 +191,68 @@ public final class PostgresBackend: DatabaseBackend {
         }
     }
 
+    /// One server of the URL as a direct connection found it (``topology()``).
+    public struct ServerReport: Sendable, Equatable {
+        public var server: PostgresURL.Endpoint
+        /// `primary`, `standby` or `read-only primary`; nil when it could not be reached.
+        public var role: String?
+        /// A standby's replay lag (zero when it has replayed all it received).
+        public var replayLag: Duration?
+        /// Why it could not be reached, in words.
+        public var error: String?
+
+        public init(server: PostgresURL.Endpoint, role: String? = nil, replayLag: Duration? = nil, error: String? = nil)
+        {
+            self.server = server
+            self.role = role
+            self.replayLag = replayLag
+            self.error = error
+        }
+    }
+
+    /// Connects to every server of the URL directly (outside the pools) and asks its role and
+    /// replay lag: what `reliabledb check` reports as the topology.
+    public func topology(connectTimeout: Duration = .seconds(3)) async -> [ServerReport] {
+        var reports: [ServerReport] = []
+        for endpoint in url.endpoints {
+            do {
+                var configuration = try Self.connectionConfiguration(
+                    for: url,
+                    endpoint: endpoint,
+                    applicationNameSuffix: "-topology"
+                )
+                configuration.options.connectTimeout = TimeAmount(connectTimeout)
+                let connection = try await PostgresConnection.connect(
+                    configuration: configuration,
+                    id: -2,
+                    logger: logger
+                )
+                var report = ServerReport(server: endpoint)
+                do {
+                    let rows = try await connection.query(
+                        """
+                        SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on',
+                          CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                          ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), -1) END::float8
+                        """,
+                        logger: logger
+                    )
+                    for try await (inRecovery, readOnly, lag) in rows.decode((Bool, Bool, Double).self) {
+                        report.role = ServerRole(inRecovery: inRecovery, readOnly: readOnly).name
+                        report.replayLag = inRecovery && lag >= 0 ? .milliseconds(Int64(lag * 1000)) : nil
+                    }
+                } catch {
+                    report.error = describePostgresError(error)
+                }
+                try? await connection.close()
+                reports.append(report)
+            } catch {
+                reports.append(ServerReport(server: endpoint, error: describePostgresError(error)))
+            }
+        }
+        return reports
+    }
+
     public func poolStatistics() -> ReliableDB.PoolStatistics {
         pool.statistics()
     }

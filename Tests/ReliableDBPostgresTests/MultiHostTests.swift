@@ -241,4 +241,20 @@ struct MultiHostTests {
         #expect(db.metrics().pool.total == 16)
         #expect((1...15).contains(standbyCount), "\(standbyCount) of 16 on the standby")
     }
+
+    @Test func checkReportsTheTopologyOfAMultiHostURL() async throws {
+        let primary = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_PRIMARY_URL")).get()
+        let standby = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_STANDBY_URL")).get()
+        let password = try TestServer.password
+        let url =
+            "postgres://\(primary.username):\(password)@127.0.0.1:1,\(standby.host):\(standby.port),"
+            + "\(primary.host):\(primary.port)/\(primary.database)?sslmode=disable&target_session_attrs=read-write"
+        let result = try await runReliableDB(["check"], environment: ["DATABASE_URL": url])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("topology"), "\(result.output)")
+        #expect(result.output.contains("127.0.0.1:1 unreachable"), "\(result.output)")
+        #expect(result.output.contains("\(standby.port) standby, replay lag"), "\(result.output)")
+        #expect(result.output.contains("\(primary.port) primary"), "\(result.output)")
+        #expect(!result.output.contains(password))
+    }
 }

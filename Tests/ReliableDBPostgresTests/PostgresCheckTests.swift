@@ -51,4 +51,5 @@ func runReliableDB(_ arguments: [String], environment: [String: String]) async t
     }
     try handle.close()
     return (status, try String(contentsOf: outputFile, encoding: .utf8))
+
 }

@@ -69,6 +69,15 @@ final class CheckRunner<Target: CheckTarget> {
             samples.sort()
             return String(format: "SELECT 1 ×20: median %.2f ms, max %.2f ms", samples[10], samples[19])
         }
+        if let topology = await target.topology() {
+            await check("connection", "topology") {
+                let text = topology.lines.joined(separator: "; ")
+                guard topology.served else {
+                    throw CheckFailed("no server serves the URL's target_session_attrs: \(text)")
+                }
+                return text
+            }
+        }
         await check("connection", "pool statistics") {
             let pool = db.metrics().pool
             guard pool.max > 0, pool.active == 0 else { throw CheckFailed("unexpected pool state: \(pool)") }

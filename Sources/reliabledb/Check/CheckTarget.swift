@@ -32,10 +32,15 @@ protocol CheckTarget: Sendable {
     func dropTable(_ name: String) async throws
     /// The same trivial query without the pipeline, for measuring its overhead.
     func rawSelectOne() async throws
+    /// With several servers: one line per server (role, replay lag, or why it is unreachable),
+    /// and whether one of them serves the URL's target; nil with one server.
+    func topology() async -> (lines: [String], served: Bool)?
 }
 
 struct SQLiteCheckTarget: CheckTarget {
     let database: ReliableDatabase<SQLiteBackend>
+
+    func topology() async -> (lines: [String], served: Bool)? { nil }
 
     func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<SQLiteBackend> {
         try ReliableDatabase(backend: database.raw, configuration: configuration)
@@ -96,6 +101,27 @@ struct SQLiteCheckTarget: CheckTarget {
 struct PostgresCheckTarget: CheckTarget {
     let database: ReliableDatabase<PostgresBackend>
     let logger = Logger(label: "reliabledb.check")
+
+    func topology() async -> (lines: [String], served: Bool)? {
+        let url = database.raw.url
+        guard url.endpoints.count > 1 else { return nil }
+        let reports = await database.raw.topology()
+        let lines = reports.map { report -> String in
+            guard let role = report.role else { return "\(report.server) unreachable: \(report.error ?? "no answer")" }
+            let lag = report.replayLag.map { String(format: ", replay lag %.2f s", $0.seconds) } ?? ""
+            return "\(report.server) \(role)\(lag)"
+        }
+        let served = reports.contains { report in
+            guard let role = report.role else { return false }
+            switch url.targetSessionAttributes {
+            case .any, .preferStandby: return true
+            case .readWrite, .primary: return role == "primary"
+            case .readOnly: return role != "primary"
+            case .standby: return role == "standby"
+            }
+        }
+        return (lines, served)
+    }
 
     func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<PostgresBackend> {
         try ReliableDatabase(backend: database.raw, configuration: configuration)
