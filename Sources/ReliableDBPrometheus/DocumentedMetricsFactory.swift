@@ -17,6 +17,8 @@ struct DocumentedMetricsFactory: MetricsFactory {
         "db_retries_total": "Attempts made after a first attempt failed.",
         "db_errors_total": "Failed attempts by error class.",
         "db_circuit_breaker_calls_total": "Calls the circuit breaker saw, by outcome (not_permitted: rejected).",
+        "db_degraded_answers_total":
+            "Reads answered with an earlier result (a declared fallback) because the database failed them.",
         "db_operations_shed_total": "Operations answered at once as overloaded by the load-shedding limit; never sent.",
         "db_circuit_breaker_transitions_total": "Circuit breaker state changes, by the state entered.",
         "db_query_duration_seconds": "Operation duration including retries and backoff, by operation and outcome.",

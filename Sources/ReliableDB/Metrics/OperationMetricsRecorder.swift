@@ -59,6 +59,7 @@ public final class OperationMetricsRecorder: Sendable {
 
     struct State: Sendable {
         var overall = Accumulator(digits: .three)
+        var degraded = 0
         var operations: [String: Accumulator] = [:]
         var errorsByClass: [ErrorClass: Int] = [:]
     }
@@ -135,6 +136,11 @@ public final class OperationMetricsRecorder: Sendable {
         _ = accumulator.histogram.record(micros)
     }
 
+    /// A read answered with an earlier result (ReadFallback.swift).
+    func degradedAnswer() {
+        state.withLock { $0.degraded += 1 }
+    }
+
     func retryScheduled(_ name: String) {
         state.withLock { state in
             state.overall.retries += 1
@@ -157,6 +163,7 @@ public final class OperationMetricsRecorder: Sendable {
                 retries: overall.retries,
                 rejectedByCircuitBreaker: overall.rejected,
                 shedByLoadLimit: overall.shed,
+                degradedAnswers: state.degraded,
                 activeOperations: active,
                 averageQueryTime: overall.averageDuration,
                 p50QueryTime: overall.p50,
@@ -197,6 +204,8 @@ public struct OperationMetricsSnapshot: Sendable, Equatable {
     public var rejectedByCircuitBreaker: Int
     /// Answered at once with ``DatabaseOverloadedError`` by the load-shedding limit.
     public var shedByLoadLimit: Int
+    /// Reads answered with an earlier result by ``ReliableDatabase/withFallback(_:_:)``.
+    public var degradedAnswers: Int
     public var activeOperations: Int
     public var averageQueryTime: Duration
     public var p50QueryTime: Duration

@@ -18,6 +18,7 @@ public final class ReliabilityInstruments: Sendable {
     let retries: Counter
     let rejected: Counter
     let shed: Counter
+    let degraded: Counter
     let errorsByClass: [ErrorClass: Counter]
     let durationSuccess: Timer
     let durationFailure: Timer
@@ -35,6 +36,7 @@ public final class ReliabilityInstruments: Sendable {
         timeouts = Counter(label: "db_timeouts_total", factory: factory)
         retries = Counter(label: "db_retries_total", factory: factory)
         shed = Counter(label: "db_operations_shed_total", factory: factory)
+        degraded = Counter(label: "db_degraded_answers_total", factory: factory)
         rejected = Counter(
             label: "db_circuit_breaker_calls_total",
             dimensions: [("outcome", "not_permitted")],
@@ -125,6 +127,10 @@ public final class ReliabilityInstruments: Sendable {
             return
         }
         if duration > slowThreshold { slow.increment() }
+    }
+
+    func recordDegraded() {
+        degraded.increment()
     }
 
     func recordBreakerCall(_ outcome: CircuitCallOutcome) {

@@ -23,6 +23,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     package let deadlines: DeadlineScheduler
     /// The bulkhead in front of the database, when load shedding is on.
     private let loadShedder: LoadShedder?
+    /// What ``withFallback(_:_:)`` serves when the database fails a read.
+    let lastGoodResults = LastGoodResults()
 
     /// What load shedding is doing now; nil when it is off.
     public var loadShedding: LoadSheddingSnapshot? { loadShedder?.snapshot }

@@ -82,6 +82,7 @@ struct CheckCommand: AsyncParsableCommand {
         do {
             if reliability || all {
                 try await runner.runReliability()
+                try await runner.runDegradation()
                 try await runner.runTimeouts()
             }
             if health || all { try await runner.runMonitoring() }

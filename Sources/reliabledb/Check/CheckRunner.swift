@@ -130,6 +130,46 @@ final class CheckRunner<Target: CheckTarget> {
         }
     }
 
+    /// The library's read fallback, proved on the database: a read through it is stored; with
+    /// the database failing it (statements overrunning their deadline), the same read answers
+    /// with that result, marked degraded; a read with no earlier result fails.
+    func runDegradation() async throws {
+        let configuration = ReliabilityConfiguration(
+            circuitBreaker: .init(failureThreshold: 100, retry: .none),
+            retryBudget: .unlimited
+        )
+        let db = try target.privateDatabase(configuration)
+        let fallback = ReadFallback(key: "check-degradation", maxAge: .seconds(60))
+        await check("degradation", "fresh answer") {
+            let answer = try await db.withFallback(fallback) {
+                try await target.selectOne(on: db, .read("check-fallback"))
+            }
+            guard !answer.isDegraded, answer.value == 1 else { throw CheckFailed("unexpected \(answer)") }
+            return "read \(answer.value) from the database, not degraded"
+        }
+        await check("degradation", "fallback while the database fails the read") {
+            let answer = try await db.withFallback(fallback) {
+                try await target.slowQuery(on: db, .read("check-fallback", timeout: .milliseconds(100)))
+                return -1
+            }
+            guard let degradation = answer.degradation, answer.value == 1 else {
+                throw CheckFailed("the failing read was not served from its last result: \(answer)")
+            }
+            guard db.metrics().degradedAnswers == 1 else { throw CheckFailed("degraded answers not counted") }
+            return "the statement overran its 100 ms deadline; served the last result, \(degradation.headerValue)"
+        }
+        await check("degradation", "no earlier result, no fallback") {
+            do {
+                _ = try await db.withFallback(ReadFallback(key: "never-read", maxAge: .seconds(60))) {
+                    try await target.slowQuery(on: db, .read("check-fallback", timeout: .milliseconds(100)))
+                }
+                throw CheckFailed("a read with no earlier result did not fail")
+            } catch is DatabaseTimeoutError {
+                return "failed with the timeout, as it must"
+            }
+        }
+    }
+
     func runTimeouts() async throws {
         let db = try target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
         await check("timeouts", "within limit") {

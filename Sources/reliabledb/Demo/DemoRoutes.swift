@@ -5,18 +5,22 @@ import NIOCore
 import ReliableDB
 import Synchronization
 
-/// The Carmen demo API: the library in use, including the seed's graceful degradation: while the
-/// circuit breaker is open, reads answer with the last good result, marked `"degraded": true`
-/// (and an `X-ReliableDB-Degraded` header), instead of failing.
+/// The Carmen demo API: the library in use, including the seed's graceful degradation through the
+/// library's ``ReliableDB/ReliableDatabase/withFallback(_:_:)``: while the database fails reads
+/// (breaker open, unreachable, overloaded), they answer with their last good result up to 5 minutes
+/// old, marked `"degraded": true` and with an `X-ReliableDB-Degraded: cached; age=N` header.
 struct DemoRoutes: Sendable {
     let store: any DemoStore
     /// The database's own classification, so a lost connection answers 503 (try again), not 500.
     private let classify: @Sendable (any Error) -> ErrorClass
-    private let lastGood = LastGoodCache()
+    /// The database's read fallback, for a read encoded as JSON.
+    private let withFallback:
+        @Sendable (ReadFallback, @escaping @Sendable () async throws -> Data) async throws -> Degradable<Data>
 
     init<Backend: DatabaseBackend>(database: ReliableDatabase<Backend>, store: any DemoStore) {
         self.store = store
         classify = { database.classify($0).errorClass }
+        withFallback = { fallback, read in try await database.withFallback(fallback) { try await read() } }
     }
 
     func register(on router: Router<BasicRequestContext>) {
@@ -51,21 +55,18 @@ struct DemoRoutes: Sendable {
 
     private func read<Value: Encodable & Sendable>(
         key: String,
-        _ body: () async throws -> [String: Value]
+        _ body: @escaping @Sendable () async throws -> [String: Value]
     ) async -> Response {
         do {
-            let value = try await body()
-            var document = Self.encodeObject(value)
-            document["degraded"] = false
-            let data = Self.serialize(document)
-            lastGood.store(data, for: key)
-            return Self.raw(200, data)
-        } catch let error as DatabaseCircuitBreakerError {
-            guard let cached = lastGood.value(for: key) else { return failure(error) }
-            var document = (try? JSONSerialization.jsonObject(with: cached) as? [String: Any]) ?? [:]
-            document["degraded"] = true
+            let answer = try await withFallback(ReadFallback(key: key, maxAge: .seconds(300))) {
+                Self.serialize(Self.encodeObject(try await body()))
+            }
+            var document = (try? JSONSerialization.jsonObject(with: answer.value) as? [String: Any]) ?? [:]
+            document["degraded"] = answer.isDegraded
             var response = Self.raw(200, Self.serialize(document))
-            response.headers[HTTPField.Name("X-ReliableDB-Degraded")!] = "true"
+            if let degradation = answer.degradation {
+                response.headers[HTTPField.Name(Degradation.headerName)!] = degradation.headerValue
+            }
             return response
         } catch {
             return failure(error)
@@ -123,21 +124,5 @@ struct DemoRoutes: Sendable {
 
     private static func serialize(_ object: [String: Any]) -> Data {
         (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-    }
-}
-
-/// The last successful answer per read, served while the breaker is open.
-final class LastGoodCache: Sendable {
-    private let entries = Mutex<[String: Data]>([:])
-
-    func store(_ data: Data, for key: String) {
-        entries.withLock { entries in
-            if entries.count >= 1000, entries[key] == nil { entries.removeAll() }
-            entries[key] = data
-        }
-    }
-
-    func value(for key: String) -> Data? {
-        entries.withLock { $0[key] }
     }
 }
