@@ -160,7 +160,11 @@ struct CheckProcessTests {
         #expect(status == 0, "\(report.results.filter { !$0.passed })")
         #expect(report.failed == 0)
         let groups = Set(report.results.map(\.group))
-        #expect(groups == ["connection", "circuit breaker", "degradation", "timeouts", "monitoring", "performance", "recovery"])
+        #expect(
+            groups == [
+                "connection", "circuit breaker", "degradation", "timeouts", "monitoring", "performance", "recovery",
+            ]
+        )
         // Nothing left behind: only the application's own schema (none) in the file.
         let tables = try await ServerProcess.sqliteTables(database)
         #expect(tables.allSatisfy { !$0.hasPrefix("reliabledb_check") }, "\(tables)")
