@@ -485,8 +485,15 @@ public final class PostgresBackend: DatabaseBackend {
         }
     }
 
+    /// As ``classify(_:)-swift.type.method``, except that with `target_session_attrs=read-write` or
+    /// `primary`, 25006 (a write refused as read-only) means the server was demoted: a connection
+    /// error that applied nothing, so the connection is discarded, the write retried, and the next
+    /// connection's walk skips the demoted server (docs/FAILOVER.md).
     public func classify(_ error: any Error) -> ErrorClassification {
-        Self.classify(error)
+        if [.readWrite, .primary].contains(url.targetSessionAttributes), statusCode(of: error) == "25006" {
+            return ErrorClassification(.connection, mayHaveReachedServer: false, discardConnection: true)
+        }
+        return Self.classify(error)
     }
 
     /// PostgresNIO's `PSQLError` describes itself as "Generic description to prevent accidental

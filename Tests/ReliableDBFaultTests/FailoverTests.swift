@@ -17,6 +17,55 @@ struct FailoverTests {
         guard status == 0 else { throw FaultServers.ControlFailed(arguments: arguments, status: status) }
     }
 
+    /// A primary demoted without losing its connections (made read-only, as a switchover does
+    /// before it hands the role over): writes refused with 25006 are retried on another
+    /// connection, whose walk skips the demoted server and finds the other writable one.
+    @Test(.timeLimit(.minutes(2)))
+    func writesLeaveADemotedPrimaryWithoutARestart() async throws {
+        let demotedURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
+        let otherURL = try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
+        var url = demotedURL
+        url.endpoints = [demotedURL.endpoints[0], otherURL.endpoints[0]]
+        url.targetSessionAttributes = .readWrite
+        let workload = try FaultWorkload(fault: "primary demoted to read-only", url: url)
+        let demoted = try await Observer.connect(demotedURL)
+        let other = try await Observer.connect(otherURL)
+        try await workload.setUp(demoted)
+        try await workload.setUp(other)
+        do {
+            try await workload.run {
+                try await Task.sleep(for: .milliseconds(800))
+                try await demoted.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+                try await demoted.execute("SELECT pg_reload_conf()")
+                try await Task.sleep(for: .seconds(2))
+            }
+        } catch {
+            try? await demoted.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            try? await demoted.execute("SELECT pg_reload_conf()")
+            throw error
+        }
+        try await demoted.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        try await demoted.execute("SELECT pg_reload_conf()")
+        let onDemoted = try await demoted.ledgerCounts(workload.table)
+        try await demoted.execute("DROP TABLE IF EXISTS \(workload.table)")
+        try await demoted.close()
+        // The ledger is split across the two servers: what is not on the other one must be on the demoted one.
+        let report = try await workload.finish(other, applicationName: url.applicationName)
+        try await other.close()
+        let lost = report.lostWrites.filter { onDemoted[$0] == nil }
+        let onBoth = report.lostWrites.isEmpty ? [] : onDemoted.keys.filter { !report.lostWrites.contains($0) }
+        print(
+            "fault report: demotion: \(onDemoted.count) writes on the primary before it turned read-only,"
+                + " \(report.acknowledgedWrites - report.lostWrites.count) on the other server after; lost \(lost.count)"
+        )
+        #expect(lost.isEmpty, "acknowledged writes on neither server: \(lost)")
+        #expect(onDemoted.values.allSatisfy { $0 == 1 } && report.duplicatedWrites.isEmpty)
+        #expect(onBoth.isEmpty || onBoth.allSatisfy { onDemoted[$0] != nil })
+        #expect(report.acknowledgedWrites - report.lostWrites.count > 0, "writes resumed on the other server")
+        #expect(report.recovery != nil, "writes succeeded after the demotion: \(report)")
+        #expect(report.worstOverrun <= .milliseconds(100), "\(report)")
+    }
+
     /// Reads on the standby (`standby_reads=true`) under load; the standby is stopped: reads move
     /// to the primary within their deadline, and writes never notice.
     @Test(.timeLimit(.minutes(2)))
