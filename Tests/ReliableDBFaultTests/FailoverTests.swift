@@ -141,7 +141,7 @@ struct FailoverTests {
         // off it then is that the walk starts at the new primary.
         settings.maxServerEjection = .milliseconds(300)
         let workload = try FaultWorkload(fault: "failover to the promoted standby", url: url, settings: settings)
-        var observer = try await Observer.connect(primaryURL)
+        let observer = try await Observer.connect(primaryURL)
         try await workload.setUp(observer)
         // The standby has the table before the primary goes.
         try await observer.execute("SELECT pg_switch_wal()")

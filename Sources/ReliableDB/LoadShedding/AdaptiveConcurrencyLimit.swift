@@ -88,9 +88,9 @@ public struct AdaptiveConcurrencyLimit: Sendable {
     /// so the first samples set the baseline instead of being diluted against zero.
     private static let warmupSamples = 10
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     /// The current limit, for ``BulkheadStateMachine/setLimit(_:at:)``.
-    public private(set) var limit: Int
+    package private(set) var limit: Int
     /// The unrounded limit; `limit` is its integer part.
     private var estimate: Double
     /// The long-term RTT in nanoseconds (0 before the first sample).
@@ -101,7 +101,7 @@ public struct AdaptiveConcurrencyLimit: Sendable {
 
     /// Starts at the configured initial limit. Validate the configuration first: an invalid one
     /// does not trap, but the limit then only stays within whatever `minLimit`/`maxLimit` allow.
-    public init(_ configuration: Configuration = .init()) {
+    package init(_ configuration: Configuration = .init()) {
         self.configuration = configuration
         estimate = 0
         limit = 0
@@ -111,7 +111,7 @@ public struct AdaptiveConcurrencyLimit: Sendable {
     /// Feeds one completed call: its round-trip time, the operations in flight when it started
     /// (or the most seen during it), and whether it was dropped or timed out. Returns the new limit.
     @discardableResult
-    public mutating func sample(rtt: Duration, inFlight: Int, didDrop: Bool, at now: MonotonicTime) -> Int {
+    package mutating func sample(rtt: Duration, inFlight: Int, didDrop: Bool, at now: MonotonicTime) -> Int {
         lastSampleAt = now
         if didDrop {
             setEstimate(estimate * configuration.backoffRatio)

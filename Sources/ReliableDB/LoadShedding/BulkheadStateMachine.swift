@@ -9,9 +9,9 @@
 /// A waiter is never admitted at or after its deadline: ``release(at:)`` and ``setLimit(_:at:)``
 /// pass over waiters whose deadline has come, and leave them for ``expire(at:)`` to reject (their
 /// deadline is ``nextDeadline``, so the shell's timer is already due).
-public struct BulkheadStateMachine: Sendable {
+package struct BulkheadStateMachine: Sendable {
     /// What ``admit(id:at:)`` decided for one caller.
-    public enum Admission: Sendable, Equatable {
+    package enum Admission: Sendable, Equatable {
         /// Run now, and call ``release(at:)`` when done.
         case admitted
         /// Wait until ``release(at:)`` or ``setLimit(_:at:)`` admits the caller, or until
@@ -22,7 +22,7 @@ public struct BulkheadStateMachine: Sendable {
     }
 
     /// Why a caller was shed at once, so the shell can say which setting did it.
-    public enum Rejection: Sendable, Equatable {
+    package enum Rejection: Sendable, Equatable {
         /// Every slot is taken and ``maxWaiting`` callers already wait.
         case queueFull
         /// Every slot is taken and ``maxWait`` is zero: this bulkhead never queues.
@@ -35,19 +35,19 @@ public struct BulkheadStateMachine: Sendable {
     }
 
     /// Operations allowed in flight at once. The adaptive limit moves it through ``setLimit(_:at:)``.
-    public private(set) var limit: Int
+    package private(set) var limit: Int
     /// Callers allowed to wait at once; a full queue sheds new callers.
-    public let maxWaiting: Int
+    package let maxWaiting: Int
     /// The longest a caller waits for a slot; `.zero` sheds instead of queueing.
-    public let maxWait: Duration
+    package let maxWait: Duration
     /// Operations admitted and not yet released. Above ``limit`` only after the limit was lowered.
-    public private(set) var inFlight = 0
+    package private(set) var inFlight = 0
     /// Waiters in arrival order from `head` on; deadlines never decrease along it (see `admit`).
     private var queue: [Waiter] = []
     private var head = 0
 
     /// Negative settings count as zero.
-    public init(maxConcurrent: Int, maxWaiting: Int, maxWait: Duration) {
+    package init(maxConcurrent: Int, maxWaiting: Int, maxWait: Duration) {
         limit = max(0, maxConcurrent)
         self.maxWaiting = max(0, maxWaiting)
         self.maxWait = max(.zero, maxWait)
@@ -55,11 +55,11 @@ public struct BulkheadStateMachine: Sendable {
 
     /// Callers waiting, including any whose deadline has come but that ``expire(at:)`` has not
     /// rejected yet.
-    public var waiting: Int { queue.count - head }
+    package var waiting: Int { queue.count - head }
 
     /// The earliest deadline among the waiters: the instant to arm the shell's timer for, so it
     /// can call ``expire(at:)``. `nil` when nobody waits.
-    public var nextDeadline: MonotonicTime? {
+    package var nextDeadline: MonotonicTime? {
         head < queue.count ? queue[head].deadline : nil
     }
 
@@ -68,7 +68,7 @@ public struct BulkheadStateMachine: Sendable {
 
     /// Asks to run the operation `id` (unique among waiters). A free slot admits it only when
     /// nobody is waiting for one, so a newcomer never overtakes a waiter.
-    public mutating func admit(id: UInt64, at now: MonotonicTime) -> Admission {
+    package mutating func admit(id: UInt64, at now: MonotonicTime) -> Admission {
         if inFlight < limit, !hasLiveWaiter(at: now) {
             inFlight += 1
             return .admitted
@@ -87,7 +87,7 @@ public struct BulkheadStateMachine: Sendable {
     /// Ends one admitted operation. Returns the waiter admitted into the freed slot, the first in
     /// line whose deadline has not come, if the slot is within the limit. A release with nothing
     /// in flight is ignored.
-    public mutating func release(at now: MonotonicTime) -> UInt64? {
+    package mutating func release(at now: MonotonicTime) -> UInt64? {
         guard inFlight > 0 else { return nil }
         inFlight -= 1
         guard inFlight < limit, let id = removeFirstLiveWaiter(at: now) else { return nil }
@@ -97,7 +97,7 @@ public struct BulkheadStateMachine: Sendable {
 
     /// Rejects the waiters whose deadline is at or before `now`, in arrival order. Call it when
     /// the timer armed for ``nextDeadline`` fires.
-    public mutating func expire(at now: MonotonicTime) -> [UInt64] {
+    package mutating func expire(at now: MonotonicTime) -> [UInt64] {
         var expired: [UInt64] = []
         while head < queue.count, queue[head].deadline <= now {
             expired.append(queue[head].id)
@@ -109,7 +109,7 @@ public struct BulkheadStateMachine: Sendable {
 
     /// Removes the waiter `id` (its caller gave up). Returns false when `id` was not waiting: it
     /// was already admitted (the shell must then release it) or rejected, or never queued.
-    public mutating func cancel(id: UInt64) -> Bool {
+    package mutating func cancel(id: UInt64) -> Bool {
         guard let index = queue[head...].firstIndex(where: { $0.id == id }) else { return false }
         remove(at: index)
         return true
@@ -118,7 +118,7 @@ public struct BulkheadStateMachine: Sendable {
     /// Changes the number of operations allowed in flight. Raising it admits waiters at once, in
     /// line order, and returns them; lowering it revokes nothing: operations already admitted run
     /// to completion and no one is admitted until releases bring ``inFlight`` under the new limit.
-    public mutating func setLimit(_ newLimit: Int, at now: MonotonicTime) -> [UInt64] {
+    package mutating func setLimit(_ newLimit: Int, at now: MonotonicTime) -> [UInt64] {
         limit = max(0, newLimit)
         var admitted: [UInt64] = []
         while inFlight < limit, let id = removeFirstLiveWaiter(at: now) {
