@@ -350,15 +350,17 @@ public final class PostgresBackend: DatabaseBackend {
     }
 
     /// A standby connection for a read, or nil (then the read goes to the primary): no standby
-    /// answered within a short wait, or its replay lag, measured at most once a second on the
+    /// answered in time (250 ms after a failed connect, else the pool timeout), or its replay lag, measured at most once a second on the
     /// connection itself, is above `max_standby_lag`.
     private func leaseStandby(
         from readPool: PostgresPool,
         within attempt: AttemptContext
     ) async -> PooledPostgresConnection? {
         let now = clock.now
-        // A standby that is down must not cost the read its deadline: a short wait, then the primary.
-        var deadline = now + min(poolTimeout, .milliseconds(250))
+        // A standby whose last connect failed gets a short wait, then the read goes to the primary;
+        // one that is up (or not tried yet) gets the pool timeout, as the primary would.
+        let wait = readPool.lastConnectError == nil ? poolTimeout : min(poolTimeout, .milliseconds(250))
+        var deadline = now + wait
         if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
         guard let connection = try? await readPool.lease(until: deadline) else { return nil }
         let known = standbyLag.withLock { $0 }

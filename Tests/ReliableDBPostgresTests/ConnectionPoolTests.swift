@@ -35,7 +35,11 @@ extension PostgresBackendTests {
         #expect(db.metrics().pool.total == 3)
         // A keep-alive proves a connection alive; it does not make it recently used.
         #expect(try await eventually { db.metrics().pool.total == 0 }, "\(db.metrics().pool)")
-        #expect(db.metrics().pool.closesByReason["idle"] == 3)
+        // Closed for being idle; on a loaded machine a keep-alive may instead miss its 1 s timeout,
+        // which is the other way a checked idle connection may end, never reuse.
+        let closes = db.metrics().pool.closesByReason
+        #expect(closes["idle", default: 0] + closes["keepalive", default: 0] == 3, "\(closes)")
+        #expect(closes["idle", default: 0] >= 1, "\(closes)")
         try await db.shutdown()
     }
 

@@ -153,7 +153,10 @@ struct MultiHostTests {
         defer { Task { try? await db.shutdown() } }
         try await db.query(.read("first")) { _ in }
         let servers = db.metrics().servers
-        #expect(servers.map(\.state) == ["ejected", "available", "current"])
+        // The refusing server is ejected for 1 s after its failure: on a loaded machine that may
+        // have passed by now.
+        #expect(["ejected", "available"].contains(servers[0].state))
+        #expect(servers.map(\.state).suffix(2) == ["available", "current"])
         #expect(servers.map(\.role) == [nil, "standby", "primary"])
         #expect(servers[0].host == "127.0.0.1:1")
         #expect(servers[0].lastOutcome?.contains("refused") == true)
