@@ -56,10 +56,6 @@ struct FluentOperationNames: Sendable {
         )
     }
 
-    func options(forEnum name: String, _ overrides: FluentReliabilityOverrides) -> OperationOptions {
-        overrides.apply(to: OperationOptions("\(name).enum", kind: .migration))
-    }
-
     /// SQL that SQLKit sends (`db.raw(...)`, `db.select()`): named by its first keyword, one of a
     /// fixed set. Only `SELECT` and `SHOW` count as reads.
     func options(forSQL sql: String, _ overrides: FluentReliabilityOverrides) -> OperationOptions {

@@ -119,14 +119,10 @@ extension ReliableFluentDatabase: Database {
     }
 
     func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {
-        let database = with(
-            FluentReliabilityOverrides(
-                name: overrides.name ?? names.options(forEnum: `enum`.name, overrides).name,
-                timeout: overrides.timeout,
-                idempotent: overrides.idempotent,
-                retries: overrides.retries
-            )
-        )
+        // The enum's statements go through SQLKit's builders; they carry the enum's name.
+        var named = overrides
+        named.name = named.name ?? "\(`enum`.name).enum"
+        let database = with(named)
         switch `enum`.action {
         case .create:
             return `enum`.createCases.reduce(database.create(enum: `enum`.name)) { $0.value($1) }.run()

@@ -194,19 +194,20 @@ public final class PostgresBackend: DatabaseBackend {
     /// One server of the URL as a direct connection found it (``topology()``).
     public struct ServerReport: Sendable, Equatable {
         public var server: PostgresURL.Endpoint
-        /// `primary`, `standby` or `read-only primary`; nil when it could not be reached.
-        public var role: String?
-        /// A standby's replay lag (zero when it has replayed all it received).
+        /// What the server said of itself; nil when it could not be reached.
+        package var serverRole: ServerRole?
+        /// A standby's replay lag (zero when it has replayed all it received); nil when unknown.
         public var replayLag: Duration?
         /// Why it could not be reached, in words.
         public var error: String?
 
-        public init(server: PostgresURL.Endpoint, role: String? = nil, replayLag: Duration? = nil, error: String? = nil)
-        {
-            self.server = server
-            self.role = role
-            self.replayLag = replayLag
-            self.error = error
+        /// `primary`, `standby` or `read-only primary`; nil when it could not be reached.
+        public var role: String? { serverRole?.name }
+
+        /// Whether this server can serve `target`, as the walk decides it (`prefer-standby`
+        /// takes any server when no standby answers).
+        public func serves(_ target: PostgresURL.TargetSessionAttributes) -> Bool {
+            serverRole.map { target.accepts($0, relaxed: true) } ?? false
         }
     }
 
@@ -215,6 +216,7 @@ public final class PostgresBackend: DatabaseBackend {
     public func topology(connectTimeout: Duration = .seconds(3)) async -> [ServerReport] {
         var reports: [ServerReport] = []
         for endpoint in url.endpoints {
+            var report = ServerReport(server: endpoint)
             do {
                 var configuration = try Self.connectionConfiguration(
                     for: url,
@@ -227,28 +229,26 @@ public final class PostgresBackend: DatabaseBackend {
                     id: -2,
                     logger: logger
                 )
-                var report = ServerReport(server: endpoint)
                 do {
-                    let rows = try await connection.query(
-                        """
-                        SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on',
-                          CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-                          ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), -1) END::float8
-                        """,
-                        logger: logger
-                    )
-                    for try await (inRecovery, readOnly, lag) in rows.decode((Bool, Bool, Double).self) {
-                        report.role = ServerRole(inRecovery: inRecovery, readOnly: readOnly).name
-                        report.replayLag = inRecovery && lag >= 0 ? .milliseconds(Int64(lag * 1000)) : nil
+                    for try await (inRecovery, readOnly) in try await connection.query(ServerRole.query, logger: logger)
+                        .decode((Bool, Bool).self)
+                    {
+                        report.serverRole = ServerRole(inRecovery: inRecovery, readOnly: readOnly)
+                    }
+                    for try await seconds in try await connection.query(Self.replayLagQuery, logger: logger)
+                        .decode(Double.self) where report.serverRole?.inRecovery == true
+                    {
+                        report.replayLag = seconds < 0 ? nil : .milliseconds(Int64(seconds * 1000))
                     }
                 } catch {
+                    report.serverRole = nil
                     report.error = describePostgresError(error)
                 }
                 try? await connection.close()
-                reports.append(report)
             } catch {
-                reports.append(ServerReport(server: endpoint, error: describePostgresError(error)))
+                report.error = describePostgresError(error)
             }
+            reports.append(report)
         }
         return reports
     }
@@ -271,16 +271,7 @@ public final class PostgresBackend: DatabaseBackend {
         readOnly: Bool = false,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
-        var pool = self.pool
-        var standby: PooledPostgresConnection?
-        if readOnly, let readPool { standby = await leaseStandby(from: readPool, within: attempt) }
-        let connection: PooledPostgresConnection
-        if let standby {
-            connection = standby
-            pool = readPool!
-        } else {
-            connection = try await lease(within: attempt)
-        }
+        let (connection, pool) = try await lease(within: attempt, readOnly: readOnly)
         let token: DeadlineScheduler.Token?
         do {
             let (grace, logger) = (cancelGrace, self.logger)
@@ -349,6 +340,18 @@ public final class PostgresBackend: DatabaseBackend {
         return error.serverInfo?[.message]?.contains("user request") ?? false
     }
 
+    /// A connection and the pool it goes back to: a standby's for a read when one qualifies
+    /// (``leaseStandby(from:within:)``), else the primary's.
+    private func lease(
+        within attempt: AttemptContext,
+        readOnly: Bool
+    ) async throws -> (PooledPostgresConnection, PostgresPool) {
+        if readOnly, let readPool, let standby = await leaseStandby(from: readPool, within: attempt) {
+            return (standby, readPool)
+        }
+        return (try await lease(within: attempt), pool)
+    }
+
     /// A standby connection for a read, or nil (then the read goes to the primary): no standby
     /// answered in time (250 ms after a failed connect, else the pool timeout), or its replay lag, measured at most once a second on the
     /// connection itself, is above `max_standby_lag`.
@@ -374,7 +377,8 @@ public final class PostgresBackend: DatabaseBackend {
                 var seconds = 0.0
                 let rows = try await connection.query(Self.replayLagQuery, logger: logger)
                 for try await value in rows.decode(Double.self) { seconds = value }
-                return Duration.milliseconds(Int64(seconds * 1000))
+                // Unknown counts as too far behind.
+                return seconds < 0 ? Duration.seconds(Int64.max) : Duration.milliseconds(Int64(seconds * 1000))
             }
             _ = connection.statementEnded()
             standbyLag.withLock { $0 = (lag, clock.now) }
@@ -387,12 +391,12 @@ public final class PostgresBackend: DatabaseBackend {
         return nil
     }
 
-    /// How far the standby's replay is behind: zero when it has replayed all it received (an idle
-    /// primary sends nothing, and the last replayed transaction's age would say nothing about lag);
-    /// unknown (no transaction replayed since it started) counts as too far.
+    /// How far the standby's replay is behind, in seconds: zero when it has replayed all it
+    /// received (an idle primary sends nothing, and the last replayed transaction's age would say
+    /// nothing about lag), -1 when unknown (no transaction replayed since it started).
     static let replayLagQuery: PostgresQuery = """
         SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) END::float8
+        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), -1) END::float8
         """
 
     /// A connection within the earlier of the pool timeout and the attempt's deadline.

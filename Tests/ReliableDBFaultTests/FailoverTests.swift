@@ -12,9 +12,7 @@ import Testing
 @Suite("Failover to a promoted standby", .serialized)
 struct FailoverTests {
     static func control(_ server: String, _ arguments: String...) async throws {
-        let script = try FaultServers.environment("RELIABLEDB_TEST_HA_\(server)_CTL")
-        let status = await spawnAndWait(script, arguments)
-        guard status == 0 else { throw FaultServers.ControlFailed(arguments: arguments, status: status) }
+        try await FaultServer.control(script: "RELIABLEDB_TEST_HA_\(server)_CTL", arguments)
     }
 
     /// A primary demoted without losing its connections (made read-only, as a switchover does
@@ -146,15 +144,7 @@ struct FailoverTests {
         // The standby has the table before the primary goes.
         try await observer.execute("SELECT pg_switch_wal()")
         try await observer.close()
-        let standby = try await Observer.connect(standbyURL)
-        for _ in 0..<100 {
-            let replicated = try await standby.int(
-                "SELECT count(*)::int FROM pg_tables WHERE tablename = '\(workload.table)'"
-            )
-            if replicated == 1 { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        try await standby.close()
+        try await Self.waitForReplication(of: workload.table, to: standbyURL)
 
         let promoted = Locked<ContinuousClock.Instant?>(nil)
         try await workload.run(settle: .seconds(10)) {

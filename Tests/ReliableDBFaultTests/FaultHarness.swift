@@ -33,14 +33,7 @@ enum FaultServers {
     /// Runs the fault server's control script (`start`, `stop fast`), written by scripts/test.
     /// Only this suite stops that server, so no other suite sees the outage.
     static func controlOutageServer(_ arguments: String...) async throws {
-        let script = try environment("RELIABLEDB_TEST_FAULT_POSTGRES_CTL")
-        let status = await spawnAndWait(script, arguments)
-        guard status == 0 else { throw ControlFailed(arguments: arguments, status: status) }
-    }
-
-    struct ControlFailed: Error {
-        var arguments: [String]
-        var status: Int32
+        try await FaultServer.control(script: "RELIABLEDB_TEST_FAULT_POSTGRES_CTL", arguments)
     }
 }
 

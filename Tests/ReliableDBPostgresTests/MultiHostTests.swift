@@ -3,6 +3,7 @@ import Logging
 import PostgresNIO
 import ReliableDB
 import ReliableDBPostgres
+import ReliableDBTestSupport
 import Testing
 
 /// libpq's multi-host semantics against a real primary and its streaming standby (scripts/test
@@ -103,8 +104,7 @@ struct MultiHostTests {
         var url = try Self.url([.primary, .standby], target: .readWrite)
         url.standbyReads = true
         url.maxStandbyLag = .milliseconds(300)
-        let standby = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_STANDBY_URL")).get()
-        let primary = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_PRIMARY_URL")).get()
+        let (primary, standby) = ("RELIABLEDB_TEST_HA_PRIMARY_URL", "RELIABLEDB_TEST_HA_STANDBY_URL")
         let db = try TestServer.open(url, connectionLimit: 2, poolTimeout: .seconds(5))
         defer { Task { try? await db.shutdown() } }
         #expect(try await Self.onStandby(db, .read("report")), "caught up: the standby serves")
@@ -125,26 +125,9 @@ struct MultiHostTests {
         try await Self.execute(on: primary, "DROP TABLE \(table)")
     }
 
-    static func execute(on url: PostgresURL, _ sql: String) async throws {
-        let connection = try await PostgresConnection.connect(
-            configuration: .init(
-                host: url.host,
-                port: url.port,
-                username: url.username,
-                password: url.password?.value,
-                database: url.database,
-                tls: .disable
-            ),
-            id: 9,
-            logger: logger
-        )
-        do {
-            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-        } catch {
-            try? await connection.close()
-            throw error
-        }
-        try await connection.close()
+    /// Runs `sql` on the server of `variable` (`RELIABLEDB_TEST_HA_PRIMARY_URL`, ...), beside the pools.
+    static func execute(on variable: String, _ sql: String) async throws {
+        try await SideConnection.with(try ScratchDatabase.serverURL(variable)) { try await $0.execute(sql) }
     }
 
     @Test func theServersRolesAndStatesAreVisible() async throws {

@@ -118,7 +118,12 @@ public enum FaultServer {
     }
 
     public static func control(_ arguments: String...) async throws {
-        let variable = "RELIABLEDB_TEST_FAULT_POSTGRES_CTL"
+        try await control(script: "RELIABLEDB_TEST_FAULT_POSTGRES_CTL", arguments)
+    }
+
+    /// Runs the control script named by the environment variable `variable` (each test server
+    /// scripts/test starts has one: `..._CTL`).
+    public static func control(script variable: String, _ arguments: [String]) async throws {
         guard let script = ProcessInfo.processInfo.environment[variable] else {
             throw ScratchDatabase.Missing(variable: variable)
         }

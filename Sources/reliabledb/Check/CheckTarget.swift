@@ -111,15 +111,7 @@ struct PostgresCheckTarget: CheckTarget {
             let lag = report.replayLag.map { String(format: ", replay lag %.2f s", $0.seconds) } ?? ""
             return "\(report.server) \(role)\(lag)"
         }
-        let served = reports.contains { report in
-            guard let role = report.role else { return false }
-            switch url.targetSessionAttributes {
-            case .any, .preferStandby: return true
-            case .readWrite, .primary: return role == "primary"
-            case .readOnly: return role != "primary"
-            case .standby: return role == "standby"
-            }
-        }
+        let served = reports.contains { $0.serves(url.targetSessionAttributes) }
         return (lines, served)
     }
 
