@@ -25,10 +25,13 @@ public final class PostgresBackend: DatabaseBackend {
     /// The server-side backstop timeout (see `init`).
     let statementTimeout: Duration?
     private let pool: PostgresPool
-    /// Connections to standbys for reads (`standby_reads=true` with several servers), else nil.
+    /// Connections to standbys for reads (with several servers, ``standbyReads``), else nil; none
+    /// is opened until a read needs one.
     private let readPool: PostgresPool?
     /// The last replay lag a read connection measured, and when (StandbyReads below).
-    private let standbyLag = Mutex<(lag: Duration, measuredAt: MonotonicTime)?>(nil)
+    private let standbyLag = Mutex<(lag: Duration?, measuredAt: MonotonicTime)?>(nil)
+    /// The walk of ``readPool``: the standby it connects to.
+    private let standbyWalk: HostWalk?
     private let clock: any ReliabilityClock
     private let logger: Logger
     private let instruments = Mutex<ReliabilityInstruments?>(nil)
@@ -116,7 +119,8 @@ public final class PostgresBackend: DatabaseBackend {
         pool = PostgresPool(configuration: poolConfiguration, clock: clock, logger: logger) { id, eventLoop in
             walk.connect(id: id, on: eventLoop)
         }
-        if url.standbyReads, url.endpoints.count > 1 {
+        standbyReads = Self.standbyReads(for: url)
+        if standbyReads != .unavailable {
             let standbys = HostWalk(
                 servers: servers,
                 target: .standby,
@@ -125,13 +129,28 @@ public final class PostgresBackend: DatabaseBackend {
                 clock: clock,
                 logger: logger
             )
+            standbyWalk = standbys
             readPool = PostgresPool(configuration: poolConfiguration, clock: clock, logger: logger) { id, eventLoop in
                 standbys.connect(id: id, on: eventLoop)
             }
         } else {
+            standbyWalk = nil
             readPool = nil
         }
     }
+
+    /// Reads go to a standby always with `standby_reads=true`, and on a fallback with several
+    /// servers when the primary's walk looks for a primary (`any`, `read-write`, `primary`).
+    public let standbyReads: StandbyReads
+
+    static func standbyReads(for url: PostgresURL) -> StandbyReads {
+        guard url.endpoints.count > 1 else { return .unavailable }
+        if url.standbyReads { return .always }
+        return [.any, .readWrite, .primary].contains(url.targetSessionAttributes) ? .onFallback : .unavailable
+    }
+
+    /// The standby reads go to now.
+    var standbyServer: PostgresURL.Endpoint? { standbyWalk?.currentServer }
 
     static func connectionConfiguration(
         for url: PostgresURL,
@@ -340,55 +359,88 @@ public final class PostgresBackend: DatabaseBackend {
         return error.serverInfo?[.message]?.contains("user request") ?? false
     }
 
-    /// A connection and the pool it goes back to: a standby's for a read when one qualifies
-    /// (``leaseStandby(from:within:)``), else the primary's.
+    /// A connection and the pool it goes back to. A read goes to a standby:
+    /// - with `standby_reads=true`, when one answers in time and is no further behind than
+    ///   `max_standby_lag` (``leaseStandby(from:within:)``), else to the primary;
+    /// - on the second try of a ``ReliableDatabase/withFallback(_:_:)`` read, whatever its lag, and
+    ///   nowhere else (the primary has just failed it).
+    /// Either way the read's ``ReadScope`` learns which standby answered.
     private func lease(
         within attempt: AttemptContext,
         readOnly: Bool
     ) async throws -> (PooledPostgresConnection, PostgresPool) {
-        if readOnly, let readPool, let standby = await leaseStandby(from: readPool, within: attempt) {
+        guard readOnly, let readPool else { return (try await lease(within: attempt), pool) }
+        let scope = ReadScope.current
+        if scope?.anotherServer == true {
+            let connection = try await lease(from: readPool, within: attempt, wait: standbyWait(readPool))
+            do {
+                let lag = try await standbyLag(on: connection)
+                noteStandbyAnswer(to: scope, lag: lag)
+                return (connection, readPool)
+            } catch {
+                readPool.release(connection, discard: true)
+                throw error
+            }
+        }
+        if url.standbyReads, let (standby, lag) = await leaseStandby(from: readPool, within: attempt) {
+            noteStandbyAnswer(to: scope, lag: lag)
             return (standby, readPool)
         }
         return (try await lease(within: attempt), pool)
     }
 
-    /// A standby connection for a read, or nil (then the read goes to the primary): no standby
-    /// answered in time (250 ms after a failed connect, else the pool timeout), or its replay lag, measured at most once a second on the
-    /// connection itself, is above `max_standby_lag`.
+    private func noteStandbyAnswer(to scope: ReadScope?, lag: Duration?) {
+        guard let scope else { return }
+        scope.servedByStandby(
+            .init(
+                server: standbyServer?.description ?? "a standby",
+                lag: lag,
+                primaryReachable: pool.lastConnectError == nil
+            )
+        )
+    }
+
+    /// How long a read waits for a standby: the pool timeout while the standby is up (or not tried
+    /// yet), as the primary would; 250 ms once its last connect failed, then the read goes on.
+    private func standbyWait(_ readPool: PostgresPool) -> Duration {
+        readPool.lastConnectError == nil ? poolTimeout : min(poolTimeout, .milliseconds(250))
+    }
+
+    /// A standby connection for a read and its replay lag, or nil (then the read goes to the
+    /// primary): no standby answered in time (``standbyWait(_:)``), or its lag is above
+    /// `max_standby_lag`.
     private func leaseStandby(
         from readPool: PostgresPool,
         within attempt: AttemptContext
-    ) async -> PooledPostgresConnection? {
-        let now = clock.now
-        // A standby whose last connect failed gets a short wait, then the read goes to the primary;
-        // one that is up (or not tried yet) gets the pool timeout, as the primary would.
-        let wait = readPool.lastConnectError == nil ? poolTimeout : min(poolTimeout, .milliseconds(250))
-        var deadline = now + wait
-        if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
-        guard let connection = try? await readPool.lease(until: deadline) else { return nil }
-        let known = standbyLag.withLock { $0 }
-        if let known, now - known.measuredAt < .seconds(1) {
-            if known.lag <= url.maxStandbyLag { return connection }
-            readPool.release(connection, discard: false)
+    ) async -> (PooledPostgresConnection, Duration?)? {
+        guard let connection = try? await lease(from: readPool, within: attempt, wait: standbyWait(readPool)) else {
             return nil
         }
         do {
-            let lag = try await connection.run { [logger] connection in
-                var seconds = 0.0
-                let rows = try await connection.query(Self.replayLagQuery, logger: logger)
-                for try await value in rows.decode(Double.self) { seconds = value }
-                // Unknown counts as too far behind.
-                return seconds < 0 ? Duration.seconds(Int64.max) : Duration.milliseconds(Int64(seconds * 1000))
-            }
-            _ = connection.statementEnded()
-            standbyLag.withLock { $0 = (lag, clock.now) }
-            if lag <= url.maxStandbyLag { return connection }
-            logger.debug("standby \(lag) behind, more than max_standby_lag: reading from the primary")
+            let lag = try await standbyLag(on: connection)
+            if let lag, lag <= url.maxStandbyLag { return (connection, lag) }
+            logger.debug("standby too far behind (max_standby_lag): reading from the primary")
             readPool.release(connection, discard: false)
         } catch {
             readPool.release(connection, discard: true)
         }
         return nil
+    }
+
+    /// The standby's replay lag, measured on `connection` at most once a second; nil when unknown
+    /// (which counts as too far behind).
+    private func standbyLag(on connection: PooledPostgresConnection) async throws -> Duration? {
+        let now = clock.now
+        if let known = standbyLag.withLock({ $0 }), now - known.measuredAt < .seconds(1) { return known.lag }
+        let lag = try await connection.run { [logger] connection in
+            var seconds = 0.0
+            let rows = try await connection.query(Self.replayLagQuery, logger: logger)
+            for try await value in rows.decode(Double.self) { seconds = value }
+            return seconds < 0 ? nil : Duration.milliseconds(Int64(seconds * 1000))
+        }
+        _ = connection.statementEnded()
+        standbyLag.withLock { $0 = (lag, clock.now) }
+        return lag
     }
 
     /// How far the standby's replay is behind, in seconds: zero when it has replayed all it
@@ -401,8 +453,17 @@ public final class PostgresBackend: DatabaseBackend {
 
     /// A connection within the earlier of the pool timeout and the attempt's deadline.
     private func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
+        try await lease(from: pool, within: attempt, wait: poolTimeout)
+    }
+
+    /// A connection of `pool` within the earlier of `wait` and the attempt's deadline.
+    private func lease(
+        from pool: PostgresPool,
+        within attempt: AttemptContext,
+        wait: Duration
+    ) async throws -> PooledPostgresConnection {
         let start = clock.now
-        var deadline = start + poolTimeout
+        var deadline = start + wait
         if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
         do {
             let connection = try await pool.lease(until: deadline)
@@ -421,7 +482,7 @@ public final class PostgresBackend: DatabaseBackend {
             case .timedOut:
                 throw DatabasePoolTimeoutError(
                     waited: waited,
-                    statistics: poolStatistics(),
+                    statistics: pool.statistics(),
                     lastConnectError: pool.lastConnectError.map(describePostgresError)
                 )
             case .cancelled:

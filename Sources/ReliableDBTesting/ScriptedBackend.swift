@@ -22,6 +22,7 @@ public final class ScriptedBackend: DatabaseBackend {
         var pool: PoolStatistics
         var probes = 0
         var servers: [ServerHealth] = []
+        var standbyReads = StandbyReads.unavailable
         var shutdowns = 0
         var probeTime: (clock: any ReliabilityClock, duration: Duration)?
     }
@@ -56,6 +57,12 @@ public final class ScriptedBackend: DatabaseBackend {
     }
 
     public func servers() -> [ServerHealth] { serverList }
+
+    /// Whether the pipeline gives reads a standby breaker, as a multi-host backend would.
+    public var standbyReads: StandbyReads {
+        get { state.withLock { $0.standbyReads } }
+        set { state.withLock { $0.standbyReads = newValue } }
+    }
 
     /// Probes run so far.
     public var probes: Int { state.withLock { $0.probes } }

@@ -125,9 +125,11 @@ struct FailoverTests {
     }
 
     /// Stop the primary, promote the standby: writes resume on the new primary without a restart,
-    /// no acknowledged write is lost or applied twice, and when the old primary comes back still
-    /// claiming the role (split brain), it gets no write.
-    @Test(.timeLimit(.minutes(2)))
+    /// no acknowledged write is lost or applied twice, and reads are answered throughout (by the
+    /// standby, marked degraded, while the primary is gone). When the old primary comes back still
+    /// claiming the role (split brain), it gets no write; rebuilt as a standby of the new primary,
+    /// it gets none either and replays the new primary's writes.
+    @Test(.timeLimit(.minutes(3)))
     func writesMoveToThePromotedStandbyAndNeverBackToTheOldPrimary() async throws {
         let primaryURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
         let standbyURL = try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
@@ -138,6 +140,7 @@ struct FailoverTests {
         // Short, so the old primary is no longer skipped when it comes back: what keeps writes
         // off it then is that the walk starts at the new primary.
         settings.maxServerEjection = .milliseconds(300)
+        settings.readsWithFallback = true
         let workload = try FaultWorkload(fault: "failover to the promoted standby", url: url, settings: settings)
         let observer = try await Observer.connect(primaryURL)
         try await workload.setUp(observer)
@@ -163,39 +166,83 @@ struct FailoverTests {
         try await newPrimary.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(url.applicationName)'"
         )
-        var splitBrainWrites: [String] = []
-        var splitBrainFailures = 0
-        for index in 0..<40 {
-            let id = "split-\(index)"
-            do {
-                try await workload.db.query(.init("split-brain-write", idempotent: true)) { connection in
-                    _ = try await connection.query(
-                        "INSERT INTO \(unescaped: workload.table) (id) VALUES (\(id))",
-                        logger: Logger(label: "test.failover")
-                    ).collect()
-                }
-                splitBrainWrites.append(id)
-            } catch {
-                splitBrainFailures += 1
-            }
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        let report = try await workload.finish(newPrimary, applicationName: url.applicationName)
-        try await newPrimary.close()
+        let splitBrain = try await Self.write(40, prefix: "split", through: workload)
         let old = try await Observer.connect(primaryURL)
         let onOldPrimary = try await old.ledgerCounts(workload.table)
         try await old.close()
-        let sinceRestart = splitBrainWrites.filter { onOldPrimary[$0] != nil }
-        let unavailable = promoted.withLock { $0 }.flatMap { _ in report.recovery }
+        let sinceRestart = splitBrain.acknowledged.filter { onOldPrimary[$0] != nil }
+
+        // The old primary rebuilt as a standby of the new one, as an operator does next.
+        try await Self.control(
+            "PRIMARY",
+            "rebuild-standby",
+            try FaultServers.environment("RELIABLEDB_TEST_HA_STANDBY_SOCKET_DIR"),
+            "\(standbyURL.port)"
+        )
+        try await newPrimary.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(url.applicationName)'"
+        )
+        let rebuilt = try await Self.write(40, prefix: "rebuilt", through: workload)
+        try await Self.waitForReplication(of: workload.table, to: primaryURL)
+        let rebuiltStandby = try await Observer.connect(primaryURL)
+        let inRecovery = try await rebuiltStandby.int("SELECT pg_is_in_recovery()::int")
+        var replayed = 0
+        for _ in 0..<100 {
+            replayed = try await rebuiltStandby.int(
+                "SELECT count(*)::int FROM \(workload.table) WHERE id LIKE 'rebuilt-%'"
+            )
+            if replayed == rebuilt.acknowledged.count { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await rebuiltStandby.close()
+
+        let report = try await workload.finish(newPrimary, applicationName: url.applicationName)
+        try await newPrimary.close()
+        let unavailable = promoted.withLock { $0 }.flatMap { _ in report.writeRecovery }
         print(
-            "fault report: failover: writes unavailable for \(unavailable.map { "\($0)" } ?? "ever") after the promotion;"
-                + " split brain: \(splitBrainWrites.count) writes acknowledged, \(splitBrainFailures) failed,"
-                + " \(sinceRestart.count) on the old primary"
+            "fault report: failover: writes resumed \(unavailable.map { "\($0)" } ?? "never") after the promotion,"
+                + " longest without an acknowledged write \(report.longestWriteGap);"
+                + " reads \(report.reads), \(report.readFailures) failed, \(report.degradedByStandby) answered by the"
+                + " standby and \(report.degradedFromCache) from the cache, degraded;"
+                + " split brain: \(splitBrain.acknowledged.count) writes acknowledged, \(splitBrain.failures) failed,"
+                + " \(sinceRestart.count) on the old primary; rebuilt as a standby: \(rebuilt.acknowledged.count) writes"
+                + " acknowledged, \(rebuilt.failures) failed, \(replayed) replayed on it"
         )
         #expect(report.otherFailures + report.timedOut > 0, "the failover was felt: \(report)")
         workload.expectGuarantees(report, recoveryExpected: false)
         #expect(unavailable.map { $0 <= .seconds(3) } == true, "writes resumed within 3 s of the promotion: \(report)")
-        #expect(splitBrainWrites.count >= 35, "writes went on during the split brain")
+        #expect(report.readFailures == 0, "every read was answered: \(report)")
+        #expect(report.degradedByStandby > 0, "the standby answered reads while the primary was gone: \(report)")
+        #expect(splitBrain.acknowledged.count >= 35, "writes went on during the split brain")
         #expect(sinceRestart.isEmpty, "writes reached the old primary: \(sinceRestart)")
+        #expect(inRecovery == 1, "the old primary was rebuilt as a standby")
+        #expect(rebuilt.acknowledged.count == 40, "every write after the rebuild went to the new primary")
+        #expect(replayed == rebuilt.acknowledged.count, "the rebuilt standby replays the new primary's writes")
+    }
+
+    /// `count` idempotent single-row writes, 25 ms apart: which were acknowledged, how many failed.
+    static func write(
+        _ count: Int,
+        prefix: String,
+        through workload: FaultWorkload
+    ) async throws -> (acknowledged: [String], failures: Int) {
+        var acknowledged: [String] = []
+        var failures = 0
+        for index in 0..<count {
+            let id = "\(prefix)-\(index)"
+            do {
+                try await workload.db.query(.init("\(prefix)-write", idempotent: true)) { connection in
+                    _ = try await connection.query(
+                        "INSERT INTO \(unescaped: workload.table) (id) VALUES (\(id))",
+                        logger: Self.logger
+                    ).collect()
+                }
+                acknowledged.append(id)
+            } catch {
+                failures += 1
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return (acknowledged, failures)
     }
 }

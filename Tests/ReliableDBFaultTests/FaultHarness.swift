@@ -140,6 +140,12 @@ struct FaultReport: CustomStringConvertible {
     var worstOverrunOperation = ""
     /// From the end of the fault to the first call that succeeded after it.
     var recovery: Duration?
+    /// From the end of the fault to the first write that succeeded after it (reads may recover
+    /// sooner, on a standby).
+    var writeRecovery: Duration?
+    /// The longest time between two acknowledged writes.
+    var longestWriteGap = Duration.zero
+    var lastWriteAcknowledged: ContinuousClock.Instant?
     var acknowledgedWrites = 0
     var lostWrites: [String] = []
     var duplicatedWrites: [String] = []
@@ -149,6 +155,11 @@ struct FaultReport: CustomStringConvertible {
     var cancelBackendsAfter = -1
     var activeOperationsAfter = -1
     var activeConnectionsAfter = -1
+    /// Reads, those that failed, and those answered degraded (``FaultWorkload/Settings/readsWithFallback``).
+    var reads = 0
+    var readFailures = 0
+    var degradedByStandby = 0
+    var degradedFromCache = 0
 
     var description: String {
         func ms(_ duration: Duration) -> String { String(format: "%.0f ms", duration.milliseconds) }
@@ -156,10 +167,13 @@ struct FaultReport: CustomStringConvertible {
             fault=\(fault) calls=\(calls) ok=\(succeeded) timeouts=\(timedOut) \
             (commitUnknown=\(commitOutcomeUnknown)) other=\(otherFailures) \
             longest=\(ms(longestCall)) worstOverrun=\(ms(worstOverrun)) (\(worstOverrunOperation)) \
-            recovery=\(recovery.map(ms) ?? "none") acked=\(acknowledgedWrites) lost=\(lostWrites.count) \
+            recovery=\(recovery.map(ms) ?? "none") writeRecovery=\(writeRecovery.map(ms) ?? "none") \
+            longestWriteGap=\(ms(longestWriteGap)) acked=\(acknowledgedWrites) lost=\(lostWrites.count) \
             duplicated=\(duplicatedWrites.count) committedAfterTimeout=\(committedAfterTimeout.count) \
             backendsAfter=\(backendsAfter) cancelBackendsAfter=\(cancelBackendsAfter) \
-            activeOps=\(activeOperationsAfter) activeConnections=\(activeConnectionsAfter) errors=\(errorsByType)
+            activeOps=\(activeOperationsAfter) activeConnections=\(activeConnectionsAfter) errors=\(errorsByType) \
+            reads=\(reads) readFailures=\(readFailures) degraded=\(degradedByStandby) by a standby, \
+            \(degradedFromCache) from the cache
             """
     }
 }
@@ -181,6 +195,9 @@ final class FaultWorkload: Sendable {
         var pauseInTransaction = Duration.milliseconds(15)
         /// With several servers: the longest a failing one is skipped.
         var maxServerEjection = Duration.seconds(30)
+        /// Reads through `withFallback` (a standby, then a kept result up to 5 s old); each may
+        /// take two query timeouts.
+        var readsWithFallback = false
     }
 
     private struct State {
@@ -246,7 +263,9 @@ final class FaultWorkload: Sendable {
             }
             let ended = ContinuousClock.now
             state.withLock { $0.faultEndedAt = ended }
-            while ContinuousClock.now - ended < settle, state.withLock({ $0.report.recovery == nil }) {
+            while ContinuousClock.now - ended < settle,
+                state.withLock({ $0.report.recovery == nil || $0.report.writeRecovery == nil })
+            {
                 try await Task.sleep(for: .milliseconds(20))
             }
             // A little more load after recovery, so what the fault left behind is exercised.
@@ -260,15 +279,21 @@ final class FaultWorkload: Sendable {
         var sequence = 0
         while !stopped.load(ordering: .acquiring) {
             sequence += 1
-            if sequence % 2 == 0 {
-                await call("read", timeout: settings.queryTimeout, write: nil) {
-                    try await self.db.query(.read("fault-read", table: self.table)) { connection in
-                        _ = try await connection.query(
-                            PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(self.table)"),
-                            logger: self.logger
-                        ).collect()
+            if sequence % 2 == 0, settings.readsWithFallback {
+                await call("read", timeout: settings.queryTimeout * 2, write: nil) {
+                    let answer = try await self.db.withFallback(ReadFallback(key: "fault-read", maxAge: .seconds(5))) {
+                        try await self.read()
+                    }
+                    self.state.withLock { state in
+                        switch answer.degradation?.source {
+                        case nil: break
+                        case .cached: state.report.degradedFromCache += 1
+                        case .standby: state.report.degradedByStandby += 1
+                        }
                     }
                 }
+            } else if sequence % 2 == 0 {
+                await call("read", timeout: settings.queryTimeout, write: nil) { try await self.read() }
             } else {
                 let id = "w\(worker)-\(sequence)"
                 let pause = settings.pauseInTransaction
@@ -284,6 +309,15 @@ final class FaultWorkload: Sendable {
             }
             // Keep a failing database from turning this into a busy loop.
             try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    private func read() async throws {
+        try await db.query(.read("fault-read", table: table)) { connection in
+            _ = try await connection.query(
+                PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(self.table)"),
+                logger: self.logger
+            ).collect()
         }
     }
 
@@ -304,6 +338,10 @@ final class FaultWorkload: Sendable {
         let elapsed = end - start
         state.withLock { state in
             state.report.calls += 1
+            if operation == "read" {
+                state.report.reads += 1
+                if outcome != nil { state.report.readFailures += 1 }
+            }
             state.report.longestCall = max(state.report.longestCall, elapsed)
             if elapsed - timeout > state.report.worstOverrun {
                 state.report.worstOverrun = elapsed - timeout
@@ -312,9 +350,18 @@ final class FaultWorkload: Sendable {
             switch outcome {
             case nil:
                 state.report.succeeded += 1
-                if let id { state.acknowledged.insert(id) }
                 if let ended = state.faultEndedAt, start >= ended, state.report.recovery == nil {
                     state.report.recovery = end - ended
+                }
+                if let id {
+                    state.acknowledged.insert(id)
+                    if let last = state.report.lastWriteAcknowledged {
+                        state.report.longestWriteGap = max(state.report.longestWriteGap, end - last)
+                    }
+                    state.report.lastWriteAcknowledged = end
+                    if let ended = state.faultEndedAt, start >= ended, state.report.writeRecovery == nil {
+                        state.report.writeRecovery = end - ended
+                    }
                 }
             case let error as DatabaseTimeoutError:
                 state.report.timedOut += 1

@@ -65,3 +65,91 @@ struct ReadFallbackTests {
         )
     }
 }
+
+/// With a standby: a failing read is tried once more on it (under the standby's own breaker),
+/// and a read a standby answered while the primary was down is marked degraded.
+@Suite("Read fallback to a standby")
+struct StandbyFallbackTests {
+    /// A read as a multi-host backend runs it: on the standby when the scope asks for another
+    /// server (or always, with `standby_reads`), where it reports who answered.
+    static func read(
+        _ db: ReliableDatabase<ScriptedBackend>,
+        primaryUp: Bool,
+        lag: Duration? = .seconds(2)
+    ) async throws -> String {
+        try await db.execute(.read("orders")) { _ in
+            let scope = ReadScope.current
+            if scope?.anotherServer == true || db.raw.standbyReads == .always {
+                scope?.servedByStandby(.init(server: "db2:5432", lag: lag, primaryReachable: primaryUp))
+                return "from the standby"
+            }
+            guard primaryUp else { throw ClassifiedError(errorClass: .connection) }
+            return "from the primary"
+        }
+    }
+
+    @Test func aReadThePrimaryFailsIsAnsweredByTheStandbyMarkedDegraded() async throws {
+        let backend = ScriptedBackend()
+        backend.standbyReads = .onFallback
+        let db = try ReliableDatabase(backend: backend, clock: ManualClock())
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(10))
+        let fresh = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: true) }
+        #expect(fresh.value == "from the primary" && !fresh.isDegraded)
+
+        db.circuitBreaker.forceState(.forcedOpen)
+        let answer = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: false) }
+        #expect(answer.value == "from the standby")
+        #expect(answer.degradation?.source == .standby(server: "db2:5432"))
+        #expect(answer.degradation?.headerValue == #"standby; age=2; server="db2:5432""#)
+        #expect(answer.degradation?.cause.contains("Circuit breaker") == true)
+        #expect(db.metrics().degradedAnswers == 1)
+        #expect(db.standbyCircuitBreaker?.state == .closed, "the standby's breaker let it through")
+        #expect(db.metrics().standbyCircuitBreaker?.successes == 1)
+    }
+
+    @Test func aStandbyFurtherBehindThanTheBoundGivesWayToTheKeptResult() async throws {
+        let backend = ScriptedBackend()
+        backend.standbyReads = .onFallback
+        let clock = ManualClock()
+        let db = try ReliableDatabase(backend: backend, clock: clock)
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(10))
+        _ = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: true) }
+        clock.advance(by: .seconds(3))
+        db.circuitBreaker.forceState(.forcedOpen)
+        let behind = try await db.withFallback(fallback) {
+            try await Self.read(db, primaryUp: false, lag: .seconds(30))
+        }
+        #expect(behind.value == "from the primary" && behind.degradation?.source == .cached)
+        #expect(behind.degradation?.age == .seconds(3))
+        let unknown = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: false, lag: nil) }
+        #expect(unknown.degradation?.source == .cached, "an unknown lag counts as too far behind")
+    }
+
+    @Test func standbyReadsGoOnWhileWritesOpenThePrimarysBreaker() async throws {
+        let backend = ScriptedBackend()
+        backend.standbyReads = .always
+        let db = try ReliableDatabase(
+            backend: backend,
+            configuration: .init(circuitBreaker: .init(failureThreshold: 2, retry: .none)),
+            clock: ManualClock()
+        )
+        for _ in 0..<5 {
+            _ = try? await db.execute(.init("write")) { _ in throw ClassifiedError(errorClass: .connection) }
+        }
+        #expect(db.circuitBreaker.state == .open)
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(10))
+        let answer = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: false) }
+        #expect(answer.value == "from the standby")
+        #expect(answer.degradation?.cause == "the primary is unavailable", "the primary is down: it may miss writes")
+        #expect(db.standbyCircuitBreaker?.state == .closed)
+
+        db.circuitBreaker.forceState(.closed)
+        let fresh = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: true) }
+        #expect(!fresh.isDegraded, "a standby read while the primary is up is an ordinary answer")
+    }
+
+    @Test func oneServerHasNoStandbyBreaker() throws {
+        let db = try ReliableDatabase(backend: ScriptedBackend(), clock: ManualClock())
+        #expect(db.standbyCircuitBreaker == nil && db.metrics().standbyCircuitBreaker == nil)
+    }
+}

@@ -28,10 +28,19 @@ public struct HealthReport: Codable, Sendable, Equatable {
         public var failures: Int
         public var successes: Int
         public var requests: Int
+
+        init(_ breaker: CircuitBreakerMetrics) {
+            state = breaker.state.rawValue
+            failures = breaker.failures
+            successes = breaker.successes
+            requests = breaker.requests
+        }
     }
 
     public struct Reliability: Codable, Sendable, Equatable {
         public var circuitBreaker: CircuitBreakerReport
+        /// The breaker of reads on standbys; absent with one server.
+        public var standbyCircuitBreaker: CircuitBreakerReport?
         public var activeOperations: Int
         public var timeouts: Int
         /// The load-shedding limit, what is in flight and waiting, and how many were shed; absent
@@ -88,12 +97,8 @@ public struct HealthReport: Codable, Sendable, Equatable {
                 errorRate: Self.round(metrics.errorRate)
             ),
             reliability: Reliability(
-                circuitBreaker: CircuitBreakerReport(
-                    state: breaker.state.rawValue,
-                    failures: breaker.failures,
-                    successes: breaker.successes,
-                    requests: breaker.requests
-                ),
+                circuitBreaker: CircuitBreakerReport(breaker),
+                standbyCircuitBreaker: metrics.standbyCircuitBreaker.map(CircuitBreakerReport.init),
                 activeOperations: metrics.activeOperations,
                 timeouts: metrics.timeouts,
                 loadShedding: metrics.loadShedding

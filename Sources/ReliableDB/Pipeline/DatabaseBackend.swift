@@ -33,6 +33,10 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// With several servers (a multi-host URL): what each is known to be, in the configured order.
     /// Empty for a backend that talks to one server.
     func servers() -> [ServerHealth]
+
+    /// Whether reads can go to a standby, and when (``StandbyReads``). Reads that do are counted
+    /// by a circuit breaker of their own, so a primary's outage does not stop them.
+    var standbyReads: StandbyReads { get }
 }
 
 extension DatabaseBackend {
@@ -45,6 +49,8 @@ extension DatabaseBackend {
     public func statusCode(of error: any Error) -> String? { nil }
 
     public func servers() -> [ServerHealth] { [] }
+
+    public var standbyReads: StandbyReads { .unavailable }
 }
 
 /// One server of a multi-host configuration, as `/api/health` lists it.

@@ -13,7 +13,12 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// The wrapped backend, for work that must bypass the pipeline (the seed's `.raw`).
     public let raw: Backend
     public let configuration: ReliabilityConfiguration
+    /// The breaker of the primary: every operation but reads that go to a standby.
     public let circuitBreaker: CircuitBreaker
+    /// The breaker of reads that go to a standby (``DatabaseBackend/standbyReads``), so that
+    /// writes failing while the primary is gone do not stop reads a standby can serve; nil when
+    /// the backend has no standby.
+    public let standbyCircuitBreaker: CircuitBreaker?
     public let operationMetrics: OperationMetricsRecorder
     /// Event metrics for an exporter; nil records nothing beyond ``operationMetrics``.
     public let instruments: ReliabilityInstruments?
@@ -68,6 +73,10 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             clock: clock,
             instruments: instruments
         )
+        // Its state is in the snapshot and /api/health; the breaker gauges stay the primary's.
+        standbyCircuitBreaker =
+            backend.standbyReads == .unavailable
+            ? nil : CircuitBreaker(configuration: configuration.circuitBreaker, clock: clock)
         if let instruments { backend.attach(instruments) }
         operationMetrics = OperationMetricsRecorder(
             slowQueryThreshold: configuration.slowQueryThreshold,
@@ -167,6 +176,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         let timeout = configuration.timeouts.timeout(for: options)
         let deadline = timeout.map { start + $0 }
         let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
+        let circuitBreaker = breaker(for: options)
         let maxAttempts = options.retries ? configuration.circuitBreaker.retry.attempts : 1
         if maxAttempts > 1 {
             retryBudget.withLock { $0.recordRequest(at: start) }
@@ -275,6 +285,14 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
+    /// The standby's breaker for a read the backend sends to a standby, else the primary's.
+    @inline(__always)
+    private func breaker(for options: OperationOptions) -> CircuitBreaker {
+        guard options.readOnly, let standbyCircuitBreaker else { return circuitBreaker }
+        if raw.standbyReads == .always || ReadScope.current?.anotherServer == true { return standbyCircuitBreaker }
+        return circuitBreaker
+    }
+
     /// Records the operation's end. Health probes are left out, so an idle service's query
     /// statistics are not made of its own health checks.
     private func finish(_ options: OperationOptions, duration: Duration, outcome: OperationMetricsRecorder.Outcome) {
@@ -355,6 +373,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             queries: operationMetrics.snapshot(),
             pool: raw.poolStatistics(),
             circuitBreaker: circuitBreaker.metrics,
+            standbyCircuitBreaker: standbyCircuitBreaker?.metrics,
             loadShedding: loadShedder?.snapshot,
             servers: raw.servers()
         )
@@ -392,6 +411,8 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public var queries: OperationMetricsSnapshot
     public var pool: PoolStatistics
     public var circuitBreaker: CircuitBreakerMetrics
+    /// The breaker of reads on standbys; nil without one (``ReliableDatabase/standbyCircuitBreaker``).
+    public var standbyCircuitBreaker: CircuitBreakerMetrics? = nil
     /// Nil when load shedding is off.
     public var loadShedding: LoadSheddingSnapshot? = nil
     /// The servers of a multi-host configuration; empty with one server.
