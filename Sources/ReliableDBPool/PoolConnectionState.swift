@@ -35,17 +35,22 @@ struct PoolConnection: Sendable {
     var state: PoolConnectionState
     /// When it retires; set on `connected` from the jittered lifetime, `nil` when unlimited.
     var expiresAt: PoolInstant?
+    /// Retired by `evictAll`: closed as soon as it is back from its holder or its keep-alive.
+    var evicted = false
 
     func isExpired(at now: PoolInstant) -> Bool {
-        expiresAt.map { $0 <= now } ?? false
+        evicted || (expiresAt.map { $0 <= now } ?? false)
     }
+
+    /// Why an expired connection closes.
+    var retirement: PoolCloseReason { evicted ? .evicted : .lifetime }
 
     /// The timer that is due at `now`, if any. When several are, retiring beats idling out, which
     /// beats probing: there is no point probing a connection that is about to be closed.
     func dueTimer(at now: PoolInstant, _ timing: PoolTiming) -> PoolConnectionTimer? {
         switch state {
         case .idle(let since, let lastChecked):
-            if isExpired(at: now) { return .close(.lifetime) }
+            if isExpired(at: now) { return .close(retirement) }
             if let idleTimeout = timing.idleTimeout, since.advanced(byNanoseconds: idleTimeout) <= now {
                 return .close(.idle)
             }

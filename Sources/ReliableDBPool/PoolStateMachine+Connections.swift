@@ -132,6 +132,28 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine {
+    /// Retires every open connection, as HikariCP's `softEvictConnections` does: idle ones close
+    /// now, leased and probing ones when they come back; connects in flight are kept (they walk
+    /// the servers anew). For when the server the connections reach changed role under them (a
+    /// primary demoted while its connections stay open), so no caller gets one of them again.
+    package mutating func evictAll(now: PoolInstant) -> PoolActions {
+        var actions = PoolActions()
+        failOverdueWaiters(now: now, into: &actions)
+        for index in connections.indices {
+            switch connections[index].state {
+            case .idle:
+                connections[index].evicted = true
+                beginClose(at: index, reason: .evicted, into: &actions)
+            case .leased, .keepAlive:
+                connections[index].evicted = true
+            case .connecting, .closing:
+                break
+            }
+        }
+        finishEvent(now: now, into: &actions)
+        return actions
+    }
+
     /// The server was just reached another way (a health probe's own connection): connects are
     /// no longer failing, so a caller waiting for the backed-off retry gets a connect now instead
     /// of up to ``PoolConfiguration/connectBackoffMaximum`` after the server came back.

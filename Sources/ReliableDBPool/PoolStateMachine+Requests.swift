@@ -107,7 +107,7 @@ extension PoolStateMachine {
         if lifecycle != .running {
             beginClose(at: index, reason: .shutdown, into: &actions)
         } else if enforceLifetime && connections[index].isExpired(at: now) {
-            beginClose(at: index, reason: .lifetime, into: &actions)
+            beginClose(at: index, reason: connections[index].retirement, into: &actions)
         } else if let waiter = waiters.popFirst() {
             precondition(actions.grant == nil, "an event frees at most one connection")
             connections[index].state = .leased(request: waiter.id, since: now)

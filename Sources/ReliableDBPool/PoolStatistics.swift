@@ -62,10 +62,11 @@ package struct PoolCloseCounts: Sendable, Equatable {
     package var broken = 0
     package var keepAliveFailed = 0
     package var shutdown = 0
+    package var evicted = 0
 
     package init() {}
 
-    package var total: Int { idle + lifetime + broken + keepAliveFailed + shutdown }
+    package var total: Int { idle + lifetime + broken + keepAliveFailed + shutdown + evicted }
 
     package subscript(reason: PoolCloseReason) -> Int {
         get {
@@ -75,6 +76,7 @@ package struct PoolCloseCounts: Sendable, Equatable {
             case .broken: broken
             case .keepAliveFailed: keepAliveFailed
             case .shutdown: shutdown
+            case .evicted: evicted
             }
         }
         set {
@@ -84,6 +86,7 @@ package struct PoolCloseCounts: Sendable, Equatable {
             case .broken: broken = newValue
             case .keepAliveFailed: keepAliveFailed = newValue
             case .shutdown: shutdown = newValue
+            case .evicted: evicted = newValue
             }
         }
     }

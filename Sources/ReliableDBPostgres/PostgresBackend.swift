@@ -310,6 +310,11 @@ public final class PostgresBackend: DatabaseBackend {
             let discard =
                 classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
             pool.release(connection, discard: discard)
+            if isDemotion(error) {
+                // Its other connections reach the same server: none may take another write.
+                logger.warning("a write was refused as read-only (25006): the server was demoted; retiring its connections")
+                pool.evictAll()
+            }
             throw error
         }
         attempt.detachInterrupt(token)
@@ -554,13 +559,20 @@ public final class PostgresBackend: DatabaseBackend {
 
     /// As ``classify(_:)-swift.type.method``, except that with `target_session_attrs=read-write` or
     /// `primary`, 25006 (a write refused as read-only) means the server was demoted: a connection
-    /// error that applied nothing, so the connection is discarded, the write retried, and the next
-    /// connection's walk skips the demoted server (docs/FAILOVER.md).
+    /// error that applied nothing, so the connection is discarded (its pool's other connections are
+    /// retired too), the write retried, and the next connection's walk skips the demoted server
+    /// (docs/FAILOVER.md).
     public func classify(_ error: any Error) -> ErrorClassification {
-        if [.readWrite, .primary].contains(url.targetSessionAttributes), statusCode(of: error) == "25006" {
+        if isDemotion(error) {
             return ErrorClassification(.connection, mayHaveReachedServer: false, discardConnection: true)
         }
         return Self.classify(error)
+    }
+
+    /// A write refused as read-only where the URL asks for a writable server: its server was
+    /// demoted, and every connection of the pool is retired with it.
+    private func isDemotion(_ error: any Error) -> Bool {
+        [.readWrite, .primary].contains(url.targetSessionAttributes) && statusCode(of: error) == "25006"
     }
 
     /// PostgresNIO's `PSQLError` describes itself as "Generic description to prevent accidental

@@ -242,6 +242,11 @@ final class PostgresPool: Sendable {
 
     /// The server answered a connection made outside the pool (the health probe's): end the
     /// connect backoff, so callers waiting for a connection get one now.
+    /// Retires every open connection (``PoolStateMachine/evictAll(now:)``).
+    func evictAll() {
+        event { machine in machine.evictAll(now: self.now) }
+    }
+
     func serverReachable() {
         event { machine in machine.serverReachable(now: self.now) }
     }
@@ -299,7 +304,7 @@ final class PostgresPool: Sendable {
                 maxAcquireTime: .nanoseconds(shell.acquireMaxNanoseconds),
                 closesByReason: [
                     "idle": closes.idle, "lifetime": closes.lifetime, "broken": closes.broken,
-                    "keepalive": closes.keepAliveFailed, "shutdown": closes.shutdown,
+                    "keepalive": closes.keepAliveFailed, "shutdown": closes.shutdown, "evicted": closes.evicted,
                 ]
             )
         }

@@ -44,6 +44,7 @@ struct FailoverTests {
         }
         try await demoted.execute("ALTER SYSTEM RESET default_transaction_read_only")
         try await demoted.execute("SELECT pg_reload_conf()")
+        let evicted = workload.db.metrics().pool.closesByReason["evicted"] ?? 0
         let onDemoted = try await demoted.ledgerCounts(workload.table)
         try await demoted.execute("DROP TABLE IF EXISTS \(workload.table)")
         try await demoted.close()
@@ -54,13 +55,15 @@ struct FailoverTests {
         let onBoth = report.lostWrites.isEmpty ? [] : onDemoted.keys.filter { !report.lostWrites.contains($0) }
         print(
             "fault report: demotion: \(onDemoted.count) writes on the primary before it turned read-only,"
-                + " \(report.acknowledgedWrites - report.lostWrites.count) on the other server after; lost \(lost.count)"
+                + " \(report.acknowledgedWrites - report.lostWrites.count) on the other server after; lost \(lost.count);"
+                + " connections retired with the demoted server: \(evicted)"
         )
         #expect(lost.isEmpty, "acknowledged writes on neither server: \(lost)")
         #expect(onDemoted.values.allSatisfy { $0 == 1 } && report.duplicatedWrites.isEmpty)
         #expect(onBoth.isEmpty || onBoth.allSatisfy { onDemoted[$0] != nil })
         #expect(report.acknowledgedWrites - report.lostWrites.count > 0, "writes resumed on the other server")
         #expect(report.recovery != nil, "writes succeeded after the demotion: \(report)")
+        #expect(evicted > 0, "the demoted server's other connections were retired with the first refused write")
         #expect(report.worstOverrun <= .milliseconds(100), "\(report)")
     }
 

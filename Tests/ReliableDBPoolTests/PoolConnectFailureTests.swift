@@ -119,3 +119,44 @@ struct PoolConnectFailureTests {
         #expect(machine.statistics.opened == 1 && machine.statistics.connectFailures == 0)
     }
 }
+
+@Suite("Pool state machine: evicting every connection")
+struct PoolEvictionTests {
+    /// A demoted primary keeps its connections open: after `evictAll` none of them serves a caller
+    /// again. Idle ones close at once, a leased one on release, a probing one when its keep-alive
+    /// answers; a connect in flight is kept.
+    @Test func noConnectionOpenAtTheEvictionIsGrantedAgain() {
+        var machine = makeMachine(maximumConnections: 4, keepAliveAfter: .milliseconds(100))
+        let ids = machine.warmUp(3, now: t0)
+        #expect(machine.tick(now: t0 + 100).keepAlives.sorted() == ids.sorted())
+        _ = machine.keepAliveDone(connection: ids[0], alive: true, now: t0 + 100)
+        _ = machine.keepAliveDone(connection: ids[1], alive: true, now: t0 + 100)
+        let leased = machine.lease(request: 1, deadline: nil, now: t0 + 100).grant!.connection
+        let idle = [ids[0], ids[1]].first { $0 != leased }!
+        let probing = ids[2]
+        let connect = machine.lease(request: 2, deadline: nil, now: t0 + 100).connectIDs
+        #expect(connect.isEmpty, "the idle one serves it")
+        _ = machine.release(connection: idle, now: t0 + 100)
+        _ = machine.lease(request: 3, deadline: nil, now: t0 + 100)
+        _ = machine.lease(request: 4, deadline: nil, now: t0 + 100)
+        let connecting = machine.connectionStates.first { $0.value == .connecting }!.key
+
+        let evicted = machine.evictAll(now: t0 + 101)
+        #expect(evicted.closed.isEmpty, "the idle one was leased again")
+        #expect(machine.release(connection: leased, now: t0 + 102).closed == [leased: .evicted])
+        #expect(machine.release(connection: idle, now: t0 + 102).closed == [idle: .evicted])
+        #expect(machine.keepAliveDone(connection: probing, alive: true, now: t0 + 103).closed == [probing: .evicted])
+        let fresh = machine.connected(connection: connecting, now: t0 + 104)
+        #expect(fresh.grant?.connection == connecting, "the connect in flight serves its caller")
+        #expect(machine.statistics.closes.evicted == 3)
+    }
+
+    @Test func idleConnectionsCloseAtOnceAndTheNextCallerGetsANewOne() {
+        var machine = makeMachine(maximumConnections: 2)
+        let ids = machine.warmUp(2, now: t0)
+        let evicted = machine.evictAll(now: t0 + 1)
+        #expect(evicted.closed == Dictionary(uniqueKeysWithValues: ids.map { ($0, .evicted) }))
+        _ = machine.closed(connection: ids[0], now: t0 + 2)
+        #expect(machine.lease(request: 1, deadline: nil, now: t0 + 3).connects.count == 1)
+    }
+}

@@ -18,7 +18,7 @@ extension PoolSimulation {
             holders[connection] = nil
         case .keepAliveDone(let connection, _):
             pendingKeepAlives.remove(connection)
-        case .lease, .cancel, .tick, .serverReachable, .shutdown:
+        case .lease, .cancel, .tick, .serverReachable, .evictAll, .shutdown:
             break
         }
         if let grant = actions.grant { applyGrant(grant, for: event, before: before) }
@@ -63,6 +63,7 @@ extension PoolSimulation {
         coverage.grants += 1
         grants += 1
         expect(!shutdownCalled, "grant \(grant) after shutdown")
+        expect(!evicted.contains(grant.connection), "granted \(grant.connection), evicted before")
         if event == .lease(grant.request) {
             expect(grant.waited == .zero, "immediate grant waited \(grant.waited)")
             expect(leaseDeadline.map { now < $0 } ?? true, "immediate grant at or after its deadline")
@@ -154,6 +155,8 @@ extension PoolSimulation {
         case .shutdown: expect(shutdownCalled, "shutdown close without shutdown")
         case .broken: expect(event == .release(close.connection, discard: true), "broken close on \(event)")
         case .idle, .lifetime, .keepAliveFailed: expect(hasNow, "timer close without time")
+        case .evicted:
+            expect(evicted.contains(close.connection), "evicted close of \(close.connection), never evicted")
         }
         holders[close.connection] = nil
         expect(pendingCloses.insert(close.connection).inserted, "closed \(close.connection) twice")

@@ -19,6 +19,7 @@ struct PoolSimulation {
         case keepAliveDone(Int, alive: Bool)
         case tick
         case serverReachable
+        case evictAll
         case shutdown
     }
 
@@ -65,6 +66,8 @@ struct PoolSimulation {
     var wakeAt: PoolInstant?
     var grants = 0
     var leaseDeadline: PoolInstant?
+    /// Connections that were open at an `evictAll`: none may be granted again.
+    var evicted: Set<Int> = []
 
     init(seed: UInt64) {
         self.seed = seed
@@ -174,6 +177,14 @@ struct PoolSimulation {
                 shutdown()
             } else if chance(0.5) {
                 perform(.serverReachable) { $0.serverReachable(now: $1) }
+            } else if chance(0.4) {
+                for (id, state) in machine.connectionStates {
+                    switch state {
+                    case .idle, .leased, .keepAlive: evicted.insert(id)
+                    case .connecting, .closing: break
+                    }
+                }
+                perform(.evictAll) { $0.evictAll(now: $1) }
             } else {
                 perform(.tick) { $0.tick(now: $1) }
             }
