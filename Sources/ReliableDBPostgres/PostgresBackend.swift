@@ -312,7 +312,9 @@ public final class PostgresBackend: DatabaseBackend {
             pool.release(connection, discard: discard)
             if isDemotion(error) {
                 // Its other connections reach the same server: none may take another write.
-                logger.warning("a write was refused as read-only (25006): the server was demoted; retiring its connections")
+                logger.warning(
+                    "a write was refused as read-only (25006): the server was demoted; retiring its connections"
+                )
                 pool.evictAll()
             }
             throw error
