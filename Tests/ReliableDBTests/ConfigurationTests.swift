@@ -104,6 +104,9 @@ struct ConfigurationTests {
         ("DB_ALERT_POOL_UTILIZATION_THRESHOLD", "eighty", "from 0 to 100"),
         ("DB_ALERT_QUERY_TIME_THRESHOLD", "0", "milliseconds from 1"),
         ("DB_ALERT_ERROR_RATE_THRESHOLD", "NaN", "from 0 to 100"),
+        ("DB_LOAD_SHEDDING", "sometimes", "true or false"),
+        ("DB_MAX_CONCURRENT_OPERATIONS", "0", "whole number from 1 to 100000"),
+        ("DB_LOAD_SHEDDING_ADAPTIVE", "yes please", "true or false"),
     ]
 
     @Test(arguments: malformed)
@@ -115,14 +118,31 @@ struct ConfigurationTests {
     }
 
     @Test func everyVariableIsCovered() {
-        #expect(Set(Self.malformed.map(\.variable)) == Set(ReliableDBConfiguration.variableNames))
+        #expect(
+            Set(Self.malformed.map(\.variable)).isSuperset(of: ReliableDBConfiguration.variableNames),
+            "every seed variable"
+        )
+        let loadShedding = ReliableDBConfiguration.additionalVariableNames.filter {
+            $0.contains("LOAD_SHEDDING") || $0.contains("CONCURRENT")
+        }
+        #expect(Set(Self.malformed.map(\.variable)).isSuperset(of: loadShedding))
+    }
+
+    @Test func loadSheddingIsOffUnlessTurnedOnAndDefaultsToThePoolSize() throws {
+        #expect(try load([:]).reliability.loadShedding.enabled == false)
+        let on = try load(["DB_LOAD_SHEDDING": "true", "DB_CONNECTION_LIMIT": "12"]).reliability.loadShedding
+        #expect(on.enabled && on.maxConcurrent == 12 && on.adaptive != nil)
+        let fixed = try load([
+            "DB_LOAD_SHEDDING": "1", "DB_MAX_CONCURRENT_OPERATIONS": "100000", "DB_LOAD_SHEDDING_ADAPTIVE": "false",
+        ]).reliability.loadShedding
+        #expect(fixed.maxConcurrent == 100_000 && fixed.adaptive == nil)
     }
 
     @Test func allProblemsAreReportedAtOnce() {
         var environment: [String: String] = [:]
         for entry in Self.malformed { environment[entry.variable] = entry.value }
         let found = problems(environment)
-        #expect(Set(found.map(\.variable)) == Set(ReliableDBConfiguration.variableNames))
+        #expect(Set(found.map(\.variable)) == Set(Self.malformed.map(\.variable)))
     }
 
     @Test func secretsNeverAppearInErrors() {

@@ -32,6 +32,10 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     public var alertThresholds: AlertThresholds
     /// `DB_HEALTH_AUTH_TOKEN`: when set, `/api/health` shows details only to this bearer token.
     public var healthAuthToken: Secret<String>?
+    /// `DB_LOAD_SHEDDING` (off by default), `DB_MAX_CONCURRENT_OPERATIONS` (default: the
+    /// connection limit) and `DB_LOAD_SHEDDING_ADAPTIVE` (on by default): overload answered at once
+    /// with `DatabaseOverloadedError` instead of queueing into pool timeouts (docs/FAILOVER.md).
+    public var loadShedding = LoadSheddingConfiguration.disabled
 
     public init(
         database: DatabaseLocation = .sqlite(path: DatabaseLocation.defaultSQLitePath),
@@ -68,12 +72,14 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
         breaker.timeout = circuitBreakerTimeout
         var timeouts = TimeoutConfiguration()
         timeouts.enabled = timeoutsEnabled
-        return ReliabilityConfiguration(
+        var reliability = ReliabilityConfiguration(
             circuitBreakerEnabled: circuitBreakerEnabled,
             circuitBreaker: breaker,
             timeouts: timeouts,
             slowQueryThreshold: alertThresholds.queryTime
         )
+        reliability.loadShedding = loadShedding
+        return reliability
     }
 }
 
@@ -108,6 +114,12 @@ extension ReliableDBConfiguration {
         "DB_TIMEOUTS", "DB_CB_FAILURE_THRESHOLD", "DB_CB_TIMEOUT", "DB_HEALTH_CHECK_INTERVAL",
         "DB_ALERT_WEBHOOK_URL", "DB_ALERT_HEALTH_SCORE_THRESHOLD", "DB_ALERT_POOL_UTILIZATION_THRESHOLD",
         "DB_ALERT_QUERY_TIME_THRESHOLD", "DB_ALERT_ERROR_RATE_THRESHOLD",
+    ]
+
+    /// Variables beyond the seed's.
+    public static let additionalVariableNames = [
+        "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
+        "DB_LOAD_SHEDDING_ADAPTIVE",
     ]
 
     /// Reads the configuration from `environment`, with `dotEnvPath` (when the file exists) filling
@@ -152,7 +164,7 @@ extension ReliableDBConfiguration {
     /// all-problems-at-once error. Secrets are read as secrets, so access logs redact them.
     public init(config: ConfigReader) throws(ConfigurationError) {
         var values: [String: String] = [:]
-        for name in Self.variableNames + ["DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT"] {
+        for name in Self.variableNames + Self.additionalVariableNames {
             let key = Self.configKey(for: name)
             if let value = config.string(forKey: key, isSecret: Self.secretVariableNames.contains(name)) {
                 values[name] = value
@@ -221,6 +233,15 @@ extension ReliableDBConfiguration {
         )
 
         config.healthAuthToken = reader.string("DB_HEALTH_AUTH_TOKEN").map { Secret($0, redacted: "***") }
+        config.loadShedding = LoadSheddingConfiguration(
+            enabled: reader.boolean("DB_LOAD_SHEDDING", default: false),
+            maxConcurrent: reader.integer(
+                "DB_MAX_CONCURRENT_OPERATIONS",
+                in: 1...100_000,
+                default: config.connectionLimit
+            ),
+            adaptive: reader.boolean("DB_LOAD_SHEDDING_ADAPTIVE", default: true) ? .init() : nil
+        )
 
         problems += reader.problems
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
