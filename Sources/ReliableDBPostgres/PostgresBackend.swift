@@ -30,6 +30,8 @@ public final class PostgresBackend: DatabaseBackend {
     private let readPool: PostgresPool?
     /// The last replay lag a read connection measured, and when (StandbyReads below).
     private let standbyLag = Mutex<(lag: Duration?, measuredAt: MonotonicTime)?>(nil)
+    /// While the standby is known down: when a read may try it again (``standbyWorthTrying(_:)``).
+    private let standbyRetryAt = Mutex<MonotonicTime?>(nil)
     /// The walk of ``readPool``: the standby it connects to.
     private let standbyWalk: HostWalk?
     private let clock: any ReliabilityClock
@@ -379,6 +381,12 @@ public final class PostgresBackend: DatabaseBackend {
         guard readOnly, let readPool else { return (try await lease(within: attempt), pool) }
         let scope = ReadScope.current
         if scope?.anotherServer == true {
+            guard standbyWorthTrying(readPool) else {
+                throw PostgresUnavailableError(
+                    target: url.description,
+                    cause: "no standby: \(readPool.lastConnectError.map(describePostgresError) ?? "none answered")"
+                )
+            }
             let connection = try await lease(from: readPool, within: attempt, wait: standbyWait(readPool))
             do {
                 let lag = try await standbyLag(on: connection)
@@ -407,6 +415,21 @@ public final class PostgresBackend: DatabaseBackend {
         )
     }
 
+    /// False while the standby is known down (its last connect failed and no connection is
+    /// open), except for one read a second that tries it again: the others go straight to the
+    /// primary instead of waiting for it.
+    private func standbyWorthTrying(_ readPool: PostgresPool) -> Bool {
+        guard readPool.lastConnectError != nil else { return true }
+        let statistics = readPool.statistics()
+        guard statistics.active + statistics.idle == 0 else { return true }
+        let now = clock.now
+        return standbyRetryAt.withLock { retryAt in
+            if let at = retryAt, now < at { return false }
+            retryAt = now + .seconds(1)
+            return true
+        }
+    }
+
     /// How long a read waits for a standby: the pool timeout while the standby is up (or not tried
     /// yet), as the primary would; 250 ms once its last connect failed, then the read goes on.
     private func standbyWait(_ readPool: PostgresPool) -> Duration {
@@ -420,6 +443,7 @@ public final class PostgresBackend: DatabaseBackend {
         from readPool: PostgresPool,
         within attempt: AttemptContext
     ) async -> (PooledPostgresConnection, Duration?)? {
+        guard standbyWorthTrying(readPool) else { return nil }
         guard let connection = try? await lease(from: readPool, within: attempt, wait: standbyWait(readPool)) else {
             return nil
         }
