@@ -46,6 +46,45 @@ extension PostgresBackendTests {
         #expect(await server.exitStatus() == 0)
     }
 
+    /// `DB_LOAD_SHEDDING` from the environment, as `serve` runs it: with one operation allowed in
+    /// flight, concurrent writes beyond it are answered 503 with `Retry-After` at once, and the
+    /// shedding shows in `/api/health`.
+    @Test func theDemoShedsLoadWhenTheEnvironmentTurnsItOn() async throws {
+        let server = try ServerProcess(
+            binary: reliabledbBinary,
+            arguments: ["serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file", "/nonexistent/.env"],
+            environment: [
+                "DATABASE_URL": try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"),
+                "DB_LOAD_SHEDDING": "true",
+                "DB_MAX_CONCURRENT_OPERATIONS": "1",
+                "DB_LOAD_SHEDDING_ADAPTIVE": "false",
+            ]
+        )
+        let base = "http://127.0.0.1:\(try await server.waitForPort())/api"
+        var statuses: [Int: Int] = [:]
+        var shed: Fetched?
+        for _ in 0..<10 where shed == nil {
+            let round = try await withThrowingTaskGroup(of: Fetched.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        let body = #"{"email":"\#(UUID().uuidString)@shed.example","name":"Shed","bio":"-"}"#
+                        return try await Self.fetch("\(base)/users", posting: body)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for response in round { statuses[response.status, default: 0] += 1 }
+            shed = round.first { $0.status == 503 }
+        }
+        #expect(shed?.retryAfter == "1", "\(statuses)")
+        #expect(shed?.body.contains("overloaded") == true, "\(shed?.body ?? "")")
+        #expect(statuses.keys.allSatisfy { [201, 503].contains($0) }, "\(statuses)")
+        let health = try await Self.fetch("\(base)/health")
+        #expect(health.body.contains("\"loadShedding\""), "\(health.body)")
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
     struct Fetched {
         var status: Int
         var body: String
@@ -53,8 +92,15 @@ extension PostgresBackendTests {
         var retryAfter: String?
     }
 
-    static func fetch(_ url: String) async throws -> Fetched {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+    /// GET `url`, or POST `body` (JSON) to it.
+    static func fetch(_ url: String, posting body: String? = nil) async throws -> Fetched {
+        var request = HTTPClientRequest(url: url)
+        if let body {
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: body))
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
         return Fetched(
             status: Int(response.status.code),

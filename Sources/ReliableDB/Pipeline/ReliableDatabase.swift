@@ -355,7 +355,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             return ErrorClassification(.timeout)
         case is DatabasePoolTimeoutError:
             return ErrorClassification(.overload)
-        case is DatabaseCircuitBreakerError:
+        case is DatabaseCircuitBreakerError, is DatabaseOverloadedError:
             return ErrorClassification(.overload)
         case is CancellationError:
             return ErrorClassification(.cancelled)

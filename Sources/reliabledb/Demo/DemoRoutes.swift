@@ -73,8 +73,9 @@ struct DemoRoutes: Sendable {
         }
     }
 
-    /// Maps the pipeline's errors to HTTP: breaker open 503, timeout 504, pool timeout and a lost or
-    /// refused connection 503 (the database is unavailable; try again), anything else 500.
+    /// Maps the pipeline's errors to HTTP: breaker open and load shed 503 with `Retry-After`,
+    /// timeout 504, pool timeout and a lost or refused connection 503 (the database is unavailable;
+    /// try again), anything else 500.
     func failure(_ error: any Error) -> Response {
         switch error {
         case let error as DatabaseCircuitBreakerError:
@@ -82,6 +83,10 @@ struct DemoRoutes: Sendable {
             if let retryAfter = error.retryAfter {
                 response.headers[.retryAfter] = String(Int(retryAfter.seconds.rounded(.up)))
             }
+            return response
+        case let error as DatabaseOverloadedError:
+            var response = Self.json(503, ["error": error.description])
+            response.headers[.retryAfter] = "1"
             return response
         case let error as DatabaseTimeoutError:
             return Self.json(504, ["error": error.description])
