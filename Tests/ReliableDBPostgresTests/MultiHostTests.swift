@@ -243,4 +243,20 @@ struct MultiHostTests {
         #expect(result.output.contains("\(primary.port) primary"), "\(result.output)")
         #expect(!result.output.contains(password))
     }
+
+    /// `check --reliability` on a primary and its standby runs every scenario against the pair,
+    /// and proves the read fallback to the standby through the database.
+    @Test func checkProvesTheFallbackToTheStandby() async throws {
+        let primary = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_PRIMARY_URL")).get()
+        let standby = try PostgresURL.parse(try TestServer.environment("RELIABLEDB_TEST_HA_STANDBY_URL")).get()
+        let url =
+            "postgres://\(primary.username):\(try TestServer.password)@\(primary.host):\(primary.port),"
+            + "\(standby.host):\(standby.port)/\(primary.database)?sslmode=disable&target_session_attrs=read-write"
+        let result = try await runReliableDB(["check", "--reliability"], environment: ["DATABASE_URL": url])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(
+            result.output.contains("standby 127.0.0.1:\(standby.port) answered, standby; age=0"),
+            "\(result.output)"
+        )
+    }
 }

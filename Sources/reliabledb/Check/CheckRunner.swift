@@ -28,6 +28,8 @@ struct CheckFailed: Error, CustomStringConvertible {
 final class CheckRunner<Target: CheckTarget> {
     let target: Target
     private(set) var results: [CheckResult] = []
+    /// What the connection checks found; nil with one server.
+    private(set) var topology: Topology?
 
     init(target: Target) {
         self.target = target
@@ -69,7 +71,8 @@ final class CheckRunner<Target: CheckTarget> {
             samples.sort()
             return String(format: "SELECT 1 ×20: median %.2f ms, max %.2f ms", samples[10], samples[19])
         }
-        if let topology = await target.topology() {
+        topology = await target.topology()
+        if let topology {
             await check("connection", "topology") {
                 let text = topology.lines.joined(separator: "; ")
                 guard topology.served else {
@@ -157,6 +160,23 @@ final class CheckRunner<Target: CheckTarget> {
             }
             guard db.metrics().degradedAnswers == 1 else { throw CheckFailed("degraded answers not counted") }
             return "the statement overran its 100 ms deadline; served the last result, \(degradation.headerValue)"
+        }
+        if db.standbyCircuitBreaker != nil, topology?.hasStandby == true {
+            await check("degradation", "a standby answers when the primary cannot") {
+                // The primary's breaker open: the read is tried on a standby, for real, before any
+                // kept result (this key has none).
+                db.circuitBreaker.forceState(.forcedOpen)
+                defer { db.circuitBreaker.forceState(.closed) }
+                let answer = try await db.withFallback(ReadFallback(key: "check-standby", maxAge: .seconds(60))) {
+                    try await target.selectOne(on: db, .read("check-standby-fallback"))
+                }
+                guard let degradation = answer.degradation, case .standby(let server) = degradation.source,
+                    answer.value == 1
+                else {
+                    throw CheckFailed("not answered by a standby: \(answer.degradation?.headerValue ?? "a fresh answer")")
+                }
+                return "with the primary's breaker open, standby \(server) answered, \(degradation.headerValue)"
+            }
         }
         await check("degradation", "no earlier result, no fallback") {
             do {

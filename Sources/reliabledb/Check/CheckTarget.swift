@@ -33,14 +33,23 @@ protocol CheckTarget: Sendable {
     /// The same trivial query without the pipeline, for measuring its overhead.
     func rawSelectOne() async throws
     /// With several servers: one line per server (role, replay lag, or why it is unreachable),
-    /// and whether one of them serves the URL's target; nil with one server.
-    func topology() async -> (lines: [String], served: Bool)?
+    /// whether one of them serves the URL's target, and whether one is a standby; nil with one
+    /// server.
+    func topology() async -> Topology?
+}
+
+/// The servers of a multi-host URL, as `check` reports them.
+struct Topology {
+    var lines: [String]
+    /// Whether a server serves the URL's `target_session_attrs`.
+    var served: Bool
+    var hasStandby: Bool
 }
 
 struct SQLiteCheckTarget: CheckTarget {
     let database: ReliableDatabase<SQLiteBackend>
 
-    func topology() async -> (lines: [String], served: Bool)? { nil }
+    func topology() async -> Topology? { nil }
 
     func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<SQLiteBackend> {
         try ReliableDatabase(backend: database.raw, configuration: configuration)
@@ -102,7 +111,7 @@ struct PostgresCheckTarget: CheckTarget {
     let database: ReliableDatabase<PostgresBackend>
     let logger = Logger(label: "reliabledb.check")
 
-    func topology() async -> (lines: [String], served: Bool)? {
+    func topology() async -> Topology? {
         let url = database.raw.url
         guard url.endpoints.count > 1 else { return nil }
         let reports = await database.raw.topology()
@@ -112,7 +121,7 @@ struct PostgresCheckTarget: CheckTarget {
             return "\(report.server) \(role)\(lag)"
         }
         let served = reports.contains { $0.serves(url.targetSessionAttributes) }
-        return (lines, served)
+        return Topology(lines: lines, served: served, hasStandby: reports.contains { $0.serves(.standby) })
     }
 
     func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<PostgresBackend> {
