@@ -173,7 +173,9 @@ final class CheckRunner<Target: CheckTarget> {
                 guard let degradation = answer.degradation, case .standby(let server) = degradation.source,
                     answer.value == 1
                 else {
-                    throw CheckFailed("not answered by a standby: \(answer.degradation?.headerValue ?? "a fresh answer")")
+                    throw CheckFailed(
+                        "not answered by a standby: \(answer.degradation?.headerValue ?? "a fresh answer")"
+                    )
                 }
                 return "with the primary's breaker open, standby \(server) answered, \(degradation.headerValue)"
             }
