@@ -184,8 +184,6 @@ let package = Package(
         .executableTarget(
             name: "reliabledb",
             dependencies: [
-                // Only for the load tester's raw mode, whose PostgresClient fails with its errors.
-                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 "ReliableDB",
                 "ReliableDBSQLite",
                 "ReliableDBPostgres",

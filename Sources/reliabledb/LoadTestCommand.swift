@@ -9,7 +9,6 @@ import ReliableDBLoadTest
 import ReliableDBPostgres
 import ReliableDBSQLite
 import Synchronization
-import _ConnectionPoolModule
 
 #if canImport(Glibc)
     import Glibc
@@ -301,8 +300,10 @@ struct LoadTestCommand: AsyncParsableCommand {
                 logger: logger,
                 name: "postgresql \(url) (raw PostgresClient)\(suffix)",
                 rawErrorClass: { error in
-                    // PostgresClient's own pool: a cancelled request, or no connection.
-                    (error as? ConnectionPoolError).map { $0 == .requestCancelled ? .cancelled : .connection }
+                    // PostgresClient turns its pool's cancelled and shut-down requests into
+                    // PSQLError; what its pool still throws as is says no connection could be made.
+                    String(reflecting: Swift.type(of: error)) == "_ConnectionPoolModule.ConnectionPoolError"
+                        ? .connection : nil
                 }
             )
             return try await execute(workload, table: table, poolSize: configuration.connectionLimit, output) {
