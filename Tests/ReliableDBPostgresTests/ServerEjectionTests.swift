@@ -63,3 +63,28 @@ struct ServerEjectionTests {
         }
     }
 }
+
+/// Which URLs give reads a standby, and when.
+@Suite("Standby reads by URL")
+struct StandbyReadsTests {
+    static func url(_ query: String, hosts: String = "db1:5432,db2:5432") throws -> PostgresURL {
+        try PostgresURL.parse("postgres://app:pw@\(hosts)/erp?\(query)").get()
+    }
+
+    @Test func oneServerHasNone() throws {
+        let url = try Self.url("standby_reads=true", hosts: "db1:5432")
+        #expect(PostgresBackend.standbyReads(for: url) == .unavailable)
+    }
+
+    @Test(arguments: PostgresURL.TargetSessionAttributes.allCases)
+    func aFallbackWhereTheWalkLooksForAPrimaryAlwaysWithStandbyReads(
+        target: PostgresURL.TargetSessionAttributes
+    ) throws {
+        let fallback = PostgresBackend.standbyReads(for: try Self.url("target_session_attrs=\(target.rawValue)"))
+        #expect(fallback == ([.any, .readWrite, .primary].contains(target) ? .onFallback : .unavailable))
+        let always = PostgresBackend.standbyReads(
+            for: try Self.url("target_session_attrs=\(target.rawValue)&standby_reads=true")
+        )
+        #expect(always == .always)
+    }
+}
