@@ -1,4 +1,5 @@
-// Gauges the exporter registers only when the database uses the feature: load shedding, several servers.
+// Gauges the exporter registers only when the database uses the feature: load shedding, several servers,
+// a standby's breaker.
 import Prometheus
 import ReliableDB
 
@@ -60,5 +61,30 @@ struct ServerGauges: Sendable {
             up[server.host]?.set(to: server.state == "ejected" ? 0.0 : 1.0)
             current[server.host]?.set(to: server.state == "current" ? 1.0 : 0.0)
         }
+    }
+}
+
+/// The breaker of reads on standbys (``ReliableDB/ReliableDatabase/standbyCircuitBreaker``), as the
+/// seed's `db_circuit_breaker_state` shows the primary's: one series per state, labelled `value`.
+struct StandbyBreakerGauges: Sendable {
+    static let names = ["db_standby_circuit_breaker_state"]
+
+    let state: [(state: CircuitState, gauge: Gauge)]
+
+    init(registry: PrometheusCollectorRegistry) {
+        state = CircuitState.allCases.map { state in
+            (
+                state,
+                registry.gauge(
+                    "db_standby_circuit_breaker_state",
+                    labels: [("value", state.rawValue)],
+                    help: "1 for the current state of the breaker of reads on standbys, 0 for the others."
+                )
+            )
+        }
+    }
+
+    func set(from metrics: CircuitBreakerMetrics) {
+        for (state, gauge) in state { gauge.set(to: state == metrics.state ? 1.0 : 0.0) }
     }
 }

@@ -56,6 +56,7 @@ public final class PrometheusExporter: Sendable {
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
         SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names + ServerGauges.names
+            + StandbyBreakerGauges.names
     }
 
     /// Where every metric of this exporter lives; ``render(metrics:health:)`` emits all of it,
@@ -76,6 +77,8 @@ public final class PrometheusExporter: Sendable {
     private let loadSheddingGauges = Mutex<LoadSheddingGauges?>(nil)
     /// Registered at the first render that lists servers (a multi-host URL).
     private let serverGauges = Mutex<ServerGauges?>(nil)
+    /// Registered at the first render whose database has a standby's breaker.
+    private let standbyBreakerGauges = Mutex<StandbyBreakerGauges?>(nil)
 
     /// - Parameter registry: the registry to export; the application owns it and may register
     ///   its own metrics there too.
@@ -115,6 +118,12 @@ public final class PrometheusExporter: Sendable {
             serverGauges.withLock { gauges in
                 if gauges == nil { gauges = ServerGauges(registry: registry, hosts: metrics.servers.map(\.host)) }
                 gauges?.set(from: metrics.servers)
+            }
+        }
+        if let standbyBreaker = metrics.standbyCircuitBreaker {
+            standbyBreakerGauges.withLock { gauges in
+                if gauges == nil { gauges = StandbyBreakerGauges(registry: registry) }
+                gauges?.set(from: standbyBreaker)
             }
         }
         if let shedding = metrics.loadShedding {

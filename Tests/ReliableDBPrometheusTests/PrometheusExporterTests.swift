@@ -129,6 +129,19 @@ struct PrometheusExporterTests {
         #expect(text.contains(#"db_host_current{host="db1:5432"} 0"#))
     }
 
+    @Test("With a standby: db_standby_circuit_breaker_state beside the primary's breaker")
+    func standbyBreakerGauge() throws {
+        let single = Fixture()
+        let text = single.exporter.render(metrics: single.db.metrics(), health: nil)
+        #expect(!text.contains("db_standby_circuit_breaker_state"), "absent with one server")
+        let fixture = Fixture(standbyReads: .onFallback)
+        fixture.db.standbyCircuitBreaker?.forceState(.forcedOpen)
+        let scraped = fixture.exporter.render(metrics: fixture.db.metrics(), health: nil)
+        #expect(scraped.contains(#"db_standby_circuit_breaker_state{value="FORCED_OPEN"} 1"#), "\(scraped)")
+        #expect(scraped.contains(#"db_standby_circuit_breaker_state{value="CLOSED"} 0"#))
+        #expect(scraped.contains(#"db_circuit_breaker_state{value="CLOSED"} 1"#), "the primary's is apart")
+    }
+
     @Test("Pool gauges follow the backend's statistics from one scrape to the next")
     func poolGaugesFollowTheBackend() throws {
         let fixture = Fixture(pool: PoolStatistics(total: 4, active: 1, idle: 3, waiting: 0, max: 8))

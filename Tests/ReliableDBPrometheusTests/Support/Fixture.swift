@@ -19,11 +19,13 @@ struct Fixture {
     init(
         pool: PoolStatistics = PoolStatistics(max: 1),
         breaker: CircuitBreakerConfiguration = .init(),
-        loadShedding: LoadSheddingConfiguration = .disabled
+        loadShedding: LoadSheddingConfiguration = .disabled,
+        standbyReads: StandbyReads = .unavailable
     ) {
         exporter = PrometheusExporter(registry: registry)
         instruments = ReliabilityInstruments(factory: exporter.metricsFactory, operationLabels: [Self.operationName])
         backend = ScriptedBackend(pool: pool)
+        backend.standbyReads = standbyReads
         db = try! ReliableDatabase(
             backend: backend,
             configuration: ReliabilityConfiguration(
