@@ -365,6 +365,7 @@ let package = Package(
             name: "ReliableDBHTTPTests",
             dependencies: [
                 "ReliableDBTestSupport",
+                "ReliableDBTesting",
                 "ReliableDB",
                 "ReliableDBHTTP",
                 "ReliableDBHummingbird",

@@ -23,6 +23,7 @@ public final class HealthEndpoints: Sendable {
     public let readiness: Readiness
     private let snapshot: @Sendable () -> MetricsSnapshot
     private let breakerRejectsCalls: @Sendable () -> Bool
+    private let standbyServesReads: @Sendable () -> Bool
     private let authToken: Secret<String>?
 
     /// - Parameter authToken: when set (`DB_HEALTH_AUTH_TOKEN`), `/api/health` shows its details
@@ -40,6 +41,7 @@ public final class HealthEndpoints: Sendable {
         self.authToken = authToken
         snapshot = { database.metrics() }
         breakerRejectsCalls = { database.circuitBreaker.isRejectingCalls }
+        standbyServesReads = { database.standbyServesReads }
     }
 
     /// `GET /api/health`: 200 for healthy and degraded, 503 for unhealthy.
@@ -73,9 +75,10 @@ public final class HealthEndpoints: Sendable {
 
     /// `GET /api/health/ready`: 503 while draining, while the database is unreachable (or not
     /// checked yet), and while the circuit breaker rejects calls (open, until its timeout has
-    /// elapsed: then traffic must come back for a call to close it). A request that gets here proves the
-    /// server is up, so a readiness still `starting` is marked serving: an app need not call
-    /// ``Readiness/markServing()`` itself.
+    /// elapsed: then traffic must come back for a call to close it), unless a standby serves reads
+    /// meanwhile (``ReliableDB/ReliableDatabase/standbyServesReads``). A request that gets here
+    /// proves the server is up, so a readiness still `starting` is marked serving: an app need not
+    /// call ``Readiness/markServing()`` itself.
     public func ready(now: Date = Date()) -> Answer {
         readiness.markServing()
         let ready = isReady
@@ -88,8 +91,10 @@ public final class HealthEndpoints: Sendable {
 
     /// Whether traffic should be sent here now.
     public var isReady: Bool {
-        guard readiness.phase == .serving, monitor.hasChecked, monitor.status.checks.connectivity else { return false }
-        return !breakerRejectsCalls()
+        guard readiness.phase == .serving, monitor.hasChecked else { return false }
+        if monitor.status.checks.connectivity, !breakerRejectsCalls() { return true }
+        // The primary is gone, but a standby answers reads: the service still serves them.
+        return standbyServesReads()
     }
 
     private func isAuthorized(_ authorization: String?) -> Bool {

@@ -154,6 +154,13 @@ public final class PostgresBackend: DatabaseBackend {
     /// The standby reads go to now.
     var standbyServer: PostgresURL.Endpoint? { standbyWalk?.currentServer }
 
+    /// A connection to a standby is open and its pool's last connect did not fail.
+    public var standbyAnswers: Bool {
+        guard let readPool, readPool.lastConnectError == nil else { return false }
+        let statistics = readPool.statistics()
+        return statistics.active + statistics.idle > 0
+    }
+
     static func connectionConfiguration(
         for url: PostgresURL,
         endpoint: PostgresURL.Endpoint? = nil,

@@ -23,6 +23,7 @@ public final class ScriptedBackend: DatabaseBackend {
         var probes = 0
         var servers: [ServerHealth] = []
         var standbyReads = StandbyReads.unavailable
+        var standbyAnswers = false
         var shutdowns = 0
         var probeTime: (clock: any ReliabilityClock, duration: Duration)?
     }
@@ -57,6 +58,12 @@ public final class ScriptedBackend: DatabaseBackend {
     }
 
     public func servers() -> [ServerHealth] { serverList }
+
+    /// Whether a standby answers reads, as a multi-host backend with an open standby connection says.
+    public var standbyAnswers: Bool {
+        get { state.withLock { $0.standbyAnswers } }
+        set { state.withLock { $0.standbyAnswers = newValue } }
+    }
 
     /// Whether the pipeline gives reads a standby breaker, as a multi-host backend would.
     public var standbyReads: StandbyReads {

@@ -1,8 +1,11 @@
 import Foundation
 import Logging
 import PostgresNIO
+import Prometheus
 import ReliableDB
+import ReliableDBHTTP
 import ReliableDBPostgres
+import ReliableDBPrometheus
 import ReliableDBTestSupport
 import Testing
 
@@ -258,5 +261,40 @@ struct MultiHostTests {
             result.output.contains("standby 127.0.0.1:\(standby.port) answered, standby; age="),
             "\(result.output)"
         )
+    }
+
+    /// No primary answers (its only server is down), a standby does: a read through `withFallback`
+    /// is answered by the standby, marked degraded, and readiness stays up on it while
+    /// `/api/health` reports the primary unreachable.
+    @Test func withThePrimaryDownTheStandbyAnswersAndReadinessStaysUp() async throws {
+        let db = try TestServer.open(try Self.url([.closed, .standby], target: .readWrite), poolTimeout: .seconds(2))
+        let monitor = HealthMonitor(database: db)
+        let endpoints = HealthEndpoints(
+            database: db,
+            monitor: monitor,
+            exporter: PrometheusExporter(registry: PrometheusCollectorRegistry())
+        )
+        endpoints.readiness.markServing()
+        await monitor.checkNow()
+        #expect(!endpoints.isReady, "no primary, and no standby connection yet")
+
+        let answer = try await db.withFallback(ReadFallback(key: "orders", maxAge: .seconds(30))) {
+            try await db.query(.read("which-server")) { connection in
+                var inRecovery = false
+                for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: Self.logger)
+                    .decode(Bool.self)
+                {
+                    inRecovery = value
+                }
+                return inRecovery
+            }
+        }
+        #expect(endpoints.isReady, "the standby serves reads")
+        #expect(endpoints.health().status == 503, "health still says the primary is unreachable")
+        try await db.shutdown()
+        #expect(answer.value == true, "answered on the standby")
+        #expect(answer.degradation?.headerValue.hasPrefix("standby; age=") == true, "\(String(describing: answer))")
+        #expect(answer.degradation?.cause.contains("no server is read-write") == true, "\(String(describing: answer))")
+        #expect(endpoints.ready().status == 503, "after shutdown the standby pool is closed")
     }
 }

@@ -37,6 +37,10 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// Whether reads can go to a standby, and when (``StandbyReads``). Reads that do are counted
     /// by a circuit breaker of their own, so a primary's outage does not stop them.
     var standbyReads: StandbyReads { get }
+
+    /// Whether a standby answers reads now: a connection to one is open and its last connect did
+    /// not fail. Read from memory, for readiness (``ReliableDatabase/standbyServesReads``).
+    var standbyAnswers: Bool { get }
 }
 
 extension DatabaseBackend {
@@ -51,6 +55,8 @@ extension DatabaseBackend {
     public func servers() -> [ServerHealth] { [] }
 
     public var standbyReads: StandbyReads { .unavailable }
+
+    public var standbyAnswers: Bool { false }
 }
 
 /// One server of a multi-host configuration, as `/api/health` lists it.

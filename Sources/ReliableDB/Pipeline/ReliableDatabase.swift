@@ -285,6 +285,15 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
+    /// Whether reads are served by a standby now, whatever the primary does: the standby answers
+    /// and its breaker lets reads through. Readiness stays up on it while the primary is gone
+    /// (docs/FAILOVER.md): every replica of a service shares the primary, so taking them all out of
+    /// the load balancer would stop the reads a standby can serve, with the writes.
+    public var standbyServesReads: Bool {
+        guard let standbyCircuitBreaker, !standbyCircuitBreaker.isRejectingCalls else { return false }
+        return raw.standbyAnswers
+    }
+
     /// The standby's breaker for a read the backend sends to a standby, else the primary's.
     @inline(__always)
     private func breaker(for options: OperationOptions) -> CircuitBreaker {
