@@ -116,6 +116,7 @@ let package = Package(
             dependencies: [
                 "ReliableDBHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
@@ -366,6 +367,7 @@ let package = Package(
             dependencies: [
                 "ReliableDBTestSupport",
                 "ReliableDBTesting",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 "ReliableDB",
                 "ReliableDBHTTP",
                 "ReliableDBHummingbird",

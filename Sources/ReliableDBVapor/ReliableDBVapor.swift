@@ -145,3 +145,16 @@ extension HealthEndpoints.Answer {
         )
     }
 }
+
+/// A route can return a ``ReliableDB/ReliableDatabase/withFallback(_:_:)`` answer as is: the
+/// value's response, with `X-ReliableDB-Degraded` when it is degraded, so clients and caches can
+/// tell an answer from a standby or from the kept result.
+extension Degradable: AsyncResponseEncodable where Value: AsyncResponseEncodable {
+    public func encodeResponse(for request: Request) async throws -> Response {
+        let response = try await value.encodeResponse(for: request)
+        if let degradation {
+            response.headers.replaceOrAdd(name: Degradation.headerName, value: degradation.headerValue)
+        }
+        return response
+    }
+}

@@ -1,6 +1,10 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import Prometheus
 import ReliableDB
 import ReliableDBHTTP
+import ReliableDBHummingbird
 import ReliableDBPrometheus
 import ReliableDBTesting
 import Testing
@@ -47,5 +51,34 @@ struct StandbyReadinessTests {
         backend.standbyAnswers = true  // ignored: no standby breaker without standby reads
         let db = try ReliableDatabase(backend: backend, clock: ManualClock())
         #expect(!db.standbyServesReads)
+    }
+}
+
+/// A Hummingbird route returns `withFallback`'s answer as is; a degraded one carries the header.
+@Suite("Degraded answers over Hummingbird")
+struct DegradedHummingbirdTests {
+    @Test func aDegradedAnswerCarriesItsHeader() async throws {
+        let clock = ManualClock()
+        let database = try ReliableDatabase(backend: ScriptedBackend(), clock: clock)
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(60))
+        let router = Router()
+        router.get("orders") { _, _ in
+            try await database.withFallback(fallback) {
+                try await database.execute(.read("orders")) { _ in "A-1, A-2" }
+            }
+        }
+        try await Application(router: router).test(.router) { client in
+            try await client.execute(uri: "/orders", method: .get) { response in
+                #expect(String(buffer: response.body) == "A-1, A-2")
+                #expect(response.headers[HTTPField.Name(Degradation.headerName)!] == nil)
+            }
+            database.circuitBreaker.forceState(.forcedOpen)
+            clock.advance(by: .seconds(7))
+            try await client.execute(uri: "/orders", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(String(buffer: response.body) == "A-1, A-2")
+                #expect(response.headers[HTTPField.Name(Degradation.headerName)!] == "cached; age=7")
+            }
+        }
     }
 }

@@ -52,6 +52,32 @@ struct ReliableDBVaporTests {
         #expect(backend.shutdowns == 1, "the app's shutdown closed the database")
     }
 
+    /// A route returns `withFallback`'s answer as is; a degraded one carries the header.
+    @Test func aDegradedAnswerCarriesItsHeader() async throws {
+        let clock = ManualClock()
+        let database = try ReliableDatabase(backend: ScriptedBackend(), clock: clock)
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(60))
+        try await withApp { app in
+            app.get("orders") { _ in
+                try await database.withFallback(fallback) {
+                    try await database.execute(.read("orders")) { _ in "A-1, A-2" }
+                }
+            }
+            let tester = try app.testing()
+            try await tester.test(.GET, "orders") { response in
+                #expect(response.body.string == "A-1, A-2")
+                #expect(response.headers.first(name: Degradation.headerName) == nil, "a fresh answer")
+            }
+            database.circuitBreaker.forceState(.forcedOpen)
+            clock.advance(by: .seconds(7))
+            try await tester.test(.GET, "orders") { response in
+                #expect(response.status == .ok)
+                #expect(response.body.string == "A-1, A-2")
+                #expect(response.headers.first(name: Degradation.headerName) == "cached; age=7")
+            }
+        }
+    }
+
     @Test func shutdownTurnsReadinessDraining() async throws {
         let database = try ReliableDatabase(backend: ScriptedBackend())
         var readiness: Readiness?
