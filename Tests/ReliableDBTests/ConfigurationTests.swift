@@ -131,7 +131,12 @@ struct ConfigurationTests {
     @Test func loadSheddingIsOffUnlessTurnedOnAndDefaultsToThePoolSize() throws {
         #expect(try load([:]).reliability.loadShedding.enabled == false)
         let on = try load(["DB_LOAD_SHEDDING": "true", "DB_CONNECTION_LIMIT": "12"]).reliability.loadShedding
-        #expect(on.enabled && on.maxConcurrent == 12 && on.adaptive != nil)
+        #expect(on.enabled && on.maxConcurrent == 12 && on.adaptive?.maxLimit == 12)
+        let large = try load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1000"])
+        #expect(large.reliability.loadShedding.adaptive?.maxLimit == 1000, "the adaptive limit may reach the cap")
+        #expect(large.reliability.validationProblems.isEmpty)
+        let one = try load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1"])
+        #expect(one.reliability.validationProblems.isEmpty, "\(one.reliability.validationProblems)")
         let fixed = try load([
             "DB_LOAD_SHEDDING": "1", "DB_MAX_CONCURRENT_OPERATIONS": "100000", "DB_LOAD_SHEDDING_ADAPTIVE": "false",
         ]).reliability.loadShedding

@@ -233,14 +233,17 @@ extension ReliableDBConfiguration {
         )
 
         config.healthAuthToken = reader.string("DB_HEALTH_AUTH_TOKEN").map { Secret($0, redacted: "***") }
+        let maxConcurrent = reader.integer(
+            "DB_MAX_CONCURRENT_OPERATIONS",
+            in: 1...100_000,
+            default: config.connectionLimit
+        )
         config.loadShedding = LoadSheddingConfiguration(
             enabled: reader.boolean("DB_LOAD_SHEDDING", default: false),
-            maxConcurrent: reader.integer(
-                "DB_MAX_CONCURRENT_OPERATIONS",
-                in: 1...100_000,
-                default: config.connectionLimit
-            ),
-            adaptive: reader.boolean("DB_LOAD_SHEDDING_ADAPTIVE", default: true) ? .init() : nil
+            maxConcurrent: maxConcurrent,
+            // The adaptive limit may grow up to the cap, whatever the cap.
+            adaptive: reader.boolean("DB_LOAD_SHEDDING_ADAPTIVE", default: true)
+                ? .init(initialLimit: min(20, maxConcurrent), maxLimit: maxConcurrent) : nil
         )
 
         problems += reader.problems
