@@ -35,7 +35,8 @@ struct PoolConnection: Sendable {
     var state: PoolConnectionState
     /// When it retires; set on `connected` from the jittered lifetime, `nil` when unlimited.
     var expiresAt: PoolInstant?
-    /// Retired by `evictAll`: closed as soon as it is back from its holder or its keep-alive.
+    /// Retired by `evictAll(openedUpTo:now:)`: closed as soon as it is back from its holder or its
+    /// keep-alive.
     var evicted = false
 
     func isExpired(at now: PoolInstant) -> Bool {

@@ -132,14 +132,16 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine {
-    /// Retires every open connection, as HikariCP's `softEvictConnections` does: idle ones close
-    /// now, leased and probing ones when they come back; connects in flight are kept (they walk
-    /// the servers anew). For when the server the connections reach changed role under them (a
-    /// primary demoted while its connections stay open), so no caller gets one of them again.
-    package mutating func evictAll(now: PoolInstant) -> PoolActions {
+    /// Retires every open connection opened no later than `last` (ids grow with each connect), as
+    /// HikariCP's `softEvictConnections` does: idle ones close now, leased and probing ones when
+    /// they come back; connects in flight and later connections are kept (they walked the servers
+    /// after it). For when the server connection `last` reached changed role under it (a primary
+    /// demoted while its connections stay open), so no caller gets one of them again, while the
+    /// refusals of other connections opened before cannot retire the ones opened since.
+    package mutating func evictAll(openedUpTo last: ConnectionID, now: PoolInstant) -> PoolActions {
         var actions = PoolActions()
         failOverdueWaiters(now: now, into: &actions)
-        for index in connections.indices {
+        for index in connections.indices where connections[index].id <= last {
             switch connections[index].state {
             case .idle:
                 connections[index].evicted = true

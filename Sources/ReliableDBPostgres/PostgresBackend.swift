@@ -154,6 +154,19 @@ public final class PostgresBackend: DatabaseBackend {
     /// The standby reads go to now.
     var standbyServer: PostgresURL.Endpoint? { standbyWalk?.currentServer }
 
+    /// With `standby_reads=true`: the standby is not known down (its last connect failed and no
+    /// connection is open) nor known to be further behind than `max_standby_lag` (a lag not
+    /// measured yet counts as within it: the read measures it).
+    public var readsGoToStandby: Bool {
+        guard url.standbyReads, let readPool else { return false }
+        if readPool.lastConnectError != nil {
+            let statistics = readPool.statistics()
+            if statistics.active + statistics.idle == 0 { return false }
+        }
+        guard let known = standbyLag.withLock({ $0 }) else { return true }
+        return known.lag.map { $0 <= url.maxStandbyLag } ?? false
+    }
+
     /// A connection to a standby is open and its pool's last connect did not fail.
     public var standbyAnswers: Bool {
         guard let readPool, readPool.lastConnectError == nil else { return false }
@@ -200,6 +213,7 @@ public final class PostgresBackend: DatabaseBackend {
 
     /// The SQLSTATE, also through a failed transaction's BEGIN, body or COMMIT.
     public func statusCode(of error: any Error) -> String? {
+        if let error = error as? PostgresStandbyRefusedError { return statusCode(of: error.underlying) }
         if let error = error as? PostgresTransactionError {
             return (error.closureError ?? error.commitError ?? error.beginError).flatMap(statusCode(of:))
         }
@@ -315,16 +329,19 @@ public final class PostgresBackend: DatabaseBackend {
             result = try await connection.run(body)
         } catch {
             attempt.detachInterrupt(token)
+            let onStandby = pool !== self.pool
+            // A standby refuses what only a primary can do: the read was not one.
+            let error = onStandby && statusCode(of: error) == "25006" ? PostgresStandbyRefusedError(error) : error
             let cancelled = connection.statementEnded()
             let discard =
                 classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
             pool.release(connection, discard: discard)
-            if isDemotion(error) {
-                // Its other connections reach the same server: none may take another write.
+            if !onStandby, isDemotion(error) {
+                // The connections opened before it reach the same server: none may take another write.
                 logger.warning(
                     "a write was refused as read-only (25006): the server was demoted; retiring its connections"
                 )
-                pool.evictAll()
+                pool.evictAll(openedUpTo: connection)
             }
             throw error
         }
@@ -387,22 +404,26 @@ public final class PostgresBackend: DatabaseBackend {
     ) async throws -> (PooledPostgresConnection, PostgresPool) {
         guard readOnly, let readPool else { return (try await lease(within: attempt), pool) }
         let scope = ReadScope.current
-        if scope?.anotherServer == true {
+        switch scope?.route {
+        case .standby?:
             guard standbyWorthTrying(readPool) else {
-                throw PostgresUnavailableError(
-                    target: url.description,
-                    cause: "no standby: \(readPool.lastConnectError.map(describePostgresError) ?? "none answered")"
+                throw StandbyUnavailableError(
+                    cause: readPool.lastConnectError.map(describePostgresError) ?? "no connection could be made"
                 )
             }
             let connection = try await lease(from: readPool, within: attempt, wait: standbyWait(readPool))
             do {
-                let lag = try await standbyLag(on: connection)
+                let lag = try await standbyLag(on: connection, within: attempt)
                 noteStandbyAnswer(to: scope, lag: lag)
                 return (connection, readPool)
             } catch {
                 readPool.release(connection, discard: true)
                 throw error
             }
+        case .primary?:
+            return (try await lease(within: attempt), pool)
+        case .usual?, nil:
+            break
         }
         if url.standbyReads, let (standby, lag) = await leaseStandby(from: readPool, within: attempt) {
             noteStandbyAnswer(to: scope, lag: lag)
@@ -455,7 +476,7 @@ public final class PostgresBackend: DatabaseBackend {
             return nil
         }
         do {
-            let lag = try await standbyLag(on: connection)
+            let lag = try await standbyLag(on: connection, within: attempt)
             if let lag, lag <= url.maxStandbyLag { return (connection, lag) }
             logger.debug("standby too far behind (max_standby_lag): reading from the primary")
             readPool.release(connection, discard: false)
@@ -465,18 +486,28 @@ public final class PostgresBackend: DatabaseBackend {
         return nil
     }
 
-    /// The standby's replay lag, measured on `connection` at most once a second; nil when unknown
-    /// (which counts as too far behind).
-    private func standbyLag(on connection: PooledPostgresConnection) async throws -> Duration? {
+    /// The standby's replay lag, measured on `connection` at most once a second and stopped at the
+    /// attempt's deadline like any statement; nil when unknown (which counts as too far behind).
+    /// Throws when the measure failed or was stopped: the connection must then be discarded.
+    private func standbyLag(
+        on connection: PooledPostgresConnection,
+        within attempt: AttemptContext
+    ) async throws -> Duration? {
         let now = clock.now
         if let known = standbyLag.withLock({ $0 }), now - known.measuredAt < .seconds(1) { return known.lag }
-        let lag = try await connection.run { [logger] connection in
+        let (grace, logger) = (cancelGrace, self.logger)
+        let token = try attempt.attachInterrupt {
+            connection.deadlineReached(cancelTimeout: grace, hardStopAfter: grace, logger: logger)
+        }
+        defer { attempt.detachInterrupt(token) }
+        let lag = try await connection.run { connection in
             var seconds = 0.0
             let rows = try await connection.query(Self.replayLagQuery, logger: logger)
             for try await value in rows.decode(Double.self) { seconds = value }
             return seconds < 0 ? nil : Duration.milliseconds(Int64(seconds * 1000))
         }
-        _ = connection.statementEnded()
+        // A cancel sent at the deadline may still reach the connection's next statement.
+        if connection.statementEnded() { throw AttemptDeadlineExceeded() }
         standbyLag.withLock { $0 = (lag, clock.now) }
         return lag
     }
@@ -596,6 +627,7 @@ public final class PostgresBackend: DatabaseBackend {
     /// retired too), the write retried, and the next connection's walk skips the demoted server
     /// (docs/FAILOVER.md).
     public func classify(_ error: any Error) -> ErrorClassification {
+        if error is PostgresStandbyRefusedError { return ErrorClassification(.caller) }
         if isDemotion(error) {
             return ErrorClassification(.connection, mayHaveReachedServer: false, discardConnection: true)
         }
@@ -722,4 +754,21 @@ package final class CommitTracker: Sendable {
 
     /// COMMIT went out and nothing came back: it may have committed.
     package var isInFlight: Bool { state.load(ordering: .acquiring) == 1 }
+}
+
+/// A read (`.read`, `.complexQuery`) ran on a standby a statement only a primary can run (25006:
+/// a write, `nextval()`, `SELECT ... FOR UPDATE`): the caller's mistake, not a demotion. Run it as
+/// a write (without `readOnly`) instead.
+public struct PostgresStandbyRefusedError: Error, CustomStringConvertible, Sendable {
+    /// The server's error.
+    public var underlying: any Error
+
+    init(_ underlying: any Error) {
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        "A standby refused a statement of a read (\(describePostgresError(underlying))): "
+            + "run it as a write, without OperationOptions.readOnly"
+    }
 }

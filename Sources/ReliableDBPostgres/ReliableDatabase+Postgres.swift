@@ -63,6 +63,8 @@ extension ReliableDatabase where Backend == PostgresBackend {
     ) async throws -> T {
         var options = options
         if options.kind == .query { options.kind = .transaction }
+        // A transaction runs on the primary, and is counted by its breaker.
+        options.readOnly = false
         let backend = raw
         return try await execute(options) { attempt in
             let commit = CommitTracker()

@@ -141,7 +141,7 @@ struct PoolEvictionTests {
         _ = machine.lease(request: 4, deadline: nil, now: t0 + 100)
         let connecting = machine.connectionStates.first { $0.value == .connecting }!.key
 
-        let evicted = machine.evictAll(now: t0 + 101)
+        let evicted = machine.evictAll(openedUpTo: connecting, now: t0 + 101)
         #expect(evicted.closed.isEmpty, "the idle one was leased again")
         #expect(machine.release(connection: leased, now: t0 + 102).closed == [leased: .evicted])
         #expect(machine.release(connection: idle, now: t0 + 102).closed == [idle: .evicted])
@@ -154,9 +154,17 @@ struct PoolEvictionTests {
     @Test func idleConnectionsCloseAtOnceAndTheNextCallerGetsANewOne() {
         var machine = makeMachine(maximumConnections: 2)
         let ids = machine.warmUp(2, now: t0)
-        let evicted = machine.evictAll(now: t0 + 1)
+        let evicted = machine.evictAll(openedUpTo: ids.max()!, now: t0 + 1)
         #expect(evicted.closed == Dictionary(uniqueKeysWithValues: ids.map { ($0, .evicted) }))
         _ = machine.closed(connection: ids[0], now: t0 + 2)
         #expect(machine.lease(request: 1, deadline: nil, now: t0 + 3).connects.count == 1)
+    }
+
+    @Test func connectionsOpenedAfterTheRefusedOneAreKept() {
+        var machine = makeMachine(maximumConnections: 3)
+        let ids = machine.warmUp(3, now: t0).sorted()
+        let evicted = machine.evictAll(openedUpTo: ids[1], now: t0 + 1)
+        #expect(evicted.closed == [ids[0]: .evicted, ids[1]: .evicted])
+        #expect(machine.lease(request: 1, deadline: nil, now: t0 + 2).grant?.connection == ids[2])
     }
 }

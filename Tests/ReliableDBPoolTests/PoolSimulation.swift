@@ -19,7 +19,7 @@ struct PoolSimulation {
         case keepAliveDone(Int, alive: Bool)
         case tick
         case serverReachable
-        case evictAll
+        case evictAll(upTo: Int)
         case shutdown
     }
 
@@ -178,13 +178,14 @@ struct PoolSimulation {
             } else if chance(0.5) {
                 perform(.serverReachable) { $0.serverReachable(now: $1) }
             } else if chance(0.4) {
-                for (id, state) in machine.connectionStates {
+                let last = Int.random(in: -1...(machine.nextConnectionID + 1), using: &rng)
+                for (id, state) in machine.connectionStates where id <= last {
                     switch state {
                     case .idle, .leased, .keepAlive: evicted.insert(id)
                     case .connecting, .closing: break
                     }
                 }
-                perform(.evictAll) { $0.evictAll(now: $1) }
+                perform(.evictAll(upTo: last)) { $0.evictAll(openedUpTo: last, now: $1) }
             } else {
                 perform(.tick) { $0.tick(now: $1) }
             }

@@ -297,4 +297,23 @@ struct MultiHostTests {
         #expect(answer.degradation?.cause.contains("no server is read-write") == true, "\(String(describing: answer))")
         #expect(endpoints.ready().status == 503, "after shutdown the standby pool is closed")
     }
+
+    /// A "read" that writes, run on a standby (`standby_reads=true`): the standby's 25006 is the
+    /// caller's mistake, said as such; not a demotion, not retried, nothing retired.
+    @Test func aReadThatWritesIsRefusedByTheStandbyAsTheCallersMistake() async throws {
+        var url = try Self.url([.primary, .standby], target: .readWrite)
+        url.standbyReads = true
+        let db = try TestServer.open(url, poolTimeout: .seconds(2))
+        await #expect(throws: PostgresStandbyRefusedError.self) {
+            try await db.query(.read("writes-on-a-standby")) { connection in
+                _ = try await connection.query("CREATE TEMP TABLE not_on_a_standby (i int)", logger: Self.logger)
+                    .collect()
+            }
+        }
+        let metrics = db.metrics()
+        try await db.shutdown()
+        #expect(metrics.retries == 0)
+        #expect(metrics.pool.closesByReason["evicted", default: 0] == 0, "the primary's connections are kept")
+        #expect(metrics.standbyCircuitBreaker?.failures == 0, "not held against the standby")
+    }
 }

@@ -70,17 +70,25 @@ struct ReadFallbackTests {
 /// and a read a standby answered while the primary was down is marked degraded.
 @Suite("Read fallback to a standby")
 struct StandbyFallbackTests {
-    /// A read as a multi-host backend runs it: on the standby when the scope asks for another
-    /// server (or always, with `standby_reads`), where it reports who answered.
+    /// A read as a multi-host backend runs it: on the standby when the scope asks for one (or
+    /// usually, with `standby_reads`), where it reports who answered; on the primary otherwise.
     static func read(
         _ db: ReliableDatabase<ScriptedBackend>,
         primaryUp: Bool,
+        standbyUp: Bool = true,
         lag: Duration? = .seconds(2)
     ) async throws -> String {
         try await db.execute(.read("orders")) { _ in
             let scope = ReadScope.current
-            if scope?.anotherServer == true || db.raw.standbyReads == .always {
+            let onStandby =
+                switch scope?.route {
+                case .standby?: true
+                case .primary?: false
+                case .usual?, nil: db.raw.standbyReads == .always
+                }
+            if onStandby {
                 scope?.servedByStandby(.init(server: "db2:5432", lag: lag, primaryReachable: primaryUp))
+                guard standbyUp else { throw ClassifiedError(errorClass: .connection) }
                 return "from the standby"
             }
             guard primaryUp else { throw ClassifiedError(errorClass: .connection) }
@@ -151,5 +159,42 @@ struct StandbyFallbackTests {
     @Test func oneServerHasNoStandbyBreaker() throws {
         let db = try ReliableDatabase(backend: ScriptedBackend(), clock: ManualClock())
         #expect(db.standbyCircuitBreaker == nil && db.metrics().standbyCircuitBreaker == nil)
+    }
+
+    @Test func aReadAStandbyFailsIsTriedOnThePrimary() async throws {
+        let backend = ScriptedBackend()
+        backend.standbyReads = .always
+        let db = try ReliableDatabase(
+            backend: backend,
+            configuration: .init(circuitBreaker: .init(retry: .none)),
+            clock: ManualClock()
+        )
+        let answer = try await db.withFallback(ReadFallback(key: "orders", maxAge: .seconds(10))) {
+            try await Self.read(db, primaryUp: true, standbyUp: false)
+        }
+        #expect(answer.value == "from the primary" && !answer.isDegraded, "the primary answered: a fresh answer")
+        #expect(db.metrics().standbyCircuitBreaker?.failures == 1, "the standby's failure on its own breaker")
+    }
+
+    @Test func aStandbysAnswerIsKeptAsOldAsItsLag() async throws {
+        let backend = ScriptedBackend()
+        backend.standbyReads = .onFallback
+        let clock = ManualClock()
+        // No retries: their backoff would wait on the manual clock.
+        let db = try ReliableDatabase(
+            backend: backend,
+            configuration: .init(circuitBreaker: .init(retry: .none)),
+            clock: clock
+        )
+        let fallback = ReadFallback(key: "orders", maxAge: .seconds(60))
+        db.circuitBreaker.forceState(.forcedOpen)
+        let fromStandby = try await db.withFallback(fallback) { try await Self.read(db, primaryUp: false) }
+        #expect(fromStandby.degradation?.age == .seconds(2))
+        clock.advance(by: .seconds(3))
+        let cached = try await db.withFallback(fallback) {
+            try await Self.read(db, primaryUp: false, standbyUp: false)
+        }
+        #expect(cached.degradation?.source == .cached)
+        #expect(cached.degradation?.age == .seconds(5), "2 s behind when read, 3 s ago")
     }
 }

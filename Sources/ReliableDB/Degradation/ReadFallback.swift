@@ -85,24 +85,31 @@ extension ReliableDatabase {
     /// result. When the database fails it:
     /// 1. with several servers, `read` runs once more with its reads (operations marked
     ///    `readOnly`) on a standby, under the standby's own breaker: the answer is degraded, as old
-    ///    as the standby's replay lag;
+    ///    as the standby's replay lag (when a standby failed it under `standby_reads=true`, the
+    ///    second run goes to the primary instead, and its answer is fresh);
     /// 2. else, or when that fails too, the last good result for the fallback's key is served, if
     ///    one no older than `maxAge` exists, marked degraded.
     ///
     /// A read that `standby_reads=true` sent to a standby while the primary could not be reached
-    /// is marked degraded too: it may miss the primary's last writes. Degraded answers are counted
+    /// is marked degraded too: it may miss the primary's last writes (its age is bounded by
+    /// `max_standby_lag`, not `maxAge`). Degraded answers are counted
     /// (`degradedAnswers`, `db_degraded_answers_total`). Each run of `read` has its own deadlines,
     /// so a read that degrades to a standby can take up to two of them.
     public func withFallback<R: Sendable>(
         _ fallback: ReadFallback,
         _ read: () async throws -> R
     ) async throws -> Degradable<R> {
-        let scope = ReadScope(anotherServer: false)
+        let scope = ReadScope(route: .usual)
         var failure: any Error
         do {
             let value = try await ReadScope.$current.withValue(scope) { try await read() }
-            lastGoodResults.store(value, for: fallback.key, at: clock.now)
-            if let standby = scope.standby, !standby.primaryReachable || circuitBreaker.state != .closed {
+            guard let standby = scope.standby else {
+                lastGoodResults.store(value, for: fallback.key, at: clock.now)
+                return Degradable(value: value, degradation: nil)
+            }
+            // As old as the standby's replay lag (within max_standby_lag, which standby_reads applies).
+            lastGoodResults.store(value, for: fallback.key, at: clock.now - (standby.lag ?? .zero))
+            if !standby.primaryReachable || circuitBreaker.state != .closed {
                 return degraded(value, from: standby, cause: "the primary is unavailable")
             }
             return Degradable(value: value, degradation: nil)
@@ -111,16 +118,19 @@ extension ReliableDatabase {
             failure = error
         }
         if raw.standbyReads != .unavailable {
-            let second = ReadScope(anotherServer: true)
+            // Another server: a standby when the primary failed the read, the primary when a
+            // standby did (standby_reads=true).
+            let second = ReadScope(route: scope.standby == nil ? .standby : .primary)
             do {
                 let value = try await ReadScope.$current.withValue(second) { try await read() }
-                guard let standby = second.standby else {
-                    // None of its reads is marked readOnly: it ran where it always does.
+                guard second.route == .standby, let standby = second.standby else {
+                    // The primary answered, or none of its reads is marked readOnly: a fresh answer.
                     lastGoodResults.store(value, for: fallback.key, at: clock.now)
                     return Degradable(value: value, degradation: nil)
                 }
                 // An unknown lag counts as too far behind.
                 if let lag = standby.lag, lag <= fallback.maxAge {
+                    lastGoodResults.store(value, for: fallback.key, at: clock.now - lag)
                     return degraded(value, from: standby, cause: raw.describe(failure))
                 }
             } catch {

@@ -12,11 +12,34 @@ public enum StandbyReads: Sendable, Equatable {
     case always
 }
 
+/// A read's second try (``ReliableDatabase/withFallback(_:_:)``) found the standby known to be
+/// down: its last connect failed and no connection to it is open. Not retried (one read a second
+/// tries the standby again); the read goes on to its kept result.
+public struct StandbyUnavailableError: Error, CustomStringConvertible, Sendable {
+    /// Why the standby is down, in words (secret-free).
+    public var cause: String
+
+    public init(cause: String) {
+        self.cause = cause
+    }
+
+    public var description: String { "No standby answers: \(cause)" }
+}
+
 /// What one ``ReliableDatabase/withFallback(_:_:)`` read asks of the backend, and what the backend
 /// did: a task-local, so that it reaches the backend through any read the caller wrote.
 package final class ReadScope: Sendable {
-    /// The read's second try: reads go to a standby and nowhere else.
-    package let anotherServer: Bool
+    /// Where the scope's reads (operations marked `readOnly`) go.
+    package enum Route: Sendable {
+        /// Where the backend sends reads (a standby with `standby_reads=true`, else the primary).
+        case usual
+        /// A second try after the primary failed the read: a standby and nowhere else.
+        case standby
+        /// A second try after a standby failed the read: the primary.
+        case primary
+    }
+
+    package let route: Route
     private let served = Mutex<ServedByStandby?>(nil)
 
     package struct ServedByStandby: Sendable, Equatable {
@@ -36,8 +59,8 @@ package final class ReadScope: Sendable {
 
     @TaskLocal package static var current: ReadScope?
 
-    package init(anotherServer: Bool) {
-        self.anotherServer = anotherServer
+    package init(route: Route) {
+        self.route = route
     }
 
     /// Called by the backend when a read of this scope ran on a standby.

@@ -41,6 +41,11 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// Whether a standby answers reads now: a connection to one is open and its last connect did
     /// not fail. Read from memory, for readiness (``ReliableDatabase/standbyServesReads``).
     var standbyAnswers: Bool { get }
+
+    /// Whether a read would go to a standby now (``StandbyReads/always``, the standby not known
+    /// down nor known too far behind), read from memory: the read is then counted by the standby's
+    /// breaker, else by the primary's.
+    var readsGoToStandby: Bool { get }
 }
 
 extension DatabaseBackend {
@@ -57,6 +62,8 @@ extension DatabaseBackend {
     public var standbyReads: StandbyReads { .unavailable }
 
     public var standbyAnswers: Bool { false }
+
+    public var readsGoToStandby: Bool { standbyReads == .always }
 }
 
 /// One server of a multi-host configuration, as `/api/health` lists it.

@@ -242,8 +242,10 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     )
                 }
 
+                // A standby known down stays down for this read (one read a second probes it):
+                // retrying would only delay its kept result.
                 let verdict = retryVerdict(
-                    for: classification,
+                    for: error is StandbyUnavailableError ? ErrorClassification(.fatal) : classification,
                     options: options,
                     attempt: attempt,
                     maxAttempts: maxAttempts,
@@ -298,8 +300,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     @inline(__always)
     private func breaker(for options: OperationOptions) -> CircuitBreaker {
         guard options.readOnly, let standbyCircuitBreaker else { return circuitBreaker }
-        if raw.standbyReads == .always || ReadScope.current?.anotherServer == true { return standbyCircuitBreaker }
-        return circuitBreaker
+        switch ReadScope.current?.route {
+        case .standby?: return standbyCircuitBreaker
+        case .primary?: return circuitBreaker
+        case .usual?, nil: return raw.readsGoToStandby ? standbyCircuitBreaker : circuitBreaker
+        }
     }
 
     /// Records the operation's end. Health probes are left out, so an idle service's query
@@ -368,6 +373,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             return ErrorClassification(.overload)
         case is CancellationError:
             return ErrorClassification(.cancelled)
+        case is StandbyUnavailableError:
+            return ErrorClassification(.connection)
         case is CommitOutcomeUnknownError:
             return ErrorClassification(.connection, mayHaveReachedServer: true, discardConnection: true)
         default:
