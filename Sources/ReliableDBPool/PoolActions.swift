@@ -103,7 +103,7 @@ package enum PoolCloseReason: Sendable, Hashable, CaseIterable {
     case keepAliveFailed
     /// The pool is shutting down.
     case shutdown
-    /// Retired by ``PoolStateMachine/evictAll(openedUpTo:now:)``: the server it reaches is no
-    /// longer the one it was opened for (a demoted primary).
+    /// Retired by ``PoolStateMachine/evictAll(refused:now:)``: the server it reaches is no longer
+    /// the one it was opened for (a demoted primary).
     case evicted
 }

@@ -35,7 +35,7 @@ struct PoolConnection: Sendable {
     var state: PoolConnectionState
     /// When it retires; set on `connected` from the jittered lifetime, `nil` when unlimited.
     var expiresAt: PoolInstant?
-    /// Retired by `evictAll(openedUpTo:now:)`: closed as soon as it is back from its holder or its
+    /// Retired by `evictAll(refused:now:)`: closed as soon as it is back from its holder or its
     /// keep-alive.
     var evicted = false
 

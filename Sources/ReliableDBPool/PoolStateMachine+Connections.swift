@@ -132,24 +132,27 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine {
-    /// Retires every open connection opened no later than `last` (ids grow with each connect), as
-    /// HikariCP's `softEvictConnections` does: idle ones close now, leased and probing ones when
-    /// they come back; connects in flight and later connections are kept (they walked the servers
-    /// after it). For when the server connection `last` reached changed role under it (a primary
-    /// demoted while its connections stay open), so no caller gets one of them again, while the
-    /// refusals of other connections opened before cannot retire the ones opened since.
-    package mutating func evictAll(openedUpTo last: ConnectionID, now: PoolInstant) -> PoolActions {
+    /// Connection `refused` found its server changed role under it (a primary demoted while its
+    /// connections stay open): every connection that existed then is retired, as HikariCP's
+    /// `softEvictConnections` does. Idle ones close now, leased and probing ones when they come
+    /// back; connects in flight are kept (the walk checks the role). A refusal by a connection
+    /// that already existed at the last eviction changes nothing: that eviction covered it, and
+    /// the connections opened since walked the servers after the change.
+    package mutating func evictAll(refused: ConnectionID, now: PoolInstant) -> PoolActions {
         var actions = PoolActions()
         failOverdueWaiters(now: now, into: &actions)
-        for index in connections.indices where connections[index].id <= last {
-            switch connections[index].state {
-            case .idle:
-                connections[index].evicted = true
-                beginClose(at: index, reason: .evicted, into: &actions)
-            case .leased, .keepAlive:
-                connections[index].evicted = true
-            case .connecting, .closing:
-                break
+        if refused >= evictedBelow {
+            evictedBelow = nextConnectionID
+            for index in connections.indices {
+                switch connections[index].state {
+                case .idle:
+                    connections[index].evicted = true
+                    beginClose(at: index, reason: .evicted, into: &actions)
+                case .leased, .keepAlive:
+                    connections[index].evicted = true
+                case .connecting, .closing:
+                    break
+                }
             }
         }
         finishEvent(now: now, into: &actions)

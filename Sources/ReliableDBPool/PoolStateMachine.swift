@@ -63,6 +63,8 @@ package struct PoolStateMachine: Sendable {
     var counters = Counters()
     var lifecycle = Lifecycle.running
     var nextConnectionID: ConnectionID = 0
+    /// Every connection below this id existed at the last `evictAll` (0: none yet).
+    var evictedBelow: ConnectionID = 0
 
     package init(configuration: PoolConfiguration) {
         self.configuration = configuration.normalized

@@ -337,11 +337,11 @@ public final class PostgresBackend: DatabaseBackend {
                 classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
             pool.release(connection, discard: discard)
             if !onStandby, isDemotion(error) {
-                // The connections opened before it reach the same server: none may take another write.
+                // The connections that existed with it reach the same server: none may take another write.
                 logger.warning(
                     "a write was refused as read-only (25006): the server was demoted; retiring its connections"
                 )
-                pool.evictAll(openedUpTo: connection)
+                pool.evictAll(refused: connection)
             }
             throw error
         }

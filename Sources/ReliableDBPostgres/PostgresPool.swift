@@ -242,10 +242,10 @@ final class PostgresPool: Sendable {
 
     /// The server answered a connection made outside the pool (the health probe's): end the
     /// connect backoff, so callers waiting for a connection get one now.
-    /// Retires every open connection opened no later than `connection`
-    /// (``PoolStateMachine/evictAll(openedUpTo:now:)``).
-    func evictAll(openedUpTo connection: PooledPostgresConnection) {
-        event { machine in machine.evictAll(openedUpTo: connection.id, now: self.now) }
+    /// `connection` found its server demoted: retires the connections that existed then
+    /// (``PoolStateMachine/evictAll(refused:now:)``).
+    func evictAll(refused connection: PooledPostgresConnection) {
+        event { machine in machine.evictAll(refused: connection.id, now: self.now) }
     }
 
     func serverReachable() {

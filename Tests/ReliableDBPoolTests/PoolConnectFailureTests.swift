@@ -141,7 +141,7 @@ struct PoolEvictionTests {
         _ = machine.lease(request: 4, deadline: nil, now: t0 + 100)
         let connecting = machine.connectionStates.first { $0.value == .connecting }!.key
 
-        let evicted = machine.evictAll(openedUpTo: connecting, now: t0 + 101)
+        let evicted = machine.evictAll(refused: leased, now: t0 + 101)
         #expect(evicted.closed.isEmpty, "the idle one was leased again")
         #expect(machine.release(connection: leased, now: t0 + 102).closed == [leased: .evicted])
         #expect(machine.release(connection: idle, now: t0 + 102).closed == [idle: .evicted])
@@ -154,17 +154,27 @@ struct PoolEvictionTests {
     @Test func idleConnectionsCloseAtOnceAndTheNextCallerGetsANewOne() {
         var machine = makeMachine(maximumConnections: 2)
         let ids = machine.warmUp(2, now: t0)
-        let evicted = machine.evictAll(openedUpTo: ids.max()!, now: t0 + 1)
+        let evicted = machine.evictAll(refused: ids[0], now: t0 + 1)
         #expect(evicted.closed == Dictionary(uniqueKeysWithValues: ids.map { ($0, .evicted) }))
         _ = machine.closed(connection: ids[0], now: t0 + 2)
         #expect(machine.lease(request: 1, deadline: nil, now: t0 + 3).connects.count == 1)
     }
 
-    @Test func connectionsOpenedAfterTheRefusedOneAreKept() {
+    @Test func aRefusalByAConnectionAlreadyRetiredKeepsTheConnectionsOpenedSince() {
         var machine = makeMachine(maximumConnections: 3)
-        let ids = machine.warmUp(3, now: t0).sorted()
-        let evicted = machine.evictAll(openedUpTo: ids[1], now: t0 + 1)
-        #expect(evicted.closed == [ids[0]: .evicted, ids[1]: .evicted])
-        #expect(machine.lease(request: 1, deadline: nil, now: t0 + 2).grant?.connection == ids[2])
+        let old = machine.warmUp(2, now: t0)
+        _ = machine.lease(request: 1, deadline: nil, now: t0 + 1)  // holds one old connection
+        let held = old.first { if case .leased = machine.state(of: $0) { true } else { false } }!
+        let first = machine.evictAll(refused: held, now: t0 + 2)
+        #expect(first.closed.count == 1, "the idle old one")
+        let fresh = machine.lease(request: 2, deadline: nil, now: t0 + 3).connectIDs[0]
+        _ = machine.connected(connection: fresh, now: t0 + 4)
+        _ = machine.release(connection: fresh, now: t0 + 5)
+        // The held old connection is refused too, later: the new one stays.
+        #expect(machine.evictAll(refused: held, now: t0 + 6).closed.isEmpty)
+        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 7).grant?.connection == fresh)
+        // A refusal by a connection opened after the eviction is a new demotion.
+        #expect(machine.evictAll(refused: fresh, now: t0 + 8).closed.isEmpty, "leased: retired on release")
+        #expect(machine.release(connection: fresh, now: t0 + 9).closed == [fresh: .evicted])
     }
 }

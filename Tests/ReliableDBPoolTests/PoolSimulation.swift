@@ -19,7 +19,7 @@ struct PoolSimulation {
         case keepAliveDone(Int, alive: Bool)
         case tick
         case serverReachable
-        case evictAll(upTo: Int)
+        case evictAll(refused: Int)
         case shutdown
     }
 
@@ -68,6 +68,9 @@ struct PoolSimulation {
     var leaseDeadline: PoolInstant?
     /// Connections that were open at an `evictAll`: none may be granted again.
     var evicted: Set<Int> = []
+    /// The model's own `evictedBelow`: a refusal by a connection older than the last eviction
+    /// retires nothing.
+    var modelEvictedBelow = 0
 
     init(seed: UInt64) {
         self.seed = seed
@@ -178,14 +181,17 @@ struct PoolSimulation {
             } else if chance(0.5) {
                 perform(.serverReachable) { $0.serverReachable(now: $1) }
             } else if chance(0.4) {
-                let last = Int.random(in: -1...(machine.nextConnectionID + 1), using: &rng)
-                for (id, state) in machine.connectionStates where id <= last {
-                    switch state {
-                    case .idle, .leased, .keepAlive: evicted.insert(id)
-                    case .connecting, .closing: break
+                let refused = Int.random(in: 0...max(0, machine.nextConnectionID - 1), using: &rng)
+                if refused >= modelEvictedBelow {
+                    modelEvictedBelow = machine.nextConnectionID
+                    for (id, state) in machine.connectionStates {
+                        switch state {
+                        case .idle, .leased, .keepAlive: evicted.insert(id)
+                        case .connecting, .closing: break
+                        }
                     }
                 }
-                perform(.evictAll(upTo: last)) { $0.evictAll(openedUpTo: last, now: $1) }
+                perform(.evictAll(refused: refused)) { $0.evictAll(refused: refused, now: $1) }
             } else {
                 perform(.tick) { $0.tick(now: $1) }
             }

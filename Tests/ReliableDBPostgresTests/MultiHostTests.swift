@@ -12,7 +12,8 @@ import Testing
 /// libpq's multi-host semantics against a real primary and its streaming standby (scripts/test
 /// starts both): the walk, `target_session_attrs`, `load_balance_hosts`, failed servers skipped
 /// and a failed authentication ending the walk.
-@Suite("Multi-host URLs against a primary and its standby", .timeLimit(.minutes(1)))
+/// One at a time: some pause the standby's replay, which every other test here would see.
+@Suite("Multi-host URLs against a primary and its standby", .serialized, .timeLimit(.minutes(1)))
 struct MultiHostTests {
     static let logger = Logger(label: "test.multi-host")
 
