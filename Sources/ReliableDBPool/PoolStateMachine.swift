@@ -94,6 +94,9 @@ package struct PoolStateMachine: Sendable {
     package var waitingRequests: [RequestID] { waiters.requestIDs }
 
     /// Gauges recounted from the connection states and the queue, plus the cumulative counts.
+    /// Connections in service: idle, leased or being probed.
+    package var openConnectionCount: Int { connections.openCount() }
+
     package var statistics: PoolStatistics {
         var statistics = PoolStatistics()
         for connection in connections.all {

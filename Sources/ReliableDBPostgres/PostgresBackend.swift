@@ -30,7 +30,7 @@ public final class PostgresBackend: DatabaseBackend {
     private let readPool: PostgresPool?
     /// The last replay lag a read connection measured, and when (StandbyReads below).
     private let standbyLag = Mutex<(lag: Duration?, measuredAt: MonotonicTime)?>(nil)
-    /// While the standby is known down: when a read may try it again (``standbyWorthTrying(_:)``).
+    /// While the standby is known down: when a read may try it again (``standbyWorthTrying()``).
     private let standbyRetryAt = Mutex<MonotonicTime?>(nil)
     /// The walk of ``readPool``: the standby it connects to.
     private let standbyWalk: HostWalk?
@@ -158,20 +158,20 @@ public final class PostgresBackend: DatabaseBackend {
     /// connection is open) nor known to be further behind than `max_standby_lag` (a lag not
     /// measured yet counts as within it: the read measures it).
     public var readsGoToStandby: Bool {
-        guard url.standbyReads, let readPool else { return false }
-        if readPool.lastConnectError != nil {
-            let statistics = readPool.statistics()
-            if statistics.active + statistics.idle == 0 { return false }
-        }
+        guard url.standbyReads, let readPool, !Self.knownDown(readPool.reachability) else { return false }
         guard let known = standbyLag.withLock({ $0 }) else { return true }
         return known.lag.map { $0 <= url.maxStandbyLag } ?? false
     }
 
     /// A connection to a standby is open and its pool's last connect did not fail.
     public var standbyAnswers: Bool {
-        guard let readPool, readPool.lastConnectError == nil else { return false }
-        let statistics = readPool.statistics()
-        return statistics.active + statistics.idle > 0
+        guard let reachability = readPool?.reachability else { return false }
+        return !reachability.connectFailed && reachability.openConnections > 0
+    }
+
+    /// The last connect failed and no connection is open.
+    private static func knownDown(_ reachability: (connectFailed: Bool, openConnections: Int)) -> Bool {
+        reachability.connectFailed && reachability.openConnections == 0
     }
 
     static func connectionConfiguration(
@@ -406,11 +406,6 @@ public final class PostgresBackend: DatabaseBackend {
         let scope = ReadScope.current
         switch scope?.route {
         case .standby?:
-            guard standbyWorthTrying(readPool) else {
-                throw StandbyUnavailableError(
-                    cause: readPool.lastConnectError.map(describePostgresError) ?? "no connection could be made"
-                )
-            }
             let connection = try await lease(from: readPool, within: attempt, wait: standbyWait(readPool))
             do {
                 let lag = try await standbyLag(on: connection, within: attempt)
@@ -444,12 +439,11 @@ public final class PostgresBackend: DatabaseBackend {
     }
 
     /// False while the standby is known down (its last connect failed and no connection is
-    /// open), except for one read a second that tries it again: the others go straight to the
-    /// primary instead of waiting for it.
-    private func standbyWorthTrying(_ readPool: PostgresPool) -> Bool {
-        guard readPool.lastConnectError != nil else { return true }
-        let statistics = readPool.statistics()
-        guard statistics.active + statistics.idle == 0 else { return true }
+    /// open), except for one call a second, which tries it again: the other reads go straight to
+    /// the primary (or, on a fallback, to the kept result) instead of waiting for it.
+    public func standbyWorthTrying() -> Bool {
+        guard let readPool else { return false }
+        guard Self.knownDown(readPool.reachability) else { return true }
         let now = clock.now
         return standbyRetryAt.withLock { retryAt in
             if let at = retryAt, now < at { return false }
@@ -471,7 +465,7 @@ public final class PostgresBackend: DatabaseBackend {
         from readPool: PostgresPool,
         within attempt: AttemptContext
     ) async -> (PooledPostgresConnection, Duration?)? {
-        guard standbyWorthTrying(readPool) else { return nil }
+        guard standbyWorthTrying() else { return nil }
         guard let connection = try? await lease(from: readPool, within: attempt, wait: standbyWait(readPool)) else {
             return nil
         }

@@ -287,6 +287,13 @@ final class PostgresPool: Sendable {
         state.withLock { $0.lastConnectError }
     }
 
+    /// Whether the last connect failed, and how many connections are open (idle, leased or being
+    /// probed), read together: a server with both is known down, one with neither failure nor
+    /// connections has not been tried.
+    var reachability: (connectFailed: Bool, openConnections: Int) {
+        state.withLock { ($0.lastConnectError != nil, $0.machine.openConnectionCount) }
+    }
+
     func statistics() -> ReliableDB.PoolStatistics {
         state.withLock { shell in
             let machine = shell.machine.statistics

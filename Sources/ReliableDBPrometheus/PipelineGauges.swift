@@ -64,27 +64,22 @@ struct ServerGauges: Sendable {
     }
 }
 
-/// The breaker of reads on standbys (``ReliableDB/ReliableDatabase/standbyCircuitBreaker``), as the
-/// seed's `db_circuit_breaker_state` shows the primary's: one series per state, labelled `value`.
-struct StandbyBreakerGauges: Sendable {
-    static let names = ["db_standby_circuit_breaker_state"]
+/// A breaker's state as one series per state, labelled `value`, 1 for the current one: the seed's
+/// `db_circuit_breaker_state{value="CLOSED"} 1` for the primary's breaker, and
+/// `db_standby_circuit_breaker_state` for the breaker of reads on standbys
+/// (``ReliableDB/ReliableDatabase/standbyCircuitBreaker``), registered when there is one.
+struct BreakerStateGauges: Sendable {
+    static let standbyName = "db_standby_circuit_breaker_state"
 
-    let state: [(state: CircuitState, gauge: Gauge)]
+    let series: [(state: CircuitState, gauge: Gauge)]
 
-    init(registry: PrometheusCollectorRegistry) {
-        state = CircuitState.allCases.map { state in
-            (
-                state,
-                registry.gauge(
-                    "db_standby_circuit_breaker_state",
-                    labels: [("value", state.rawValue)],
-                    help: "1 for the current state of the breaker of reads on standbys, 0 for the others."
-                )
-            )
+    init(registry: PrometheusCollectorRegistry, name: String, help: String) {
+        series = CircuitState.allCases.map { state in
+            (state, registry.gauge(name, labels: [("value", state.rawValue)], help: help))
         }
     }
 
-    func set(from metrics: CircuitBreakerMetrics) {
-        for (state, gauge) in state { gauge.set(to: state == metrics.state ? 1.0 : 0.0) }
+    func set(_ current: CircuitState) {
+        for (state, gauge) in series { gauge.set(to: state == current ? 1.0 : 0.0) }
     }
 }

@@ -56,7 +56,7 @@ public final class PrometheusExporter: Sendable {
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
         SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names + ServerGauges.names
-            + StandbyBreakerGauges.names
+            + [BreakerStateGauges.standbyName]
     }
 
     /// Where every metric of this exporter lives; ``render(metrics:health:)`` emits all of it,
@@ -78,7 +78,7 @@ public final class PrometheusExporter: Sendable {
     /// Registered at the first render that lists servers (a multi-host URL).
     private let serverGauges = Mutex<ServerGauges?>(nil)
     /// Registered at the first render whose database has a standby's breaker.
-    private let standbyBreakerGauges = Mutex<StandbyBreakerGauges?>(nil)
+    private let standbyBreakerGauges = Mutex<BreakerStateGauges?>(nil)
 
     /// - Parameter registry: the registry to export; the application owns it and may register
     ///   its own metrics there too.
@@ -122,8 +122,14 @@ public final class PrometheusExporter: Sendable {
         }
         if let standbyBreaker = metrics.standbyCircuitBreaker {
             standbyBreakerGauges.withLock { gauges in
-                if gauges == nil { gauges = StandbyBreakerGauges(registry: registry) }
-                gauges?.set(from: standbyBreaker)
+                if gauges == nil {
+                    gauges = BreakerStateGauges(
+                        registry: registry,
+                        name: BreakerStateGauges.standbyName,
+                        help: "1 for the current state of the breaker of reads on standbys, 0 for the others."
+                    )
+                }
+                gauges?.set(standbyBreaker.state)
             }
         }
         if let shedding = metrics.loadShedding {

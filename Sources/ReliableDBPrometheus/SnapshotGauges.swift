@@ -27,8 +27,7 @@ struct SnapshotGauges: Sendable {
     let connectionsMax: Gauge
     let poolUtilization: Gauge
     let averageQueryTime: Gauge
-    /// One series per state, labelled `value` as in the seed's `db_circuit_breaker_state{value="CLOSED"} 1`.
-    let breakerState: [(state: CircuitState, gauge: Gauge)]
+    let breakerState: BreakerStateGauges
     let breakerFailures: Gauge
     let operationsActive: Gauge
 
@@ -46,16 +45,11 @@ struct SnapshotGauges: Sendable {
             "db_query_duration_avg_ms",
             help: "Average operation duration since start, in milliseconds; see db_query_duration_seconds for rates."
         )
-        breakerState = CircuitState.allCases.map { state in
-            (
-                state,
-                registry.gauge(
-                    "db_circuit_breaker_state",
-                    labels: [("value", state.rawValue)],
-                    help: "1 for the circuit breaker's current state, 0 for the others."
-                )
-            )
-        }
+        breakerState = BreakerStateGauges(
+            registry: registry,
+            name: "db_circuit_breaker_state",
+            help: "1 for the circuit breaker's current state, 0 for the others."
+        )
         breakerFailures = registry.gauge(
             "db_circuit_breaker_failures",
             help: "Failures the circuit breaker counts towards opening in its current window."
@@ -72,9 +66,7 @@ struct SnapshotGauges: Sendable {
         connectionsMax.setFinite(Double(pool.max))
         poolUtilization.setFinite(pool.utilization)
         averageQueryTime.setFinite(metrics.queries.averageQueryTime.milliseconds)
-        for (state, gauge) in breakerState {
-            gauge.setFinite(state == metrics.circuitBreaker.state ? 1 : 0)
-        }
+        breakerState.set(metrics.circuitBreaker.state)
         breakerFailures.setFinite(Double(metrics.circuitBreaker.failures))
         operationsActive.setFinite(Double(metrics.queries.activeOperations))
     }

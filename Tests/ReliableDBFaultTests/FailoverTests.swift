@@ -20,11 +20,11 @@ struct FailoverTests {
     /// connection, whose walk skips the demoted server and finds the other writable one.
     @Test(.timeLimit(.minutes(2)))
     func writesLeaveADemotedPrimaryWithoutARestart() async throws {
-        let demotedURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
-        let otherURL = try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
-        var url = demotedURL
-        url.endpoints = [demotedURL.endpoints[0], otherURL.endpoints[0]]
-        url.targetSessionAttributes = .readWrite
+        let (demotedURL, otherURL) = (
+            try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL"),
+            try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
+        )
+        let url = Self.readWrite(demotedURL, otherURL)
         let workload = try FaultWorkload(fault: "primary demoted to read-only", url: url)
         let demoted = try await Observer.connect(demotedURL)
         let other = try await Observer.connect(otherURL)
@@ -71,11 +71,11 @@ struct FailoverTests {
     /// refused once more before the pool let it go).
     @Test(.timeLimit(.minutes(1)))
     func aDemotedServersOtherConnectionsAreRetiredWithTheFirstRefusedWrite() async throws {
-        let demotedURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
-        let otherURL = try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
-        var url = demotedURL
-        url.endpoints = [demotedURL.endpoints[0], otherURL.endpoints[0]]
-        url.targetSessionAttributes = .readWrite
+        let (demotedURL, otherURL) = (
+            try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL"),
+            try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
+        )
+        let url = Self.readWrite(demotedURL, otherURL)
         let table = "demoted_\(UInt32.random(in: 0...UInt32.max))"
         let demoted = try await Observer.connect(demotedURL)
         let other = try await Observer.connect(otherURL)
@@ -143,11 +143,11 @@ struct FailoverTests {
     /// to the primary within their deadline, and writes never notice.
     @Test(.timeLimit(.minutes(2)))
     func readsMoveToThePrimaryWhenTheStandbyStops() async throws {
-        let primaryURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
-        let standbyURL = try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
-        var url = primaryURL
-        url.endpoints = [primaryURL.endpoints[0], standbyURL.endpoints[0]]
-        url.targetSessionAttributes = .readWrite
+        let (primaryURL, standbyURL) = (
+            try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL"),
+            try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
+        )
+        var url = Self.readWrite(primaryURL, standbyURL)
         url.standbyReads = true
         let workload = try FaultWorkload(fault: "standby stopped under read load", url: url)
         let observer = try await Observer.connect(primaryURL)
@@ -189,6 +189,14 @@ struct FailoverTests {
 
     static let logger = Logger(label: "test.failover")
 
+    /// A URL listing `first` then `second`, with `target_session_attrs=read-write`.
+    static func readWrite(_ first: PostgresURL, _ second: PostgresURL) -> PostgresURL {
+        var url = first
+        url.endpoints = [first.endpoints[0], second.endpoints[0]]
+        url.targetSessionAttributes = .readWrite
+        return url
+    }
+
     static func waitForReplication(of table: String, to standbyURL: PostgresURL) async throws {
         let standby = try await Observer.connect(standbyURL)
         for _ in 0..<100 {
@@ -206,11 +214,11 @@ struct FailoverTests {
     /// it gets none either and replays the new primary's writes.
     @Test(.timeLimit(.minutes(3)))
     func writesMoveToThePromotedStandbyAndNeverBackToTheOldPrimary() async throws {
-        let primaryURL = try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL")
-        let standbyURL = try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
-        var url = primaryURL
-        url.endpoints = [primaryURL.endpoints[0], standbyURL.endpoints[0]]
-        url.targetSessionAttributes = .readWrite
+        let (primaryURL, standbyURL) = (
+            try FaultServers.url("RELIABLEDB_TEST_HA_PRIMARY_URL"),
+            try FaultServers.url("RELIABLEDB_TEST_HA_STANDBY_URL")
+        )
+        let url = Self.readWrite(primaryURL, standbyURL)
         var settings = FaultWorkload.Settings()
         // Short, so the old primary is no longer skipped when it comes back: what keeps writes
         // off it then is that the walk starts at the new primary.

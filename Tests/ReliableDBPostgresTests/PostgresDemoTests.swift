@@ -8,15 +8,7 @@ extension PostgresBackendTests {
     /// The seed's graceful degradation, as a user of `serve --demo` sees it: with the database
     /// down and the breaker open, a read answers with its last good result, marked degraded.
     @Test func theDemoAnswersFromItsLastGoodReadWhileTheBreakerIsOpen() async throws {
-        let server = try ServerProcess(
-            binary: reliabledbBinary,
-            arguments: ["serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file", "/nonexistent/.env"],
-            environment: [
-                "DATABASE_URL": try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"),
-                "DB_CB_FAILURE_THRESHOLD": "2",
-                "DB_CB_TIMEOUT": "600000",
-            ]
-        )
+        let server = try Self.demoServer(["DB_CB_FAILURE_THRESHOLD": "2", "DB_CB_TIMEOUT": "600000"])
         let base = "http://127.0.0.1:\(try await server.waitForPort())/api"
         let fresh = try await Self.fetch("\(base)/users")
         #expect(fresh.status == 200)
@@ -50,16 +42,9 @@ extension PostgresBackendTests {
     /// flight, concurrent writes beyond it are answered 503 with `Retry-After` at once, and the
     /// shedding shows in `/api/health`.
     @Test func theDemoShedsLoadWhenTheEnvironmentTurnsItOn() async throws {
-        let server = try ServerProcess(
-            binary: reliabledbBinary,
-            arguments: ["serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file", "/nonexistent/.env"],
-            environment: [
-                "DATABASE_URL": try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL"),
-                "DB_LOAD_SHEDDING": "true",
-                "DB_MAX_CONCURRENT_OPERATIONS": "1",
-                "DB_LOAD_SHEDDING_ADAPTIVE": "false",
-            ]
-        )
+        let server = try Self.demoServer([
+            "DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1", "DB_LOAD_SHEDDING_ADAPTIVE": "false",
+        ])
         let base = "http://127.0.0.1:\(try await server.waitForPort())/api"
         var statuses: [Int: Int] = [:]
         var shed: Fetched?
@@ -83,6 +68,17 @@ extension PostgresBackendTests {
         #expect(health.body.contains("\"loadShedding\""), "\(health.body)")
         server.signal(SIGTERM)
         #expect(await server.exitStatus() == 0)
+    }
+
+    /// `serve --demo` on the outage server, with `environment` added.
+    static func demoServer(_ environment: [String: String]) throws -> ServerProcess {
+        try ServerProcess(
+            binary: reliabledbBinary,
+            arguments: ["serve", "--demo", "--port", "0", "--drain-seconds", "0", "--env-file", "/nonexistent/.env"],
+            environment: environment.merging(
+                ["DATABASE_URL": try TestServer.environment("RELIABLEDB_TEST_OUTAGE_POSTGRES_URL")]
+            ) { own, _ in own }
+        )
     }
 
     struct Fetched {

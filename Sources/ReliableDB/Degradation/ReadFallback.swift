@@ -103,13 +103,9 @@ extension ReliableDatabase {
         var failure: any Error
         do {
             let value = try await ReadScope.$current.withValue(scope) { try await read() }
-            guard let standby = scope.standby else {
-                lastGoodResults.store(value, for: fallback.key, at: clock.now)
-                return Degradable(value: value, degradation: nil)
-            }
-            // As old as the standby's replay lag (within max_standby_lag, which standby_reads applies).
-            lastGoodResults.store(value, for: fallback.key, at: clock.now - (standby.lag ?? .zero))
-            if !standby.primaryReachable || circuitBreaker.state != .closed {
+            // A standby's answer is as old as its replay lag (within max_standby_lag).
+            lastGoodResults.store(value, for: fallback.key, at: clock.now - (scope.standby?.lag ?? .zero))
+            if let standby = scope.standby, !standby.primaryReachable || circuitBreaker.state != .closed {
                 return degraded(value, from: standby, cause: "the primary is unavailable")
             }
             return Degradable(value: value, degradation: nil)
@@ -117,10 +113,12 @@ extension ReliableDatabase {
             guard Self.degrades(error, classify(error).errorClass) else { throw error }
             failure = error
         }
-        if raw.standbyReads != .unavailable {
-            // Another server: a standby when the primary failed the read, the primary when a
-            // standby did (standby_reads=true).
-            let second = ReadScope(route: scope.standby == nil ? .standby : .primary)
+        // Another server: a standby when the primary failed the read (unless the standby is known
+        // down: then the kept result answers at once), the primary when a standby did
+        // (standby_reads=true).
+        let route: ReadScope.Route = scope.standby == nil ? .standby : .primary
+        if raw.standbyReads != .unavailable, route == .primary || raw.standbyWorthTrying() {
+            let second = ReadScope(route: route)
             do {
                 let value = try await ReadScope.$current.withValue(second) { try await read() }
                 guard second.route == .standby, let standby = second.standby else {

@@ -12,20 +12,6 @@ public enum StandbyReads: Sendable, Equatable {
     case always
 }
 
-/// A read's second try (``ReliableDatabase/withFallback(_:_:)``) found the standby known to be
-/// down: its last connect failed and no connection to it is open. Not retried (one read a second
-/// tries the standby again); the read goes on to its kept result.
-public struct StandbyUnavailableError: Error, CustomStringConvertible, Sendable {
-    /// Why the standby is down, in words (secret-free).
-    public var cause: String
-
-    public init(cause: String) {
-        self.cause = cause
-    }
-
-    public var description: String { "No standby answers: \(cause)" }
-}
-
 /// What one ``ReliableDatabase/withFallback(_:_:)`` read asks of the backend, and what the backend
 /// did: a task-local, so that it reaches the backend through any read the caller wrote.
 package final class ReadScope: Sendable {

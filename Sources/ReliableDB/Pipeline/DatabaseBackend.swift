@@ -46,6 +46,11 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// down nor known too far behind), read from memory: the read is then counted by the standby's
     /// breaker, else by the primary's.
     var readsGoToStandby: Bool { get }
+
+    /// Whether a read should try a standby now: false while the standby is known down (its last
+    /// connect failed and no connection to it is open), except for one call a second, which gets
+    /// to try it again (so a standby that came back is found).
+    func standbyWorthTrying() -> Bool
 }
 
 extension DatabaseBackend {
@@ -64,6 +69,8 @@ extension DatabaseBackend {
     public var standbyAnswers: Bool { false }
 
     public var readsGoToStandby: Bool { standbyReads == .always }
+
+    public func standbyWorthTrying() -> Bool { standbyReads != .unavailable }
 }
 
 /// One server of a multi-host configuration, as `/api/health` lists it.

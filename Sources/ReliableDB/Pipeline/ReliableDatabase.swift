@@ -242,10 +242,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     )
                 }
 
-                // A standby known down stays down for this read (one read a second probes it):
-                // retrying would only delay its kept result.
                 let verdict = retryVerdict(
-                    for: error is StandbyUnavailableError ? ErrorClassification(.fatal) : classification,
+                    for: classification,
                     options: options,
                     attempt: attempt,
                     maxAttempts: maxAttempts,
@@ -373,8 +371,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             return ErrorClassification(.overload)
         case is CancellationError:
             return ErrorClassification(.cancelled)
-        case is StandbyUnavailableError:
-            return ErrorClassification(.connection)
         case is CommitOutcomeUnknownError:
             return ErrorClassification(.connection, mayHaveReachedServer: true, discardConnection: true)
         default:
