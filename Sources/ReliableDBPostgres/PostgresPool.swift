@@ -240,14 +240,14 @@ final class PostgresPool: Sendable {
         }
     }
 
-    /// The server answered a connection made outside the pool (the health probe's): end the
-    /// connect backoff, so callers waiting for a connection get one now.
     /// `connection` found its server demoted: retires the connections that existed then
     /// (``PoolStateMachine/evictAll(refused:now:)``).
     func evictAll(refused connection: PooledPostgresConnection) {
         event { machine in machine.evictAll(refused: connection.id, now: self.now) }
     }
 
+    /// The server answered a connection made outside the pool (the health probe's): end the
+    /// connect backoff, so callers waiting for a connection get one now.
     func serverReachable() {
         event { machine in machine.serverReachable(now: self.now) }
     }

@@ -360,17 +360,23 @@ public final class HealthMonitor: Service, Sendable {
 
     /// Firing while new connections go to a server other than the first configured.
     static func failoverObservation(_ servers: [ServerHealth]) -> AlertEngine.Observation {
-        let current = servers.firstIndex { $0.state == "current" }
-        let failedOver = current.map { $0 > 0 } ?? false
+        guard let current = servers.firstIndex(where: { $0.state == "current" }), current > 0 else {
+            return AlertEngine.Observation(
+                kind: .databaseFailedOver,
+                active: false,
+                value: 0,
+                threshold: 0,
+                summary: "Connections go to the first configured server"
+            )
+        }
+        let server = servers[current]
         return AlertEngine.Observation(
             kind: .databaseFailedOver,
-            active: failedOver,
-            value: failedOver ? 1 : 0,
+            active: true,
+            value: 1,
             threshold: 0,
-            summary: failedOver
-                ? "Failed over: connections go to \(servers[current!].host) (\(servers[current!].role ?? "role unknown")),"
-                    + " not \(servers[0].host), the first configured"
-                : "Connections go to the first configured server"
+            summary: "Failed over: connections go to \(server.host) (\(server.role ?? "role unknown")),"
+                + " not \(servers[0].host), the first configured"
         )
     }
 
