@@ -7,7 +7,7 @@ extension DatabaseConfigurationFactory {
     /// through its pipeline on its pool.
     ///
     /// ```swift
-    /// let database = try ReliableDatabase.postgres(configuration: .fromEnvironment())
+    /// let database = try await ReliableDatabase.postgres(configuration: .fromEnvironment())
     /// app.databases.use(.reliable(database, models: [User.self, Order.self]), as: .reliable)
     /// ```
     ///

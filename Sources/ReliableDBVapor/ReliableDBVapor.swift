@@ -11,7 +11,7 @@ extension Application {
     /// and closes the database's connections last.
     ///
     /// ```swift
-    /// app.reliableDB.use(try ReliableDatabase.postgres(configuration: .fromEnvironment()))
+    /// app.reliableDB.use(try await ReliableDatabase.postgres(configuration: .fromEnvironment()))
     /// app.reliableDB.mountHealthRoutes(at: "api", "health")
     /// ```
     public var reliableDB: ReliableDBApplication {

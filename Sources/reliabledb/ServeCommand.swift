@@ -46,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
         var configuration: ReliableDBConfiguration
         let address: (host: String, port: Int)
         do {
-            configuration = try ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+            configuration = try await ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
             address = try listenAddress()
             if let alertFormat {
                 guard let format = AlertWebhookFormat(rawValue: alertFormat.lowercased()) else {

@@ -20,7 +20,7 @@ import ServiceLifecycle
 /// The Quick Start (SQLite).
 func quickStart() async throws {
     // DATABASE_URL unset (or file:PATH / sqlite:PATH) selects the embedded SQLite backend.
-    let db = try ReliableDatabase.sqlite(configuration: .fromEnvironment())
+    let db = try await ReliableDatabase.sqlite(configuration: .fromEnvironment())
     try await db.write(.init("create-schema")) { conn in
         try conn.execute(sql: "CREATE TABLE IF NOT EXISTS user (id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
         try conn.execute(sql: "CREATE TABLE IF NOT EXISTS profile (userId INTEGER, name TEXT)")
@@ -50,7 +50,7 @@ func quickStart() async throws {
 
 /// The seed's timeout helpers.
 func timeoutHelpers() async throws {
-    let db = try ReliableDatabase.sqlite(configuration: .fromEnvironment())
+    let db = try await ReliableDatabase.sqlite(configuration: .fromEnvironment())
     let report = try await db.query(.complexQuery("user-analytics", table: "user")) { conn in   // 45 s
         try Int.fetchOne(conn, sql: "SELECT count(*) FROM user") ?? 0
     }
@@ -65,7 +65,7 @@ func timeoutHelpers() async throws {
 /// PostgreSQL.
 func postgres() async throws {
     let logger = Logger(label: "app")
-    let db = try ReliableDatabase.postgres(configuration: .fromEnvironment())   // DATABASE_URL=postgres://…
+    let db = try await ReliableDatabase.postgres(configuration: .fromEnvironment())   // DATABASE_URL=postgres://…
     let names = try await db.query(.read("get-users", table: "users")) { connection in
         try await connection.query("SELECT name FROM users", logger: logger).collect().map { try $0.decode(String.self) }
     }
@@ -79,7 +79,7 @@ func postgres() async throws {
 /// A complete Hummingbird service with health, alerts and metrics.
 func healthService() async throws {
     let logger = Logger(label: "app")
-    let config = try ReliableDBConfiguration.fromEnvironment()
+    let config = try await ReliableDBConfiguration.fromEnvironment()
     let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())   // your registry, no global
     let db = try ReliableDatabase.sqlite(
         configuration: config,
@@ -103,7 +103,7 @@ func healthService() async throws {
 
 /// The plain-value health API for other frameworks.
 func otherFrameworks() async throws {
-    let db = try ReliableDatabase.sqlite(configuration: .fromEnvironment())
+    let db = try await ReliableDatabase.sqlite(configuration: .fromEnvironment())
     let endpoints = HealthEndpoints(
         database: db,
         monitor: HealthMonitor(database: db),

@@ -13,7 +13,7 @@ import Vapor
 
 /// The Vapor wiring (top-level in the README, a declaration here as well).
 func configure(_ app: Application) async throws {
-    app.reliableDB.use(try ReliableDatabase.sqlite(configuration: .fromEnvironment()))
+    app.reliableDB.use(try await ReliableDatabase.sqlite(configuration: .fromEnvironment()))
     app.reliableDB.mountHealthRoutes(at: "api", "health")   // the four endpoints
 }
 
@@ -25,8 +25,8 @@ final class User: Model, Content, @unchecked Sendable {
     init() {}
 }
 
-func configureFluent(_ app: Application) throws {
-    let database = try ReliableDatabase.postgres(configuration: .fromEnvironment())
+func configureFluent(_ app: Application) async throws {
+    let database = try await ReliableDatabase.postgres(configuration: .fromEnvironment())
     app.databases.use(.reliable(database, models: [User.self]), as: .reliable)   // was .postgres(...)
     app.reliableDB.use(database)                        // the health routes and readiness, same pool
     app.reliableDB.mountHealthRoutes(at: "api", "health")

@@ -237,7 +237,7 @@ struct SQLiteIntegrationTests {
 
     @Test func openingFromTheConfigurationUsesItsSettings() async throws {
         let file = try TemporaryDatabaseFile()
-        let configuration = try ReliableDBConfiguration.fromEnvironment(
+        let configuration = try await ReliableDBConfiguration.fromEnvironment(
             ["DATABASE_URL": "sqlite:\(file.path)", "DB_CONNECTION_LIMIT": "2", "DB_CB_FAILURE_THRESHOLD": "7"],
             dotEnvPath: nil
         )
@@ -246,7 +246,7 @@ struct SQLiteIntegrationTests {
         #expect(db.circuitBreaker.configuration.failureThreshold == 7)
         #expect(FileManager.default.fileExists(atPath: file.path))
         try await db.shutdown()
-        let postgres = try ReliableDBConfiguration.fromEnvironment(
+        let postgres = try await ReliableDBConfiguration.fromEnvironment(
             ["DATABASE_URL": "postgres://u:pw@h/d"],
             dotEnvPath: nil
         )

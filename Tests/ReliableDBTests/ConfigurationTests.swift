@@ -9,28 +9,28 @@ struct ConfigurationTests {
     func load(
         _ environment: [String: String],
         dotEnv: String? = nil
-    ) throws(ConfigurationError) -> ReliableDBConfiguration {
+    ) async throws(ConfigurationError) -> ReliableDBConfiguration {
         guard let dotEnv else {
-            return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
+            return try await ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
         }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("reliabledb-\(UUID().uuidString).env")
             .path
         _ = FileManager.default.createFile(atPath: path, contents: Data(dotEnv.utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: path)
+        return try await ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: path)
     }
 
-    func problems(_ environment: [String: String]) -> [ConfigurationError.Problem] {
+    func problems(_ environment: [String: String]) async -> [ConfigurationError.Problem] {
         do {
-            _ = try load(environment)
+            _ = try await load(environment)
             return []
         } catch {
             return error.problems
         }
     }
 
-    @Test func defaultsAreTheSeeds() throws {
-        let config = try load([:])
+    @Test func defaultsAreTheSeeds() async throws {
+        let config = try await load([:])
         #expect(config.database == .sqlite(path: "reliabledb.sqlite"))
         #expect(config.connectionLimit == 10)
         #expect(config.poolTimeout == .seconds(10))
@@ -45,8 +45,8 @@ struct ConfigurationTests {
         )
     }
 
-    @Test func everyVariableIsReadInItsUnit() throws {
-        let config = try load([
+    @Test func everyVariableIsReadInItsUnit() async throws {
+        let config = try await load([
             "DATABASE_URL": "postgresql://app:s3cret@db.internal:5433/carmen",
             "DB_CONNECTION_LIMIT": "25",
             "DB_POOL_TIMEOUT": "2.5",
@@ -110,8 +110,8 @@ struct ConfigurationTests {
     ]
 
     @Test(arguments: malformed)
-    func aMalformedValueNamesTheVariableAndWhatWasExpected(variable: String, value: String, expected: String) {
-        let found = problems([variable: value])
+    func aMalformedValueNamesTheVariableAndWhatWasExpected(variable: String, value: String, expected: String) async {
+        let found = await problems([variable: value])
         #expect(found.count == 1)
         #expect(found.first?.variable == variable)
         #expect(found.first?.expected.contains(expected) == true, "\(found.first?.expected ?? "")")
@@ -128,31 +128,31 @@ struct ConfigurationTests {
         #expect(Set(Self.malformed.map(\.variable)).isSuperset(of: loadShedding))
     }
 
-    @Test func loadSheddingIsOffUnlessTurnedOnAndDefaultsToThePoolSize() throws {
-        #expect(try load([:]).reliability.loadShedding.enabled == false)
-        let on = try load(["DB_LOAD_SHEDDING": "true", "DB_CONNECTION_LIMIT": "12"]).reliability.loadShedding
+    @Test func loadSheddingIsOffUnlessTurnedOnAndDefaultsToThePoolSize() async throws {
+        #expect(try await load([:]).reliability.loadShedding.enabled == false)
+        let on = try await load(["DB_LOAD_SHEDDING": "true", "DB_CONNECTION_LIMIT": "12"]).reliability.loadShedding
         #expect(on.enabled && on.maxConcurrent == 12 && on.adaptive?.maxLimit == 12)
-        let large = try load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1000"])
+        let large = try await load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1000"])
         #expect(large.reliability.loadShedding.adaptive?.maxLimit == 1000, "the adaptive limit may reach the cap")
         #expect(large.reliability.validationProblems.isEmpty)
-        let one = try load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1"])
+        let one = try await load(["DB_LOAD_SHEDDING": "true", "DB_MAX_CONCURRENT_OPERATIONS": "1"])
         #expect(one.reliability.validationProblems.isEmpty, "\(one.reliability.validationProblems)")
-        let fixed = try load([
+        let fixed = try await load([
             "DB_LOAD_SHEDDING": "1", "DB_MAX_CONCURRENT_OPERATIONS": "100000", "DB_LOAD_SHEDDING_ADAPTIVE": "false",
         ]).reliability.loadShedding
         #expect(fixed.maxConcurrent == 100_000 && fixed.adaptive == nil)
     }
 
-    @Test func allProblemsAreReportedAtOnce() {
+    @Test func allProblemsAreReportedAtOnce() async {
         var environment: [String: String] = [:]
         for entry in Self.malformed { environment[entry.variable] = entry.value }
-        let found = problems(environment)
+        let found = await problems(environment)
         #expect(Set(found.map(\.variable)) == Set(Self.malformed.map(\.variable)))
     }
 
-    @Test func secretsNeverAppearInErrors() {
+    @Test func secretsNeverAppearInErrors() async {
         let error = ConfigurationError(
-            problems: problems([
+            problems: await problems([
                 "DATABASE_URL": "mysql://root:hunter2@localhost/db",
                 "DB_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T000/B000/SECRETTOKEN",
             ])
@@ -163,8 +163,8 @@ struct ConfigurationTests {
         #expect(error.description.contains("mysql://root:***@localhost/db"))
     }
 
-    @Test func secretsAreRedactedWhenPrinted() throws {
-        let config = try load([
+    @Test func secretsAreRedactedWhenPrinted() async throws {
+        let config = try await load([
             "DATABASE_URL": "postgres://app:p%40ss@db/carmen",
             "DB_ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/SECRETTOKEN",
         ])
@@ -180,45 +180,61 @@ struct ConfigurationTests {
         ("sqlite:/var/lib/app.db", "/var/lib/app.db"),
         ("sqlite:///var/lib/app.db", "/var/lib/app.db"),
     ])
-    func sqliteURLsSelectTheEmbeddedBackend(url: String, path: String) throws {
-        #expect(try load(["DATABASE_URL": url]).database == .sqlite(path: path))
+    func sqliteURLsSelectTheEmbeddedBackend(url: String, path: String) async throws {
+        #expect(try await load(["DATABASE_URL": url]).database == .sqlite(path: path))
     }
 
-    @Test func inMemorySQLiteIsRejectedWithAReason() {
-        let found = problems(["DATABASE_URL": "sqlite::memory:"])
+    @Test func inMemorySQLiteIsRejectedWithAReason() async {
+        let found = await problems(["DATABASE_URL": "sqlite::memory:"])
         #expect(found.first?.expected.contains("WAL") == true)
     }
 
-    @Test func dotEnvFillsInWhatTheEnvironmentDoesNotSet() throws {
-        let config = try load(
+    @Test func dotEnvFillsInWhatTheEnvironmentDoesNotSet() async throws {
+        let config = try await load(
             ["DB_CONNECTION_LIMIT": "7"],
             dotEnv: """
                 # comment
-                export DB_CONNECTION_LIMIT=3
-                DB_CB_FAILURE_THRESHOLD="9"   # inline comment
-                DB_ALERT_WEBHOOK_URL='https://example.com/hook'
-                DB_POOL_TIMEOUT=4 # seconds
+                DB_CONNECTION_LIMIT=3
+                  DB_CB_FAILURE_THRESHOLD = 9
+                DB_ALERT_WEBHOOK_URL=https://example.com/hook?a=b
+                export OTHER_APP_SETTING="not ours, not checked"
+                DB_POOL_TIMEOUT=4\r
 
                 """
         )
         #expect(config.connectionLimit == 7, "the process environment wins")
         #expect(config.circuitBreakerFailureThreshold == 9)
-        #expect(config.alertWebhookURL?.value == "https://example.com/hook")
+        #expect(config.alertWebhookURL?.value == "https://example.com/hook?a=b", "only the first = separates")
         #expect(config.poolTimeout == .seconds(4))
     }
 
-    @Test func badDotEnvLinesAreReportedWithTheirLineNumber() {
+    /// Lines swift-configuration's reader would skip or misread are problems, with their line
+    /// number and never their value.
+    @Test func dotEnvLinesThatWouldBeLostAreReportedWithTheirLineNumber() async {
         do {
-            _ = try load([:], dotEnv: "DB_CONNECTION_LIMIT=5\nnot a pair\nDB_TIMEOUTS=\"true\n")
+            _ = try await load(
+                [:],
+                dotEnv: """
+                    DB_CONNECTION_LIMIT=5
+                    not a pair
+                    DATABASE_URL="postgres://app:hunter2@db/erp"
+                    export DB_TIMEOUTS=false
+                    DB_POOL_TIMEOUT=4 # seconds
+                    DB_CB_TIMEOUT=fast
+                    """
+            )
             Issue.record("expected errors")
         } catch {
-            #expect(error.problems.count == 2)
-            #expect(error.problems.map(\.value) == ["line 2", "line 3"])
+            #expect(error.problems.map(\.value) == ["line 2", "line 3", "line 4", "line 5", "fast"])
+            #expect(error.problems[1].expected.contains("without quotes"))
+            #expect(error.problems[2].expected.contains("without `export`"))
+            #expect(error.problems[3].expected.contains("comment on its own line"))
+            #expect(!error.description.contains("hunter2"))
         }
     }
 
-    @Test func emptyValuesCountAsUnset() throws {
-        let config = try load(["DB_ALERT_WEBHOOK_URL": "", "DB_CONNECTION_LIMIT": " "])
+    @Test func emptyValuesCountAsUnset() async throws {
+        let config = try await load(["DB_ALERT_WEBHOOK_URL": "", "DB_CONNECTION_LIMIT": " "])
         #expect(config.alertWebhookURL == nil)
         #expect(config.connectionLimit == 10)
     }
@@ -236,10 +252,10 @@ struct ConfigReaderConfigurationTests {
         "DB_HEALTH_AUTH_TOKEN": "token-123",
     ]
 
-    @Test func environmentVariablesThroughAConfigReaderGiveTheSameConfiguration() throws {
+    @Test func environmentVariablesThroughAConfigReaderGiveTheSameConfiguration() async throws {
         let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: Self.environment))
         let viaReader = try ReliableDBConfiguration(config: reader)
-        let viaEnvironment = try ReliableDBConfiguration.fromEnvironment(Self.environment, dotEnvPath: nil)
+        let viaEnvironment = try await ReliableDBConfiguration.fromEnvironment(Self.environment, dotEnvPath: nil)
         #expect(viaReader == viaEnvironment)
         #expect(viaReader.connectionLimit == 25)
         #expect(viaReader.alertWebhookFormat == .alertmanager)

@@ -122,28 +122,49 @@ extension ReliableDBConfiguration {
         "DB_LOAD_SHEDDING_ADAPTIVE",
     ]
 
-    /// Reads the configuration from `environment`, with `dotEnvPath` (when the file exists) filling
-    /// in variables the environment does not set. Empty values count as unset.
+    /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
+    /// exists) filling in variables the environment does not set. Empty values count as unset.
+    ///
+    /// Both are read by swift-configuration's `EnvironmentVariablesProvider`, as
+    /// ``init(config:)`` would. A `.env` line that provider would skip or misread (no `=`;
+    /// `export`, quotes or an inline comment on one of these variables) is reported with its line
+    /// number among the other problems, rather than lost.
     public static func fromEnvironment(
         _ environment: [String: String] = ProcessInfo.processInfo.environment,
         dotEnvPath: String? = ".env"
-    ) throws(ConfigurationError) -> ReliableDBConfiguration {
-        var merged: [String: String] = [:]
+    ) async throws(ConfigurationError) -> ReliableDBConfiguration {
+        let secrets = SecretsSpecifier<String, String>.specific(secretVariableNames)
+        var providers: [any ConfigProvider] = [
+            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: secrets)
+        ]
         var problems: [ConfigurationError.Problem] = []
+        var misread: Set<String> = []
         if let dotEnvPath, FileManager.default.fileExists(atPath: dotEnvPath) {
             do {
                 let contents = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
-                let parsed = DotEnv.parse(contents, path: dotEnvPath)
-                merged = parsed.values
-                problems += parsed.errors.map {
-                    .init(variable: dotEnvPath, value: "line \($0.line)", expected: $0.reason)
-                }
+                let check = EnvironmentFileCheck.problems(
+                    in: contents,
+                    path: dotEnvPath,
+                    names: Set(variableNames + additionalVariableNames)
+                )
+                problems = check.problems
+                // A misread line's value is already reported by its line, unless the environment wins.
+                misread = check.misread.filter { environment[$0, default: ""].isEmpty }
+                providers.append(
+                    try await EnvironmentVariablesProvider(
+                        environmentFilePath: .init(dotEnvPath),
+                        secretsSpecifier: secrets
+                    )
+                )
             } catch {
                 problems.append(.init(variable: dotEnvPath, value: "", expected: "a readable UTF-8 file (\(error))"))
             }
         }
-        merged.merge(environment) { _, fromEnvironment in fromEnvironment }
-        return try parse(merged, problems: problems)
+        do {
+            return try Self(config: ConfigReader(providers: providers), problems: problems)
+        } catch {
+            throw ConfigurationError(problems: error.problems.filter { !misread.contains($0.variable) })
+        }
     }
 
     /// The variables this type reads that hold a secret (a password, a token).
@@ -163,6 +184,11 @@ extension ReliableDBConfiguration {
     /// `environmentFilePath`, JSON, in-memory), with the same validation and the same
     /// all-problems-at-once error. Secrets are read as secrets, so access logs redact them.
     public init(config: ConfigReader) throws(ConfigurationError) {
+        try self.init(config: config, problems: [])
+    }
+
+    /// Reads through `config`, reporting `problems` (found while reading its sources) first.
+    init(config: ConfigReader, problems: [ConfigurationError.Problem]) throws(ConfigurationError) {
         var values: [String: String] = [:]
         for name in Self.variableNames + Self.additionalVariableNames {
             let key = Self.configKey(for: name)
@@ -170,7 +196,7 @@ extension ReliableDBConfiguration {
                 values[name] = value
             }
         }
-        self = try Self.parse(values, problems: [])
+        self = try Self.parse(values, problems: problems)
     }
 
     /// Validates `values` (variable name to raw text) into a configuration, or throws every

@@ -34,7 +34,7 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration: ReliableDBConfiguration
         do {
-            configuration = try ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+            configuration = try await ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
         } catch {
             printError(error.description)
             throw ExitCode(2)

@@ -5,7 +5,7 @@ import ServiceLifecycle
 
 // `swift run hummingbird-orders` with DATABASE_URL set: the orders service on port 8080.
 let logger = Logger(label: "orders")
-let orders = try OrdersApp(configuration: try .fromEnvironment(), logger: logger)
+let orders = try OrdersApp(configuration: try await .fromEnvironment(), logger: logger)
 try await orders.migrate()
 let group = ServiceGroup(
     configuration: .init(

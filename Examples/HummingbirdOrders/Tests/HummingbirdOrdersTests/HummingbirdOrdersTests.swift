@@ -8,10 +8,10 @@ import ReliableDBTestSupport
 import Testing
 
 extension ScratchDatabase {
-    func configuration(_ extra: [String: String] = [:]) throws -> ReliableDBConfiguration {
+    func configuration(_ extra: [String: String] = [:]) async throws -> ReliableDBConfiguration {
         var environment = ["DATABASE_URL": url, "DB_CONNECTION_LIMIT": "4", "DB_POOL_TIMEOUT": "5"]
         environment.merge(extra) { _, new in new }
-        return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
+        return try await ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
     }
 }
 
@@ -25,7 +25,7 @@ func withOrdersApp(
 ) async throws {
     let scratch = try await ScratchDatabase.create(variable: server, prefix: "orders")
     do {
-        let configuration = try scratch.configuration(environment)
+        let configuration = try await scratch.configuration(environment)
         var reliability = configuration.reliability
         adjust(&reliability)
         let orders = try OrdersApp(

@@ -8,7 +8,7 @@ var environment = try Environment.detect()
 try LoggingSystem.bootstrap(from: &environment)
 let app = try await Application.make(environment)
 do {
-    let (database, exporter) = try makeDatabase(configuration: try .fromEnvironment())
+    let (database, exporter) = try makeDatabase(configuration: try await .fromEnvironment())
     try configure(app, database: database, exporter: exporter)
     try await app.execute()
 } catch {

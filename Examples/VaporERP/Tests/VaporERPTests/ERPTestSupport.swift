@@ -11,10 +11,10 @@ import VaporTesting
 
 extension ScratchDatabase {
     /// The app's configuration on this scratch database, as `DATABASE_URL` and `DB_*` give it.
-    func configuration(_ extra: [String: String] = [:]) throws -> ReliableDBConfiguration {
+    func configuration(_ extra: [String: String] = [:]) async throws -> ReliableDBConfiguration {
         var environment = ["DATABASE_URL": url, "DB_CONNECTION_LIMIT": "4", "DB_POOL_TIMEOUT": "5"]
         environment.merge(extra) { _, new in new }
-        return try ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
+        return try await ReliableDBConfiguration.fromEnvironment(environment, dotEnvPath: nil)
     }
 }
 
@@ -29,7 +29,7 @@ func withERPApp(
 ) async throws {
     let scratch = try await ScratchDatabase.create(variable: server, prefix: "erp")
     do {
-        let configuration = try scratch.configuration(extra)
+        let configuration = try await scratch.configuration(extra)
         var reliability = configuration.reliability
         adjust(&reliability)
         let (database, exporter) = try makeDatabase(
