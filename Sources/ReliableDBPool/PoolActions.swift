@@ -27,6 +27,13 @@ package struct PoolActions: Sendable, Equatable {
     package var shutDownCompleted = false
 
     package init() {}
+
+    /// Whether the lists are all empty, as on the lease and release fast path. Computed here, where
+    /// the lists' element types are concrete: iterating them from another module goes through
+    /// generic metadata, which cost the PostgreSQL pool about a tenth of its CPU on every event.
+    package var listsAreEmpty: Bool {
+        failures.isEmpty && connects.isEmpty && closes.isEmpty && keepAlives.isEmpty
+    }
 }
 
 /// A connection handed to a request.

@@ -318,7 +318,7 @@ public final class PostgresBackend: DatabaseBackend {
         do {
             let (grace, logger) = (cancelGrace, self.logger)
             token = try attempt.attachInterrupt {
-                connection.deadlineReached(cancelTimeout: grace, hardStopAfter: grace, logger: logger)
+                connection.deadlineReached(hardStopAfter: grace, logger: logger)
             }
         } catch {
             pool.release(connection, discard: false)
@@ -491,7 +491,7 @@ public final class PostgresBackend: DatabaseBackend {
         if let known = standbyLag.withLock({ $0 }), now - known.measuredAt < .seconds(1) { return known.lag }
         let (grace, logger) = (cancelGrace, self.logger)
         let token = try attempt.attachInterrupt {
-            connection.deadlineReached(cancelTimeout: grace, hardStopAfter: grace, logger: logger)
+            connection.deadlineReached(hardStopAfter: grace, logger: logger)
         }
         defer { attempt.detachInterrupt(token) }
         let lag = try await connection.run { connection in

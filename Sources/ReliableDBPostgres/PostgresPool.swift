@@ -347,24 +347,26 @@ extension PostgresPool.Shell {
                 preconditionFailure("the pool granted connection \(grant.connection), which it never opened")
             }
         }
-        for failure in actions.failures {
-            let error: PoolLeaseError
-            switch failure.reason {
-            case .timeout: error = .timedOut
-            case .cancelled: error = .cancelled
-            case .shutdown: error = .shutDown
-            case .connectFailed: error = .connectFailed(lastConnectError ?? PoolLeaseError.shutDown)
+        if !actions.listsAreEmpty {
+            for failure in actions.failures {
+                let error: PoolLeaseError
+                switch failure.reason {
+                case .timeout: error = .timedOut
+                case .cancelled: error = .cancelled
+                case .shutdown: error = .shutDown
+                case .connectFailed: error = .connectFailed(lastConnectError ?? PoolLeaseError.shutDown)
+                }
+                deliver(.failure(error), to: failure.request, own: own, into: &work)
             }
-            deliver(.failure(error), to: failure.request, own: own, into: &work)
-        }
-        for connect in actions.connects {
-            work.connects.append((connect.connection, connect.loopKey))
-        }
-        for close in actions.closes {
-            if let connection = connections[close.connection] { work.closes.append(connection) }
-        }
-        for id in actions.keepAlives {
-            if let connection = connections[id] { work.keepAlives.append((connection, id)) }
+            for connect in actions.connects {
+                work.connects.append((connect.connection, connect.loopKey))
+            }
+            for close in actions.closes {
+                if let connection = connections[close.connection] { work.closes.append(connection) }
+            }
+            for id in actions.keepAlives {
+                if let connection = connections[id] { work.keepAlives.append((connection, id)) }
+            }
         }
         if actions.shutDownCompleted || machine.isShutDownComplete {
             work.shutdownWaiters = shutdownWaiters

@@ -272,36 +272,38 @@ extension AdmissionPool.Shell {
             maxAcquireNanoseconds = max(maxAcquireNanoseconds, nanoseconds)
             deliver(.success(Admission(slot: grant.connection, waited: grant.waited)), to: grant.request, own, &work)
         }
-        for failure in actions.failures {
-            let error: AdmissionFailure
-            switch failure.reason {
-            case .timeout:
-                let attemptDeadline =
-                    failure.request == own?.id ? own?.attemptDeadline : attemptDeadlines[failure.request]
-                if let attemptDeadline, attemptDeadline <= now {
-                    deadlineTimeouts += 1
-                    error = .deadline
-                } else {
-                    error = .poolTimeout
+        if !actions.listsAreEmpty {
+            for failure in actions.failures {
+                let error: AdmissionFailure
+                switch failure.reason {
+                case .timeout:
+                    let attemptDeadline =
+                        failure.request == own?.id ? own?.attemptDeadline : attemptDeadlines[failure.request]
+                    if let attemptDeadline, attemptDeadline <= now {
+                        deadlineTimeouts += 1
+                        error = .deadline
+                    } else {
+                        error = .poolTimeout
+                    }
+                case .cancelled:
+                    error = .cancelled
+                case .shutdown:
+                    error = .shutDown
+                case .connectFailed:
+                    assertionFailure("admission slots open without I/O, so no connect fails")
+                    error = .shutDown
                 }
-            case .cancelled:
-                error = .cancelled
-            case .shutdown:
-                error = .shutDown
-            case .connectFailed:
-                assertionFailure("admission slots open without I/O, so no connect fails")
-                error = .shutDown
+                deliver(.failure(error), to: failure.request, own, &work)
             }
-            deliver(.failure(error), to: failure.request, own, &work)
-        }
-        for connect in actions.connects {
-            absorb(machine.connected(connection: connect.connection, now: now), now, own, &work)
-        }
-        for close in actions.closes {
-            absorb(machine.closed(connection: close.connection, now: now), now, own, &work)
-        }
-        for slot in actions.keepAlives {
-            absorb(machine.keepAliveDone(connection: slot, alive: true, now: now), now, own, &work)
+            for connect in actions.connects {
+                absorb(machine.connected(connection: connect.connection, now: now), now, own, &work)
+            }
+            for close in actions.closes {
+                absorb(machine.closed(connection: close.connection, now: now), now, own, &work)
+            }
+            for slot in actions.keepAlives {
+                absorb(machine.keepAliveDone(connection: slot, alive: true, now: now), now, own, &work)
+            }
         }
         if actions.shutDownCompleted {
             work.shutdownWaiters += shutdownWaiters
