@@ -9,7 +9,8 @@
 //
 // Settings: BENCH_CALLERS (10), BENCH_ROUNDS (5), BENCH_ROUND_SECONDS (3), BENCH_PINNED (0): 1 runs
 // each caller on one of PostgresNIO's event loops (EventLoopExecutor), as `reliabledb loadtest` does,
-// BENCH_PREPARED (0): 1 runs a prepared statement, as `loadtest --sql` does.
+// BENCH_PREPARED (0): 1 runs a prepared statement, as `loadtest --sql` does, BENCH_ONLY (all): the
+// variants to run, comma-separated (`reliable` alone, to profile it).
 import BenchmarkSupport
 import Foundation
 import Logging
@@ -23,6 +24,7 @@ let rounds = Int(environment["BENCH_ROUNDS"] ?? "") ?? 5
 let roundLength = Duration.seconds(Int(environment["BENCH_ROUND_SECONDS"] ?? "") ?? 3)
 let executors = environment["BENCH_PINNED"] == "1" ? EventLoopExecutor.forDefaultEventLoops : []
 let prepared = environment["BENCH_PREPARED"] == "1"
+let only = Set((environment["BENCH_ONLY"] ?? "plain,direct,pool,reliable").split(separator: ",").map(String.init))
 
 /// `SELECT 1` as a prepared statement (BENCH_PREPARED=1): parsed once per connection.
 struct SelectOne: PostgresPreparedStatement {
@@ -79,7 +81,8 @@ for index in 0..<callers {
 let connections = directConnections
 
 func measure(_ label: String, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
-    try await measureThroughput(label, callers: callers, for: roundLength, on: executors, operation)
+    guard only.contains(label) else { return .nan }
+    return try await measureThroughput(label, callers: callers, for: roundLength, on: executors, operation)
 }
 
 let direct: @Sendable (Int) async throws -> Void = { index in
