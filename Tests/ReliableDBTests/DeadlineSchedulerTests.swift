@@ -48,6 +48,24 @@ struct DeadlineSchedulerTests {
         #expect(order.withLock { $0 } == [5, 10, 20])
     }
 
+    /// The alarm's action holds the scheduler's core strongly (no weak reference, docs/PERFORMANCE.md):
+    /// dropping the scheduler must still free it and disarm its alarm.
+    @Test func aDroppedSchedulerIsFreedAndItsAlarmDisarmed() {
+        let clock = ManualClock()
+        let fired = Mutex(false)
+        weak var dropped: DeadlineScheduler?
+        do {
+            let scheduler = DeadlineScheduler(clock: clock)
+            dropped = scheduler
+            _ = scheduler.register(clock.now + .seconds(1)) { fired.withLock { $0 = true } }
+            #expect(clock.sleeperCount == 1)
+        }
+        #expect(dropped == nil, "no cycle through the alarm keeps it alive")
+        #expect(clock.sleeperCount == 0, "its alarm is disarmed")
+        clock.advance(by: .seconds(2))
+        #expect(!fired.withLock { $0 })
+    }
+
     @Test func aStoppedSchedulerFiresNothing() {
         let clock = ManualClock()
         let scheduler = DeadlineScheduler(clock: clock)

@@ -21,47 +21,25 @@ package final class DeadlineScheduler: Sendable {
         let generation: UInt32
     }
 
-    private struct Slot {
-        var generation: UInt32 = 0
-        var deadline = MonotonicTime.zero
-        var inUse = false
-        var fired = false
-        var interrupt: (@Sendable () -> Void)?
-    }
-
-    private struct State {
-        var slots: [Slot] = []
-        var free: [Int32] = []
-        var stopped = false
-        /// The instant the alarm is armed for; nil while disarmed.
-        var alarmAt: MonotonicTime?
-    }
-
     let clock: any ReliabilityClock
-    private let state: Mutex<State>
-    /// Set once in init; the alarm's action holds the scheduler weakly.
-    private nonisolated(unsafe) var alarm: (any ClockAlarm)!
+    /// The slots and the alarm. The alarm's action holds the core strongly and `deinit` breaks that
+    /// cycle: a weak reference to the scheduler would give it a side table, and then every retain
+    /// of it (each operation's ``AttemptContext`` takes one) would take the runtime's slow path,
+    /// shared by both cores (measured with `Benchmarks/PipelineContention`, docs/PERFORMANCE.md).
+    private let core: Core
 
     package init(clock: any ReliabilityClock) {
         self.clock = clock
-        var initial = State()
-        initial.slots.reserveCapacity(64)
-        initial.free.reserveCapacity(64)
-        state = Mutex(initial)
-        alarm = clock.makeAlarm { [weak self] in self?.fireDue() }
+        core = Core(clock: clock)
     }
 
     deinit {
-        alarm.disarm()
+        core.stop()
     }
 
     /// Stops firing; deadlines registered afterwards never fire.
     package func stop() {
-        state.withLock { state in
-            state.stopped = true
-            state.alarmAt = nil
-            alarm.disarm()
-        }
+        core.stop()
     }
 
     /// Runs `body` with a context whose deadline is `deadline`, for bounding work outside the
@@ -75,61 +53,112 @@ package final class DeadlineScheduler: Sendable {
     /// deadline has already passed.
     func register(_ deadline: MonotonicTime, interrupt: @escaping @Sendable () -> Void) -> Token? {
         if clock.now >= deadline { return nil }
-        return state.withLock { state -> Token in
-            let index: Int32
-            if let reused = state.free.popLast() {
-                index = reused
-            } else {
-                index = Int32(state.slots.count)
-                state.slots.append(Slot())
-            }
-            let slot = Int(index)
-            state.slots[slot].deadline = deadline
-            state.slots[slot].inUse = true
-            state.slots[slot].fired = false
-            state.slots[slot].interrupt = interrupt
-            // Armed under the lock, so two registrations cannot leave it at the later instant.
-            if !state.stopped, state.alarmAt.map({ deadline < $0 }) ?? true {
-                state.alarmAt = deadline
-                alarm.arm(at: deadline)
-            }
-            return Token(index: index, generation: state.slots[slot].generation)
-        }
+        return core.register(deadline, interrupt: interrupt)
     }
 
     /// Releases the slot. Returns whether the deadline fired while it was held. The alarm stays
     /// armed: it finds nothing due and re-arms for the earliest deadline left, if any.
     @discardableResult
     func unregister(_ token: Token) -> Bool {
-        state.withLock { state in
-            let slot = Int(token.index)
-            guard state.slots[slot].generation == token.generation, state.slots[slot].inUse else { return false }
-            let fired = state.slots[slot].fired
-            state.slots[slot].inUse = false
-            state.slots[slot].interrupt = nil
-            state.slots[slot].generation &+= 1
-            state.free.append(token.index)
-            return fired
-        }
+        core.unregister(token)
     }
 
-    /// The alarm's action: fires every due deadline and re-arms for the earliest one left.
-    private func fireDue() {
-        let now = clock.now
-        state.withLock { state in
-            guard !state.stopped else { return }
-            var earliest: MonotonicTime?
-            for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
-                if state.slots[index].deadline <= now {
-                    state.slots[index].fired = true
-                    state.slots[index].interrupt?()
-                    state.slots[index].interrupt = nil
-                } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
-                    earliest = state.slots[index].deadline
-                }
+    private final class Core: Sendable {
+        private struct Slot {
+            var generation: UInt32 = 0
+            var deadline = MonotonicTime.zero
+            var inUse = false
+            var fired = false
+            var interrupt: (@Sendable () -> Void)?
+        }
+
+        private struct State {
+            var slots: [Slot] = []
+            var free: [Int32] = []
+            var stopped = false
+            /// The instant the alarm is armed for; nil while disarmed.
+            var alarmAt: MonotonicTime?
+            /// Nil once stopped, which ends the cycle through the alarm's action.
+            var alarm: (any ClockAlarm)?
+        }
+
+        private let clock: any ReliabilityClock
+        private let state: Mutex<State>
+
+        init(clock: any ReliabilityClock) {
+            self.clock = clock
+            var initial = State()
+            initial.slots.reserveCapacity(64)
+            initial.free.reserveCapacity(64)
+            state = Mutex(initial)
+            let alarm = clock.makeAlarm { [self] in fireDue() }
+            state.withLock { $0.alarm = alarm }
+        }
+
+        func stop() {
+            let alarm = state.withLock { state -> (any ClockAlarm)? in
+                state.stopped = true
+                state.alarmAt = nil
+                defer { state.alarm = nil }
+                return state.alarm
             }
-            state.alarmAt = earliest
-            if let earliest { alarm.arm(at: earliest) }
+            alarm?.disarm()
+        }
+
+        func register(_ deadline: MonotonicTime, interrupt: @escaping @Sendable () -> Void) -> Token {
+            state.withLock { state -> Token in
+                let index: Int32
+                if let reused = state.free.popLast() {
+                    index = reused
+                } else {
+                    index = Int32(state.slots.count)
+                    state.slots.append(Slot())
+                }
+                let slot = Int(index)
+                state.slots[slot].deadline = deadline
+                state.slots[slot].inUse = true
+                state.slots[slot].fired = false
+                state.slots[slot].interrupt = interrupt
+                // Armed under the lock, so two registrations cannot leave it at the later instant.
+                if !state.stopped, state.alarmAt.map({ deadline < $0 }) ?? true {
+                    state.alarmAt = deadline
+                    state.alarm?.arm(at: deadline)
+                }
+                return Token(index: index, generation: state.slots[slot].generation)
+            }
+        }
+
+        func unregister(_ token: Token) -> Bool {
+            state.withLock { state in
+                let slot = Int(token.index)
+                guard state.slots[slot].generation == token.generation, state.slots[slot].inUse else { return false }
+                let fired = state.slots[slot].fired
+                state.slots[slot].inUse = false
+                state.slots[slot].interrupt = nil
+                state.slots[slot].generation &+= 1
+                state.free.append(token.index)
+                return fired
+            }
+        }
+
+        /// The alarm's action: fires every due deadline and re-arms for the earliest one left.
+        private func fireDue() {
+            let now = clock.now
+            state.withLock { state in
+                guard !state.stopped else { return }
+                var earliest: MonotonicTime?
+                for index in state.slots.indices where state.slots[index].inUse && !state.slots[index].fired {
+                    if state.slots[index].deadline <= now {
+                        state.slots[index].fired = true
+                        state.slots[index].interrupt?()
+                        state.slots[index].interrupt = nil
+                    } else if earliest.map({ state.slots[index].deadline < $0 }) ?? true {
+                        earliest = state.slots[index].deadline
+                    }
+                }
+                state.alarmAt = earliest
+                if let earliest { state.alarm?.arm(at: earliest) }
+            }
         }
     }
 }
