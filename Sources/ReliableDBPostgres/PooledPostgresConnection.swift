@@ -19,7 +19,7 @@ final class PooledPostgresConnection: Sendable {
     /// How long after the connection closed a statement that has not answered is abandoned.
     static let abandonGrace = TimeAmount.milliseconds(10)
     /// How long a CancelRequest may take to be delivered (a socket, TLS when the URL asks for it,
-    /// 16 bytes). Longer than ``cancelGrace``: the caller does not wait for it, and a cancel that
+    /// 16 bytes). Longer than ``PostgresBackend/cancelGrace``: the caller does not wait for it, and a cancel that
     /// arrives after the hard stop still ends a statement the server would otherwise run to its end
     /// (it does not notice the closed connection until it writes). Measured under the parallel test
     /// load: a TLS cancel took 238 ms to send.
