@@ -24,7 +24,7 @@ public final class PostgresBackend: DatabaseBackend {
     let hostWalk: HostWalk
     /// The server-side backstop timeout (see `init`).
     let statementTimeout: Duration?
-    private let pool: PostgresPool
+    let pool: PostgresPool
     /// Connections to standbys for reads (with several servers, ``standbyReads``), else nil; none
     /// is opened until a read needs one.
     private let readPool: PostgresPool?
@@ -139,6 +139,12 @@ public final class PostgresBackend: DatabaseBackend {
             standbyWalk = nil
             readPool = nil
         }
+    }
+
+    deinit {
+        // The pools' alarms hold their pools (PostgresPool.detachAlarm): without a shutdown, this ends them.
+        pool.detachAlarm()
+        readPool?.detachAlarm()
     }
 
     /// Reads go to a standby always with `standby_reads=true`, and on a fallback with several

@@ -42,6 +42,11 @@ final class PostgresPool: Sendable {
         var nextRequest = 0
         /// The instant the alarm is armed for; nil while disarmed.
         var alarmAt: PoolInstant?
+        /// The clock's alarm at the machine's `wakeAt`. Its action holds the pool strongly: a weak
+        /// reference would give the pool a side table, and every retain of it (each lease takes
+        /// one) the runtime's slow path (docs/PERFORMANCE.md). Nil after ``detachAlarm()``, which
+        /// ends that cycle: `shutdown()` and the backend's deinit call it.
+        var alarm: (any ClockAlarm)?
         var lastConnectError: (any Error)?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         /// Timed-out waits that ended at the operation's deadline rather than the pool timeout:
@@ -64,10 +69,8 @@ final class PostgresPool: Sendable {
     }
 
     let limit: Int
-    /// The time the machine runs on, and its alarm.
+    /// The time the machine runs on.
     private let clock: any ReliabilityClock
-    /// Set once in init; its action holds the pool weakly.
-    private nonisolated(unsafe) var alarm: (any ClockAlarm)!
     private let state: Mutex<Shell>
     private let connect: Connect
     private let eventLoops: any EventLoopGroup
@@ -86,11 +89,19 @@ final class PostgresPool: Sendable {
         self.eventLoops = eventLoops
         self.logger = logger
         self.connect = connect
-        alarm = clock.makeAlarm { [weak self] in self?.timerFired() }
+        let alarm = clock.makeAlarm { [self] in timerFired() }
+        state.withLock { $0.alarm = alarm }
     }
 
-    deinit {
-        alarm.disarm()
+    /// Disarms the alarm and lets go of it, which ends the cycle through its action. No timer
+    /// fires afterwards: only for a pool shut down or no longer used.
+    func detachAlarm() {
+        let alarm = state.withLock { shell -> (any ClockAlarm)? in
+            shell.alarmAt = nil
+            defer { shell.alarm = nil }
+            return shell.alarm
+        }
+        alarm?.disarm()
     }
 
     private var now: PoolInstant {
@@ -182,7 +193,7 @@ final class PostgresPool: Sendable {
     fileprivate func scheduleTimer(_ shell: inout Shell, at wakeAt: PoolInstant?) {
         guard let wakeAt, shell.alarmAt.map({ wakeAt < $0 }) ?? true else { return }
         shell.alarmAt = wakeAt
-        alarm.arm(at: wakeAt)
+        shell.alarm?.arm(at: wakeAt)
     }
 
     private func open(_ id: Int, on eventLoop: any EventLoop) {
@@ -270,10 +281,7 @@ final class PostgresPool: Sendable {
             }
             if done { continuation.resume() }
         }
-        state.withLock { shell in
-            shell.alarmAt = nil
-            alarm.disarm()
-        }
+        detachAlarm()
     }
 
     // MARK: Statistics

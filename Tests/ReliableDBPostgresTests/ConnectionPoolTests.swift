@@ -84,6 +84,26 @@ extension PostgresBackendTests {
         try await observer.close()
     }
 
+    /// The pool's alarm holds the pool strongly (no weak reference: docs/PERFORMANCE.md), so what
+    /// ends that cycle must run: a shut-down pool, and one whose backend is gone, are freed (soon
+    /// after: libdispatch lets go of a timer's handler on the timer's queue).
+    @Test func aShutDownPoolAndADroppedBackendsPoolAreFreed() async throws {
+        weak var shutDown: PostgresPool?
+        do {
+            let pool = try Self.pool(limit: 2)
+            shutDown = pool
+            pool.release(try await Self.lease(1, from: pool), discard: false)
+            await pool.shutdown()
+        }
+        #expect(try await eventually { shutDown == nil })
+        weak var backendsPool: PostgresPool?
+        do {
+            let backend = try PostgresBackend(url: try TestServer.url(), connectionLimit: 2)
+            backendsPool = backend.pool
+        }
+        #expect(try await eventually { backendsPool == nil })
+    }
+
     struct InjectedConnectFailure: Error {}
 
     final class HeldCount: Sendable {
