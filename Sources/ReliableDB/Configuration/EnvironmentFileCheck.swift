@@ -31,21 +31,18 @@ enum EnvironmentFileCheck {
             var name = line[..<equals].trimmingCharacters(in: .whitespaces)
             let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
             let exported = name.hasPrefix("export ")
-            if exported || value.hasPrefix("\"") || value.hasPrefix("'") || value.contains(" #") {
-                misread.insert(name)
-            }
             if exported { name = String(name.dropFirst(7)).trimmingCharacters(in: .whitespaces) }
             guard names.contains(name) else { continue }
-            if exported || value.hasPrefix("\"") || value.hasPrefix("'") || value.contains(" #") {
-                misread.insert(name)
-            }
             if exported {
                 report("\(name)=value without `export` (the variable would be named 'export \(name)')")
             } else if value.hasPrefix("\"") || value.hasPrefix("'") {
                 report("\(name)=value without quotes (they would be kept as part of the value)")
             } else if value.contains(" #") {
                 report("the comment on its own line (it would be kept as part of \(name))")
+            } else {
+                continue
             }
+            misread.insert(name)
         }
         return (problems, misread)
     }
