@@ -10,13 +10,18 @@ extension PoolStateMachine {
     ///   - now: The current time.
     ///   - preferredLoop: The caller's event loop; an idle connection on it is taken first, and a
     ///     connect started for this request is asked to open there.
+    ///   - bypassingBackoff: While connects are failing, start the one retry now instead of at the
+    ///     backoff's end (if none is in flight). For a circuit breaker's trial call: the breaker
+    ///     already spaces those out, and a trial that times out waiting for the backoff would keep
+    ///     the breaker open for another whole timeout.
     /// - Returns: a grant to this request (an idle connection was free), a failure for it, or
     ///   neither (it waits; a connect may be started). Overdue waiters are failed on the way.
     package mutating func lease(
         request: RequestID,
         deadline: PoolInstant?,
         now: PoolInstant,
-        preferredLoop: Int? = nil
+        preferredLoop: Int? = nil,
+        bypassingBackoff: Bool = false
     ) -> PoolActions {
         var actions = PoolActions()
         failOverdueWaiters(now: now, into: &actions)
@@ -37,7 +42,7 @@ extension PoolStateMachine {
         } else {
             let enqueued = waiters.enqueue(request, deadline: deadline, now: now, loopKey: preferredLoop)
             precondition(enqueued, "request \(request) is already waiting; request ids must be unique")
-            startConnects(now: now, loopKey: preferredLoop, into: &actions)
+            startConnects(now: now, loopKey: preferredLoop, bypassingBackoff: bypassingBackoff, into: &actions)
         }
         finishEvent(now: now, into: &actions)
         return actions

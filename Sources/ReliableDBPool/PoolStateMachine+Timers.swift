@@ -60,12 +60,18 @@ extension PoolStateMachine {
     ///
     /// While connects are failing, only one is in flight at a time and only after the backoff: the
     /// database is probably down, and a connect per waiter would be a thundering herd on recovery.
-    mutating func startConnects(now: PoolInstant, loopKey: Int?, into actions: inout PoolActions) {
+    /// `bypassingBackoff` starts that one connect before the backoff's end.
+    mutating func startConnects(
+        now: PoolInstant,
+        loopKey: Int?,
+        bypassingBackoff: Bool = false,
+        into actions: inout PoolActions
+    ) {
         guard lifecycle == .running, !waiters.isEmpty else { return }
         let (connecting, total) = connections.connectingAndTotal()
         var wanted = Swift.min(waiters.count - connecting, configuration.maximumConnections - total)
         if backoff.failures > 0 {
-            wanted = connecting == 0 && backoff.retryAt <= now ? Swift.min(wanted, 1) : 0
+            wanted = connecting == 0 && (bypassingBackoff || backoff.retryAt <= now) ? Swift.min(wanted, 1) : 0
         }
         guard wanted > 0 else { return }
         for _ in 0..<wanted {

@@ -535,7 +535,7 @@ public final class PostgresBackend: DatabaseBackend {
         var deadline = start + wait
         if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
         do {
-            let connection = try await pool.lease(until: deadline)
+            let connection = try await pool.lease(until: deadline, bypassingBackoff: attempt.isBreakerProbe)
             if hasInstruments.load(ordering: .acquiring) {
                 instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
                     (clock.now - start).nanosecondsClamped

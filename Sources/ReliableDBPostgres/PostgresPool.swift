@@ -115,8 +115,12 @@ final class PostgresPool: Sendable {
     // MARK: Leasing
 
     /// A connection, waiting at most until `deadline` (the earlier of the pool timeout and the
-    /// operation's deadline). Throws ``PoolLeaseError``.
-    func lease(until deadline: MonotonicTime?) async throws -> PooledPostgresConnection {
+    /// operation's deadline). Throws ``PoolLeaseError``. `bypassingBackoff` is for a circuit
+    /// breaker's trial (``PoolStateMachine/lease(request:deadline:now:preferredLoop:bypassingBackoff:)``).
+    func lease(
+        until deadline: MonotonicTime?,
+        bypassingBackoff: Bool = false
+    ) async throws -> PooledPostgresConnection {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
         let loop = Self.loopKey(eventLoop)
         let poolDeadline = deadline
@@ -127,7 +131,8 @@ final class PostgresPool: Sendable {
                 request: request,
                 deadline: poolDeadline,
                 now: self.now,
-                preferredLoop: loop
+                preferredLoop: loop,
+                bypassingBackoff: bypassingBackoff
             )
             return (request, shell.absorb(actions, own: request, pool: self))
         }

@@ -102,6 +102,30 @@ struct PoolConnectFailureTests {
         #expect(machine.lease(request: 3, deadline: nil, now: t0 + 300).connects.count == 1)
     }
 
+    /// A circuit breaker's trial tries the database at once: waiting out a 2 s backoff would time
+    /// it out and keep the breaker open for another whole timeout. It still never adds a second
+    /// connect while one is in flight.
+    @Test func aBreakerTrialStartsTheRetryBeforeTheBackoffEnds() {
+        var machine = makeMachine(maximumConnections: 3)
+        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        var now = t0
+        for connection in 0..<5 {  // the backoff grows to its 2 s cap
+            _ = machine.connectFailed(connection: connection, now: now)
+            now = now + 1_000
+            _ = machine.lease(request: 10 + connection, deadline: nil, now: now, bypassingBackoff: true)
+        }
+        _ = machine.connectFailed(connection: 5, now: now)
+        let ordinary = machine.lease(request: 2, deadline: now + 800, now: now + 10)
+        #expect(ordinary.connects.isEmpty, "an ordinary caller waits")
+        let trial = machine.lease(request: 3, deadline: now + 810, now: now + 10, bypassingBackoff: true)
+        #expect(trial.connects.count == 1, "the trial connects now, 2 s before the backoff ends")
+        let second = machine.lease(request: 4, deadline: now + 810, now: now + 10, bypassingBackoff: true)
+        #expect(second.connects.isEmpty, "one connect in flight at a time")
+        let connected = machine.connected(connection: trial.connectIDs[0], now: now + 20)
+        #expect(connected.grant?.request == 2, "the longest waiter is served first")
+        #expect(machine.consecutiveConnectFailures == 0)
+    }
+
     @Test func aConnectingConnectionThatClosesCountsAsAFailedConnect() {
         var machine = makeMachine()
         _ = machine.lease(request: 1, deadline: nil, now: t0)

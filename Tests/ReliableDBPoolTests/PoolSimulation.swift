@@ -10,7 +10,8 @@ import ReliableDB
 /// and carry the seed, so a failure replays exactly.
 struct PoolSimulation {
     enum Event: Equatable {
-        case lease(Int)
+        /// A request; `trial` when it stands for a circuit breaker's trial (``PoolStateMachine/lease(request:deadline:now:preferredLoop:bypassingBackoff:)``).
+        case lease(Int, trial: Bool = false)
         case cancel(Int)
         case release(Int, discard: Bool)
         case connected(Int)
@@ -204,7 +205,10 @@ struct PoolSimulation {
         leaseDeadline = randomDeadline()
         let deadline = leaseDeadline
         let loop: Int? = chance(0.2) ? nil : Int.random(in: 0...3, using: &rng)
-        perform(.lease(request)) { $0.lease(request: request, deadline: deadline, now: $1, preferredLoop: loop) }
+        let trial = chance(0.1)
+        perform(.lease(request, trial: trial)) {
+            $0.lease(request: request, deadline: deadline, now: $1, preferredLoop: loop, bypassingBackoff: trial)
+        }
     }
 
     private mutating func completeConnect() {

@@ -1,4 +1,5 @@
 import ReliableDBTesting
+import Synchronization
 import Testing
 
 @testable import ReliableDB
@@ -242,6 +243,34 @@ struct PipelineTests {
         }
         #expect(script.calls.count == 3)
         #expect(db.circuitBreaker.metrics.requests == 0)
+    }
+
+    /// The backend learns which attempt is the breaker's half-open trial, so its pool can connect at
+    /// once instead of waiting out its own backoff (PoolStateMachine's `bypassingBackoff`).
+    @Test func onlyTheHalfOpenTrialIsMarkedAsTheBreakersProbe() async throws {
+        let clock = ManualClock()
+        let db = makeDatabase(
+            clock: clock,
+            breaker: .init(failureThreshold: 1, successThreshold: 1, timeout: .seconds(1), retry: .none),
+            timeouts: noTimeouts
+        )
+        let seen = Mutex<[Bool]>([])
+        let script = Script([.failure(.init(errorClass: .connection)), .success(1), .success(2)])
+        for _ in 0..<2 {
+            _ = try? await db.execute(OperationOptions("x")) { context in
+                seen.withLock { $0.append(context.isBreakerProbe) }
+                return try script.next()
+            }
+        }
+        #expect(db.circuitBreaker.state == .open)
+        clock.advance(by: .seconds(1))
+        for _ in 0..<2 {
+            _ = try await db.execute(OperationOptions("x")) { context in
+                seen.withLock { $0.append(context.isBreakerProbe) }
+                return try script.next()
+            }
+        }
+        #expect(seen.withLock { $0 } == [false, true, false], "closed, the rejected call never ran, trial, closed")
     }
 
     @Test func breakerTransitionsAreDelivered() async throws {

@@ -207,7 +207,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 let context = AttemptContext(
                     scheduler: deadline == nil ? nil : deadlines,
                     attempt: attempt,
-                    deadline: deadline
+                    deadline: deadline,
+                    isBreakerProbe: permit?.isProbe ?? false
                 )
                 let value = try await operation(context)
                 let end = clock.now
