@@ -40,13 +40,9 @@ final class PostgresPool: Sendable {
         /// Answers for requests whose continuation was not stored yet.
         var early: [Int: Result<PooledPostgresConnection, PoolLeaseError>] = [:]
         var nextRequest = 0
-        /// The instant the alarm is armed for; nil while disarmed.
-        var alarmAt: PoolInstant?
-        /// The clock's alarm at the machine's `wakeAt`. Its action holds the pool strongly: a weak
-        /// reference would give the pool a side table, and every retain of it (each lease takes
-        /// one) the runtime's slow path (docs/PERFORMANCE.md). Nil after ``detachAlarm()``, which
-        /// ends that cycle: `shutdown()` and the backend's deinit call it.
-        var alarm: (any ClockAlarm)?
+        /// The clock's alarm at the machine's `wakeAt`. Its action holds the pool strongly;
+        /// ``detachAlarm()`` ends that cycle: `shutdown()` and the backend's deinit call it.
+        var alarm = HeldAlarm()
         var lastConnectError: (any Error)?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         /// Timed-out waits that ended at the operation's deadline rather than the pool timeout:
@@ -90,18 +86,13 @@ final class PostgresPool: Sendable {
         self.logger = logger
         self.connect = connect
         let alarm = clock.makeAlarm { [self] in timerFired() }
-        state.withLock { $0.alarm = alarm }
+        state.withLock { $0.alarm.hold(alarm) }
     }
 
     /// Disarms the alarm and lets go of it, which ends the cycle through its action. No timer
     /// fires afterwards: only for a pool shut down or no longer used.
     func detachAlarm() {
-        let alarm = state.withLock { shell -> (any ClockAlarm)? in
-            shell.alarmAt = nil
-            defer { shell.alarm = nil }
-            return shell.alarm
-        }
-        alarm?.disarm()
+        state.withLock { $0.alarm.detach() }?.disarm()
     }
 
     private var now: PoolInstant {
@@ -184,7 +175,7 @@ final class PostgresPool: Sendable {
 
     fileprivate func timerFired() {
         let work = state.withLock { shell in
-            shell.alarmAt = nil
+            shell.alarm.fired()
             return shell.absorb(shell.machine.tick(now: self.now), own: nil, pool: self)
         }
         carryOut(work, preferredLoop: nil)
@@ -196,9 +187,7 @@ final class PostgresPool: Sendable {
     /// disarmed when nothing is due: this runs on every lease and release, where `wakeAt` comes and
     /// goes with idle timers, and re-arming a system timer each time would cost a syscall.
     fileprivate func scheduleTimer(_ shell: inout Shell, at wakeAt: PoolInstant?) {
-        guard let wakeAt, shell.alarmAt.map({ wakeAt < $0 }) ?? true else { return }
-        shell.alarmAt = wakeAt
-        shell.alarm?.arm(at: wakeAt)
+        if let wakeAt { shell.alarm.arm(notLaterThan: wakeAt) }
     }
 
     private func open(_ id: Int, on eventLoop: any EventLoop) {

@@ -76,10 +76,8 @@ package final class DeadlineScheduler: Sendable {
             var slots: [Slot] = []
             var free: [Int32] = []
             var stopped = false
-            /// The instant the alarm is armed for; nil while disarmed.
-            var alarmAt: MonotonicTime?
-            /// Nil once stopped, which ends the cycle through the alarm's action.
-            var alarm: (any ClockAlarm)?
+            /// Detached once stopped, which ends the cycle through the alarm's action.
+            var alarm = HeldAlarm()
         }
 
         private let clock: any ReliabilityClock
@@ -92,15 +90,13 @@ package final class DeadlineScheduler: Sendable {
             initial.free.reserveCapacity(64)
             state = Mutex(initial)
             let alarm = clock.makeAlarm { [self] in fireDue() }
-            state.withLock { $0.alarm = alarm }
+            state.withLock { $0.alarm.hold(alarm) }
         }
 
         func stop() {
             let alarm = state.withLock { state -> (any ClockAlarm)? in
                 state.stopped = true
-                state.alarmAt = nil
-                defer { state.alarm = nil }
-                return state.alarm
+                return state.alarm.detach()
             }
             alarm?.disarm()
         }
@@ -119,11 +115,7 @@ package final class DeadlineScheduler: Sendable {
                 state.slots[slot].inUse = true
                 state.slots[slot].fired = false
                 state.slots[slot].interrupt = interrupt
-                // Armed under the lock, so two registrations cannot leave it at the later instant.
-                if !state.stopped, state.alarmAt.map({ deadline < $0 }) ?? true {
-                    state.alarmAt = deadline
-                    state.alarm?.arm(at: deadline)
-                }
+                state.alarm.arm(notLaterThan: deadline)
                 return Token(index: index, generation: state.slots[slot].generation)
             }
         }
@@ -156,8 +148,8 @@ package final class DeadlineScheduler: Sendable {
                         earliest = state.slots[index].deadline
                     }
                 }
-                state.alarmAt = earliest
-                if let earliest { state.alarm?.arm(at: earliest) }
+                state.alarm.fired()
+                if let earliest { state.alarm.arm(notLaterThan: earliest) }
             }
         }
     }
