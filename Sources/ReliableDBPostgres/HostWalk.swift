@@ -80,6 +80,8 @@ final class HostWalk: Sendable {
     let clock: any ReliabilityClock
     /// The server the last walk for a role accepted, tried first by the next one.
     private let current = Mutex<Int?>(nil)
+    /// The server the last walk connected to, whatever the target.
+    private let last = Mutex<Int?>(nil)
     /// Servers that keep failing, skipped for a while (ServerEjection.swift).
     private let ejection: Mutex<ServerEjection>
 
@@ -114,6 +116,11 @@ final class HostWalk: Sendable {
     /// first connection and for `any`.
     var currentServer: PostgresURL.Endpoint? {
         current.withLock { $0 }.map { servers[$0].endpoint }
+    }
+
+    /// The server the last walk connected to (whatever the target); nil before the first.
+    var lastServer: PostgresURL.Endpoint? {
+        last.withLock { $0 }.map { servers[$0].endpoint }
     }
 
     func connect(id: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection> {
@@ -180,11 +187,15 @@ final class HostWalk: Sendable {
         }
         let (target, logger) = (self.target, self.logger)
         return server.connect(id, eventLoop).flatMap { connection -> EventLoopFuture<PooledPostgresConnection> in
-            guard target.needsRole else { return eventLoop.makeSucceededFuture(connection) }
+            guard target.needsRole else {
+                self.last.withLock { $0 = order[position] }
+                return eventLoop.makeSucceededFuture(connection)
+            }
             return Self.role(of: connection, logger: logger).flatMap { role in
                 if target.accepts(role, relaxed: relaxed) {
                     self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
                     self.accepted(order[position], role: role)
+                    self.last.withLock { $0 = order[position] }
                     return eventLoop.makeSucceededFuture(connection)
                 }
                 self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }

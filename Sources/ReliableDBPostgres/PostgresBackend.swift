@@ -593,6 +593,52 @@ public final class PostgresBackend: DatabaseBackend {
         }
     }
 
+    /// One `SELECT 1` on a connection the walk opens for it, outside the pool, then closed: the
+    /// breaker's prober asks this while the breaker is open. Through the walk, so after a failover
+    /// it finds the new primary (and the breaker then judges that server). Bounded by the attempt's
+    /// deadline; on success the pool's connect backoff is reset.
+    public func probeServer(within attempt: AttemptContext) async throws {
+        let logger = self.logger
+        let eventLoop = PostgresConnection.defaultEventLoopGroup.any()
+        let probe = hostWalk.connect(id: -2, on: eventLoop).flatMap { connection in
+            connection.underlying.query("SELECT 1", logger: logger).map { _ in connection }
+                .flatMapErrorThrowing { error in
+                    connection.close()
+                    throw error
+                }
+        }
+        guard let deadline = attempt.deadline else {
+            try await probe.get().close()
+            pool.serverReachable()
+            return
+        }
+        let remaining = deadline - clock.now
+        guard remaining > .zero else { throw AttemptDeadlineExceeded() }
+        // The first of the probe's answer and the deadline; a connection opened late is closed.
+        let answer = eventLoop.makePromise(of: PooledPostgresConnection.self)
+        let decided = FirstAnswer()
+        let timeout = eventLoop.scheduleTask(in: TimeAmount(remaining)) {
+            if decided.claim() { answer.fail(AttemptDeadlineExceeded()) }
+        }
+        probe.whenComplete { result in
+            guard decided.claim() else {
+                if case .success(let late) = result { late.close() }
+                return
+            }
+            timeout.cancel()
+            answer.completeWith(result)
+        }
+        let connection = try await answer.futureResult.get()
+        connection.close()
+        pool.serverReachable()
+    }
+
+    /// Where the walk sends new connections: the server it last accepted, or the only one.
+    public var currentServer: String? {
+        if let server = hostWalk.lastServer { return server.description }
+        return url.endpoints.count == 1 ? url.endpoints[0].description : nil
+    }
+
     /// Opens and closes one connection outside the pool; throws why that fails. The connect is
     /// bounded by the attempt's deadline (PostgresNIO does not stop a connect on task cancellation).
     private func diagnoseConnect(within attempt: AttemptContext) async throws {
@@ -742,6 +788,15 @@ extension String {
     }
 }
 
+/// Decides once between racing answers (a probe and its deadline): the first ``claim()`` wins.
+final class FirstAnswer: Sendable {
+    private let taken = Atomic<Bool>(false)
+
+    func claim() -> Bool {
+        !taken.exchange(true, ordering: .acquiringAndReleasing)
+    }
+}
+
 /// Whether a transaction's COMMIT was sent, and whether it was answered (committed or refused).
 /// Shared between the statement's task and its caller, which may be released before the answer.
 package final class CommitTracker: Sendable {
@@ -754,6 +809,9 @@ package final class CommitTracker: Sendable {
 
     /// COMMIT went out and nothing came back: it may have committed.
     package var isInFlight: Bool { state.load(ordering: .acquiring) == 1 }
+
+    /// COMMIT went out (answered or not). Before that, a lost connection rolled the transaction back.
+    package var wasSent: Bool { state.load(ordering: .acquiring) != 0 }
 }
 
 /// A read (`.read`, `.complexQuery`) ran on a standby a statement only a primary can run (25006:

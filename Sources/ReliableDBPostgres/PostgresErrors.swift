@@ -143,7 +143,9 @@ struct PostgresErrorClassifier {
             switch error {
             case .server:
                 return classify(sqlState: error.code.raw, sent: sent)
-            case .connectionClosed, .protocol:
+            case .connectionClosed:
+                return .lostConnection(sent: sent)
+            case .protocol:
                 return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
             }
         case let error as PoolLeaseError:
@@ -152,7 +154,9 @@ struct PostgresErrorClassifier {
         case is PostgresUnavailableError, is PostgresNoMatchingServerError:
             return ErrorClassification(.connection)
         case is PostgresConnectionLostError:
-            return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+            return .lostConnection(sent: sent)
+        case let error as TransactionNotCommittedError:
+            return classify(error.underlying, sent: true).notApplied
         case is KeyedConnectError, is CancelRequestError:
             return ErrorClassification(.connection, discardConnection: true)
         case is CancellationError:
@@ -167,8 +171,11 @@ struct PostgresErrorClassifier {
         switch error.code {
         case .server:
             return classify(sqlState: error.serverInfo?[.sqlState] ?? "", sent: sent)
-        case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .connectionError,
-            .messageDecodingFailure, .unexpectedBackendMessage:
+        case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .connectionError:
+            // Connect failures reach the pipeline wrapped (PostgresUnavailableError): these ended
+            // a connection that was established.
+            return .lostConnection(sent: sent)
+        case .messageDecodingFailure, .unexpectedBackendMessage:
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
         case .sslUnsupported, .failedToAddSSLHandler, .receivedUnencryptedDataAfterSSLRequest,
             .unsupportedAuthMechanism, .authMechanismRequiresPassword, .saslError:
@@ -188,7 +195,11 @@ struct PostgresErrorClassifier {
         switch sqlState {
         case "40001", "40P01":
             return ErrorClassification(.transientTransaction, mayHaveReachedServer: sent)
-        case "57P01", "57P02", "57P03":
+        case "57P01", "57P02", "08003", "08006":
+            // The server ended this session (pg_terminate_backend, a shutdown, a crash restart) or
+            // it broke: a fresh connection tells whether the server is still there.
+            return .lostConnection(sent: sent)
+        case "57P03":
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
         case "57014":
             // Cancelled on the server: by our deadline (the pipeline reports the timeout) or by the
@@ -217,6 +228,12 @@ struct PostgresErrorClassifier {
 }
 
 extension ErrorClassification {
+    /// An established connection ended under a statement: discarded, and held against the server
+    /// only when a fresh connection fails too (``ErrorClassification/connectionScoped``).
+    static func lostConnection(sent: Bool) -> ErrorClassification {
+        ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true, connectionScoped: true)
+    }
+
     /// The same verdict for an error that provably applied nothing on the server.
     var notApplied: ErrorClassification {
         var copy = self

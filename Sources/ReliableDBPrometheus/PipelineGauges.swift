@@ -30,17 +30,26 @@ struct LoadSheddingGauges: Sendable {
 
 /// Per server of a multi-host configuration, labelled `host` (`host:port` as configured, so the
 /// label's values are bounded by the configuration): `db_host_up` is 0 while the walk skips the
-/// server as failing, `db_host_current` is 1 for the server new connections go to.
+/// server as failing, `db_host_current` is 1 for the server new connections go to, and
+/// `db_circuit_breaker_server` is 1 for the server the primary's breaker state is about (it starts
+/// CLOSED for a new one, docs/BREAKER.md).
 struct ServerGauges: Sendable {
-    static let names = ["db_host_up", "db_host_current"]
+    static let names = ["db_host_up", "db_host_current", "db_circuit_breaker_server"]
 
     let up: [String: Gauge]
     let current: [String: Gauge]
+    let breaker: [String: Gauge]
 
     init(registry: PrometheusCollectorRegistry, hosts: [String]) {
         var up: [String: Gauge] = [:]
         var current: [String: Gauge] = [:]
+        var breaker: [String: Gauge] = [:]
         for host in hosts {
+            breaker[host] = registry.gauge(
+                "db_circuit_breaker_server",
+                labels: [("host", host)],
+                help: "1 for the server the circuit breaker's state is about (multi-host URLs)."
+            )
             up[host] = registry.gauge(
                 "db_host_up",
                 labels: [("host", host)],
@@ -54,12 +63,14 @@ struct ServerGauges: Sendable {
         }
         self.up = up
         self.current = current
+        self.breaker = breaker
     }
 
-    func set(from servers: [ServerHealth]) {
+    func set(from servers: [ServerHealth], breakerServer: String?) {
         for server in servers {
             up[server.host]?.set(to: server.state == "ejected" ? 0.0 : 1.0)
             current[server.host]?.set(to: server.state == "current" ? 1.0 : 0.0)
+            breaker[server.host]?.set(to: server.host == breakerServer ? 1.0 : 0.0)
         }
     }
 }

@@ -117,7 +117,7 @@ public final class PrometheusExporter: Sendable {
         if !metrics.servers.isEmpty {
             serverGauges.withLock { gauges in
                 if gauges == nil { gauges = ServerGauges(registry: registry, hosts: metrics.servers.map(\.host)) }
-                gauges?.set(from: metrics.servers)
+                gauges?.set(from: metrics.servers, breakerServer: metrics.circuitBreaker.server)
             }
         }
         if let standbyBreaker = metrics.standbyCircuitBreaker {

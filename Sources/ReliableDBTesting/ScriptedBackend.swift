@@ -5,10 +5,13 @@ import Synchronization
 public struct ClassifiedError: Error, Equatable, Sendable {
     public var errorClass: ErrorClass
     public var mayHaveReachedServer: Bool
+    /// The error ended one established connection (``ErrorClassification/connectionScoped``).
+    public var connectionScoped: Bool
 
-    public init(errorClass: ErrorClass, mayHaveReachedServer: Bool = false) {
+    public init(errorClass: ErrorClass, mayHaveReachedServer: Bool = false, connectionScoped: Bool = false) {
         self.errorClass = errorClass
         self.mayHaveReachedServer = mayHaveReachedServer
+        self.connectionScoped = connectionScoped
     }
 }
 
@@ -26,6 +29,7 @@ public final class ScriptedBackend: DatabaseBackend {
         var standbyAnswers = false
         var shutdowns = 0
         var probeTime: (clock: any ReliabilityClock, duration: Duration)?
+        var currentServer: String?
     }
 
     private let state: Mutex<State>
@@ -59,6 +63,12 @@ public final class ScriptedBackend: DatabaseBackend {
 
     public func servers() -> [ServerHealth] { serverList }
 
+    /// Where new connections go (`host:port`), as a multi-host backend says after a failover.
+    public var currentServer: String? {
+        get { state.withLock { $0.currentServer } }
+        set { state.withLock { $0.currentServer = newValue } }
+    }
+
     /// Whether a standby answers reads, as a multi-host backend with an open standby connection says.
     public var standbyAnswers: Bool {
         get { state.withLock { $0.standbyAnswers } }
@@ -84,7 +94,12 @@ public final class ScriptedBackend: DatabaseBackend {
 
     public func classify(_ error: any Error) -> ErrorClassification {
         if let error = error as? ClassifiedError {
-            return ErrorClassification(error.errorClass, mayHaveReachedServer: error.mayHaveReachedServer)
+            return ErrorClassification(
+                error.errorClass,
+                mayHaveReachedServer: error.mayHaveReachedServer,
+                discardConnection: error.connectionScoped,
+                connectionScoped: error.connectionScoped
+            )
         }
         return ErrorClassification(.caller)
     }

@@ -14,17 +14,32 @@ public final class CircuitBreaker: Sendable {
     /// State changes, for alerting, metrics and logs.
     public let transitions = EventBroadcaster<CircuitTransition>()
     private let instruments: ReliabilityInstruments?
+    /// Where calls go now (`host:port`): read when a call fails and while calls are rejected, so
+    /// the state follows the server it is about (``CircuitBreakerStateMachine/serve(_:at:)``).
+    private let currentServer: (@Sendable () -> String?)?
+    /// Called after each transition to OPEN (the pipeline starts its prober there).
+    private let opened: Mutex<(@Sendable () -> Void)?>
 
+    /// - Parameter currentServer: says where calls go now (`host:port`), or nil when unknown; a
+    ///   breaker with it judges one server at a time and starts CLOSED for a new one.
     public init(
         configuration: CircuitBreakerConfiguration = .init(),
         clock: any ReliabilityClock = SystemClock(),
-        instruments: ReliabilityInstruments? = nil
+        instruments: ReliabilityInstruments? = nil,
+        currentServer: (@Sendable () -> String?)? = nil
     ) {
         self.configuration = configuration
         self.clock = clock
         self.instruments = instruments
+        self.currentServer = currentServer
+        opened = Mutex(nil)
         machine = Mutex(CircuitBreakerStateMachine(configuration: configuration))
         wallClockAnchor = (Date(), clock.now)
+    }
+
+    /// Sets what runs after each transition to OPEN.
+    package func onOpen(_ action: @escaping @Sendable () -> Void) {
+        opened.withLock { $0 = action }
     }
 
     /// Takes a permit for one call, or says why not.
@@ -40,12 +55,37 @@ public final class CircuitBreaker: Sendable {
     func acquire(at now: MonotonicTime) -> CircuitBreakerStateMachine.Decision {
         let (decision, transition) = machine.withLock { $0.acquire(at: now) }
         if let transition { publish(transition) }
-        return decision
+        guard case .rejected = decision, let server = currentServer?() else { return decision }
+        // Rejected: unless calls now go to a server this state is not about (a failover).
+        let (retried, changes) = machine.withLock { machine -> (CircuitBreakerStateMachine.Decision, [CircuitTransition]) in
+            guard let changed = machine.serve(server, at: now) else { return (decision, []) }
+            let (retried, transition) = machine.acquire(at: now)
+            return (retried, [changed] + (transition.map { [$0] } ?? []))
+        }
+        for change in changes { publish(change) }
+        return retried
     }
 
     private func publish(_ transition: CircuitTransition) {
         instruments?.recordTransition(transition)
         transitions.emit(transition)
+        if transition.to == .open, let opened = opened.withLock({ $0 }) { opened() }
+    }
+
+    /// Evidence that the server answers: a probe completed a round trip on a fresh connection (the
+    /// health monitor's, or the breaker's own while it is open). An open breaker turns HALF_OPEN at
+    /// once; when `server` is another server than the one the state is about, the breaker starts
+    /// over CLOSED for it.
+    public func serverAnswered(by server: String? = nil) {
+        let now = clock.now
+        let transition = machine.withLock { $0.serverAnswered(server ?? currentServer?(), at: now) }
+        if let transition { publish(transition) }
+    }
+
+    /// The server (`host:port`) the breaker's state is about; nil until known (one fixed server
+    /// that did not fail yet, or a backend that does not say).
+    public var server: String? {
+        machine.withLock { $0.server }
     }
 
     /// Reports how a permitted call ended.
@@ -63,8 +103,14 @@ public final class CircuitBreaker: Sendable {
     ) {
         guard permit.isCounted else { return }
         instruments?.recordBreakerCall(outcome)
-        let transition = machine.withLock { $0.record(permit, outcome: outcome, duration: duration, at: now) }
-        if let transition { publish(transition) }
+        // Failures are what may open the breaker: they say which server it is about.
+        let server = outcome == .failure ? currentServer?() : nil
+        let transitions = machine.withLock { machine -> (CircuitTransition?, CircuitTransition?) in
+            let changed = server.flatMap { machine.serve($0, at: now) }
+            return (changed, machine.record(permit, outcome: outcome, duration: duration, at: now))
+        }
+        if let changed = transitions.0 { publish(changed) }
+        if let transition = transitions.1 { publish(transition) }
     }
 
     /// The current state. An open breaker whose timeout has elapsed still reads `OPEN` until the
@@ -119,6 +165,7 @@ public final class CircuitBreaker: Sendable {
                 slowCalls: counters.slowCalls,
                 transitions: counters.transitions,
                 probesInFlight: machine.probesInFlight,
+                server: machine.server,
                 lastStateChange: machine.lastTransitionAt.map(wallTime(for:)),
                 nextAttempt: machine.openUntil.map(wallTime(for:)),
                 nextAttemptIn: machine.openUntil.map { max(.zero, $0 - now) }
@@ -152,6 +199,8 @@ public struct CircuitBreakerMetrics: Sendable, Equatable {
     public var slowCalls: Int
     public var transitions: Int
     public var probesInFlight: Int
+    /// The server (`host:port`) the state is about; nil until known.
+    public var server: String? = nil
     public var lastStateChange: Date?
     /// When an open breaker will admit probes.
     public var nextAttempt: Date?

@@ -25,7 +25,13 @@ public struct CircuitBreakerStateMachine: Sendable {
     public private(set) var openUntil: MonotonicTime?
     public private(set) var lastTransitionAt: MonotonicTime?
     public private(set) var probesInFlight = 0
+    /// The server (`host:port`) this state is about; nil until one is known. A breaker judges one
+    /// server: when connections move to another (a failover), that one starts CLOSED.
+    public private(set) var server: String?
     private var halfOpenSuccesses = 0
+    /// Whether a success can open the breaker: it can raise a rate (by completing the minimum
+    /// number of calls) but never a count, so count mode skips the window on successes.
+    private let evaluatesEveryCall: Bool
     private var window: SlidingWindow
     private(set) var counters = Counters()
 
@@ -43,6 +49,7 @@ public struct CircuitBreakerStateMachine: Sendable {
     public init(configuration: CircuitBreakerConfiguration = .init()) {
         self.configuration = configuration
         window = SlidingWindow(configuration.slidingWindow ?? .time(configuration.monitorWindow))
+        evaluatesEveryCall = configuration.failureRateThreshold != nil || configuration.slowCallDurationThreshold != nil
     }
 
     /// Asks to make a call. In the closed state this is a couple of comparisons.
@@ -100,7 +107,11 @@ public struct CircuitBreakerStateMachine: Sendable {
         case .closed:
             guard outcome != .ignored else { return nil }
             window.record(failure: outcome == .failure, slow: slow, at: now)
-            guard outcome == .failure || slow, let reason = tripReason(at: now) else { return nil }
+            // Rates are evaluated on every call, as Resilience4j does: failure, failure, failure,
+            // success, success opens a 50% breaker with a minimum of 5 calls at the fifth.
+            guard outcome == .failure || slow || evaluatesEveryCall, let reason = tripReason(at: now) else {
+                return nil
+            }
             return transition(to: .open, reason: reason, at: now)
         case .halfOpen:
             if permit.isProbe { probesInFlight -= 1 }
@@ -138,6 +149,33 @@ public struct CircuitBreakerStateMachine: Sendable {
         return nil
     }
 
+    /// A probe completed a round trip with the server: it answers again. An open breaker turns
+    /// half-open at once instead of waiting out the rest of ``CircuitBreakerConfiguration/timeout``,
+    /// which is only the longest wait without such evidence. With `server` naming a server other
+    /// than the one this state is about (connections moved, a failover), the breaker starts over
+    /// CLOSED for it instead (``serve(_:at:)``). Forced and disabled states are the operator's and
+    /// stay as they are.
+    public mutating func serverAnswered(_ server: String? = nil, at now: MonotonicTime) -> CircuitTransition? {
+        if let server, server != self.server, self.server != nil {
+            return serve(server, at: now)
+        }
+        if let server, self.server == nil { self.server = server }
+        guard state == .open else { return nil }
+        return transition(to: .halfOpen, reason: .serverAnswered, at: now)
+    }
+
+    /// Says which server (`host:port`) calls go to now. The first one is recorded; a different one
+    /// is a server this breaker has not judged: it starts CLOSED with an empty window, and outcomes
+    /// of calls made to the previous server are ignored (a new generation). An operator's forced
+    /// or disabled state is kept.
+    public mutating func serve(_ server: String, at now: MonotonicTime) -> CircuitTransition? {
+        guard server != self.server else { return nil }
+        let previous = self.server
+        self.server = server
+        guard previous != nil, state != .forcedOpen, state != .disabled else { return nil }
+        return transition(to: .closed, reason: .serverChanged, at: now)
+    }
+
     /// Failures currently counted towards opening (the seed's `failures`).
     public func windowFailures(at now: MonotonicTime) -> Int {
         state == .closed ? window.totals(at: now).failures : 0
@@ -171,6 +209,6 @@ public struct CircuitBreakerStateMachine: Sendable {
         openUntil = target == .open ? now + configuration.timeout : nil
         if target == .closed { window.reset() }
         guard from != target else { return nil }
-        return CircuitTransition(from: from, to: target, reason: reason, at: now, generation: generation)
+        return CircuitTransition(from: from, to: target, reason: reason, at: now, generation: generation, server: server)
     }
 }

@@ -25,6 +25,10 @@ public enum CircuitTransitionReason: String, Sendable, Codable {
     case openTimeoutElapsed = "open_timeout_elapsed"
     case probesSucceeded = "probes_succeeded"
     case probeFailed = "probe_failed"
+    /// A probe on a fresh connection completed a round trip while the breaker was open.
+    case serverAnswered = "server_answered"
+    /// Connections moved to another server (a failover): the breaker starts over for it.
+    case serverChanged = "server_changed"
     case forced
     case reset
 }
@@ -37,6 +41,8 @@ public struct CircuitTransition: Sendable, Equatable {
     public var at: MonotonicTime
     /// The breaker's generation after the change; outcomes of older permits are ignored.
     public var generation: UInt64
+    /// The server (`host:port`) the breaker's state is about, when known.
+    public var server: String? = nil
 }
 
 /// How a permitted call ended, as far as the breaker is concerned.

@@ -46,11 +46,23 @@ public struct ErrorClassification: Sendable, Equatable {
     public var mayHaveReachedServer: Bool
     /// True when the connection that saw the error must not be handed out again.
     public var discardConnection: Bool
+    /// True when the error ended one established connection and says nothing yet about the server:
+    /// a session terminated by an administrator, one socket reset or closed, a statement cut by its
+    /// own connection's death. A fresh connection would not have it. The pipeline retries such an
+    /// attempt at once on another connection (when ``mayHaveReachedServer`` allows) and counts it
+    /// against the circuit breaker only when that connection fails too (docs/BREAKER.md).
+    public var connectionScoped: Bool
 
-    public init(_ errorClass: ErrorClass, mayHaveReachedServer: Bool = false, discardConnection: Bool = false) {
+    public init(
+        _ errorClass: ErrorClass,
+        mayHaveReachedServer: Bool = false,
+        discardConnection: Bool = false,
+        connectionScoped: Bool = false
+    ) {
         self.errorClass = errorClass
         self.mayHaveReachedServer = mayHaveReachedServer
         self.discardConnection = discardConnection
+        self.connectionScoped = connectionScoped
     }
 }
 

@@ -69,6 +69,8 @@ public final class HealthMonitor: Service, Sendable {
     public let configuration: Configuration
     private let probe: @Sendable () async -> Result<ProbeResult, any Error>
     private let snapshot: @Sendable () -> MetricsSnapshot
+    /// Tells the breaker that a probe completed a round trip (an open breaker turns HALF_OPEN).
+    private let serverAnswered: @Sendable () -> Void
     private let breaker: CircuitBreaker
     private let sinks: [any AlertSink]
     private let clock: any ReliabilityClock
@@ -87,15 +89,20 @@ public final class HealthMonitor: Service, Sendable {
         var logged: (state: HealthState, reason: String)?
     }
 
+    /// - Parameter configuration: the interval, thresholds and alert settings; by default those of
+    ///   the environment's configuration the database was built from
+    ///   (``ReliableDatabase/environmentConfiguration``), else the defaults.
     public init<Backend: DatabaseBackend>(
         database: ReliableDatabase<Backend>,
-        configuration: Configuration = .init(),
+        configuration: Configuration? = nil,
         sinks: [any AlertSink] = [],
         logger: Logger = Logger(label: "reliabledb.monitor")
     ) {
+        let configuration = configuration ?? database.environmentConfiguration.map { Configuration($0) } ?? .init()
         self.configuration = configuration
         probe = { await database.probe().mapError { DescribedError(database.raw.describe($0)) } }
         snapshot = { database.metrics() }
+        serverAnswered = { database.serverAnswered() }
         breaker = database.circuitBreaker
         self.sinks = sinks
         clock = database.clock
@@ -235,7 +242,10 @@ public final class HealthMonitor: Service, Sendable {
             let transitions = breaker.transitions.subscribe()
             group.addTask {
                 for await transition in transitions {
-                    self.breakerChanged(to: transition.to)
+                    self.breakerChanged(to: transition.to, server: transition.server)
+                    // Closed again: the server answers. A failed probe's verdict (readiness, the
+                    // unreachable alert) should not wait for the next interval to say so.
+                    if transition.to == .closed, self.status.lastError != nil { await self.checkNow() }
                 }
             }
             group.addTask {
@@ -259,6 +269,8 @@ public final class HealthMonitor: Service, Sendable {
         let result = await probe()
         // A check cut short by shutdown says nothing about the database: it is not recorded.
         if Task.isCancelled { return status }
+        // The server answers: an open breaker need not wait out its timeout.
+        if result.isSuccess { serverAnswered() }
         let metrics = snapshot()
         let now = clock.now
         let wallClock = Date()
@@ -306,11 +318,11 @@ public final class HealthMonitor: Service, Sendable {
         return status
     }
 
-    private func breakerChanged(to newState: CircuitState) {
+    private func breakerChanged(to newState: CircuitState, server: String?) {
         let now = clock.now
         let notifications = state.withLock { state -> [AlertNotification] in
             let notifications = state.engine.evaluate(
-                [Self.breakerObservation(newState)],
+                [Self.breakerObservation(newState, server: server)],
                 at: now,
                 wallClock: Date()
             )
@@ -380,13 +392,13 @@ public final class HealthMonitor: Service, Sendable {
         )
     }
 
-    static func breakerObservation(_ state: CircuitState) -> AlertEngine.Observation {
+    static func breakerObservation(_ state: CircuitState, server: String? = nil) -> AlertEngine.Observation {
         AlertEngine.Observation(
             kind: .circuitBreakerState,
             active: state != .closed && state != .disabled,
             value: state == .closed || state == .disabled ? 0 : 1,
             threshold: 0,
-            summary: "Circuit breaker is \(state.rawValue)"
+            summary: "Circuit breaker\(server.map { " of \($0)" } ?? "") is \(state.rawValue)"
         )
     }
 
@@ -408,7 +420,7 @@ public final class HealthMonitor: Service, Sendable {
                 summary: probeError.map { "Database unreachable: \($0)" } ?? "Database reachable",
                 cause: probeError
             ),
-            breakerObservation(metrics.circuitBreaker.state),
+            breakerObservation(metrics.circuitBreaker.state, server: metrics.circuitBreaker.server),
             failoverObservation(metrics.servers),
             .init(
                 kind: .databaseOverloaded,

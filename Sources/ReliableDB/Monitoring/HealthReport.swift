@@ -28,12 +28,15 @@ public struct HealthReport: Codable, Sendable, Equatable {
         public var failures: Int
         public var successes: Int
         public var requests: Int
+        /// The server (`host:port`) the state is about; absent for an embedded database.
+        public var server: String?
 
         init(_ breaker: CircuitBreakerMetrics) {
             state = breaker.state.rawValue
             failures = breaker.failures
             successes = breaker.successes
             requests = breaker.requests
+            server = breaker.server
         }
     }
 

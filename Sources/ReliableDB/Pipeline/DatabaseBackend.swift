@@ -14,6 +14,15 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// the attempt's deadline. Throws the real cause when the database cannot be reached.
     func probe(within attempt: AttemptContext) async throws -> ProbeResult
 
+    /// One round trip on a connection opened for it (not a pooled one), stopping at the attempt's
+    /// deadline: what the circuit breaker's prober asks while the breaker is open, since only a
+    /// fresh connection tells whether the server accepts work again. Throws when it does not.
+    func probeServer(within attempt: AttemptContext) async throws
+
+    /// The server (`host:port`) new connections go to now, read from memory; nil when unknown or
+    /// meaningless (an embedded database). The primary's breaker judges this server.
+    var currentServer: String? { get }
+
     /// Closes every connection. Operations after this fail.
     func shutdown() async throws
 
@@ -55,6 +64,12 @@ public protocol DatabaseBackend: ErrorClassifier {
 
 extension DatabaseBackend {
     public func attach(_ instruments: ReliabilityInstruments) {}
+
+    public func probeServer(within attempt: AttemptContext) async throws {
+        _ = try await probe(within: attempt)
+    }
+
+    public var currentServer: String? { nil }
 
     public func describe(_ error: any Error) -> String { "\(error)" }
 

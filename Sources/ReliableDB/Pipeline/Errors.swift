@@ -75,6 +75,21 @@ public struct CommitOutcomeUnknownError: Error, CustomStringConvertible, Sendabl
     }
 }
 
+/// A transaction's connection was lost before its COMMIT was sent, so the transaction did not
+/// commit: the server rolls back every transaction whose session ends. The pipeline retries it as
+/// a whole, as it does a serialization failure.
+public struct TransactionNotCommittedError: Error, CustomStringConvertible, Sendable {
+    public var underlying: any Error
+
+    public init(underlying: any Error) {
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        "the transaction did not commit: its connection was lost before COMMIT was sent (\(underlying))"
+    }
+}
+
 /// The operation failed on every attempt it was allowed.
 public struct DatabaseRetryError: Error, CustomStringConvertible, Sendable {
     public enum Reason: String, Sendable {

@@ -13,6 +13,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// The wrapped backend, for work that must bypass the pipeline (the seed's `.raw`).
     public let raw: Backend
     public let configuration: ReliabilityConfiguration
+    /// The environment's configuration this database was built from (`.postgres(configuration:)`,
+    /// `.sqlite(configuration:)`), kept so the health monitor and the Vapor and Hummingbird
+    /// integrations apply the same interval, thresholds and alert settings without being told
+    /// twice; nil for a database built from pipeline settings alone.
+    public let environmentConfiguration: ReliableDBConfiguration?
     /// The breaker of the primary: every operation but reads that go to a standby.
     public let circuitBreaker: CircuitBreaker
     /// The breaker of reads that go to a standby (``DatabaseBackend/standbyReads``), so that
@@ -39,12 +44,16 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     private let spanTarget: DatabaseSpanTarget
     private let retryBudget: Mutex<RetryBudget>
     private let jitter: Mutex<SplitMix64>
+    /// Asks the server whether it answers while the primary's breaker is open.
+    private let prober: BreakerProber
 
     /// - Parameters:
     ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
     ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
     ///   - tracer: where operation spans go; the bootstrapped `InstrumentationSystem.tracer` by
     ///     default, and none when that is the no-op tracer.
+    ///   - environmentConfiguration: the environment's configuration `configuration` came from,
+    ///     for the monitor and integrations (``environmentConfiguration``).
     /// - Throws: ``ConfigurationError`` naming every problem of `configuration`, including
     ///   combinations that are valid field by field but could never open the breaker.
     public init(
@@ -53,7 +62,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         clock: any ReliabilityClock = SystemClock(),
         instruments: ReliabilityInstruments? = nil,
         jitterSeed: UInt64? = nil,
-        tracer: (any Tracer)? = nil
+        tracer: (any Tracer)? = nil,
+        environmentConfiguration: ReliableDBConfiguration? = nil
     ) throws(ConfigurationError) {
         let problems = configuration.validationProblems
         guard problems.isEmpty else {
@@ -62,6 +72,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             )
         }
         raw = backend
+        self.environmentConfiguration = environmentConfiguration
         let chosen = tracer ?? InstrumentationSystem.tracer
         self.tracer = chosen is NoOpTracer ? nil : chosen
         spanTarget = backend.spanTarget
@@ -71,7 +82,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         circuitBreaker = CircuitBreaker(
             configuration: configuration.circuitBreaker,
             clock: clock,
-            instruments: instruments
+            instruments: instruments,
+            currentServer: { [backend] in backend.currentServer }
         )
         // Its state is in the snapshot and /api/health; the breaker gauges stay the primary's.
         standbyCircuitBreaker =
@@ -84,12 +96,36 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         )
         retryBudget = Mutex(RetryBudget(configuration.retryBudget))
         jitter = Mutex(SplitMix64(seed: jitterSeed ?? UInt64.random(in: .min ... .max)))
-        deadlines = DeadlineScheduler(clock: clock)
+        let deadlines = DeadlineScheduler(clock: clock)
+        self.deadlines = deadlines
         loadShedder =
             configuration.loadShedding.enabled ? LoadShedder(configuration.loadShedding, clock: clock) : nil
+        let probeTimeout = configuration.timeouts.timeout(for: .healthCheck) ?? .seconds(5)
+        prober = BreakerProber(
+            breaker: circuitBreaker,
+            clock: clock,
+            jitterSeed: jitterSeed.map { $0 &+ 1 } ?? UInt64.random(in: .min ... .max),
+            currentServer: { [backend] in backend.currentServer },
+            probe: { [backend, clock] in
+                let attempt = AttemptContext(
+                    scheduler: deadlines,
+                    attempt: 1,
+                    deadline: clock.now + probeTimeout,
+                    isBreakerProbe: true
+                )
+                do {
+                    try await backend.probeServer(within: attempt)
+                    return true
+                } catch {
+                    return false
+                }
+            }
+        )
+        circuitBreaker.onOpen { [weak prober] in prober?.start() }
     }
 
     deinit {
+        prober.stop()
         deadlines.stop()
     }
 
@@ -184,6 +220,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
         var attempt = 0
         var attemptStart = start
+        /// Attempts of this operation whose connection was lost (ErrorClassification.connectionScoped).
+        var lostConnections = 0
         while true {
             attempt += 1
             var permit: CircuitBreakerStateMachine.Permit?
@@ -222,10 +260,15 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 let expired = deadline.map { end >= $0 } ?? false
                 let classification = expired ? ErrorClassification(.timeout) : classify(error)
                 let errorClass = classification.errorClass
+                // One lost connection says nothing about the server; a second one in the same
+                // operation (a fresh connection failing too) does (docs/BREAKER.md).
+                let lostConnection = classification.connectionScoped && errorClass == .connection
+                if lostConnection { lostConnections += 1 }
                 if let permit {
+                    let counts = errorClass.countsAgainstBreaker && !(lostConnection && lostConnections == 1)
                     circuitBreaker.record(
                         permit,
-                        outcome: errorClass.countsAgainstBreaker ? .failure : .ignored,
+                        outcome: counts ? .failure : .ignored,
                         duration: end - attemptStart,
                         at: end
                     )
@@ -251,7 +294,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     now: end,
                     deadline: deadline,
                     // This failure may just have opened it: then the next attempt would only be rejected.
-                    breakerOpen: permit != nil && circuitBreaker.state == .open
+                    breakerOpen: permit != nil && circuitBreaker.state == .open,
+                    // The first lost connection is retried at once on another, as a pool evicts it.
+                    immediately: lostConnection && lostConnections == 1
                 )
                 guard case .retry(let delay) = verdict else {
                     if trace.span != nil {
@@ -276,7 +321,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     .retryScheduled(operation: options.name, attempt: attempt, delay: delay, errorClass: errorClass)
                 )
                 do {
-                    try await clock.sleep(until: end + delay)
+                    if delay > .zero { try await clock.sleep(until: end + delay) }
                 } catch {
                     finish(options, duration: clock.now - start, outcome: .failure(.cancelled))
                     throw error
@@ -336,7 +381,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         maxAttempts: Int,
         now: MonotonicTime,
         deadline: MonotonicTime?,
-        breakerOpen: Bool
+        breakerOpen: Bool,
+        immediately: Bool
     ) -> RetryVerdict {
         let errorClass = classification.errorClass
         guard errorClass.isRetryable else {
@@ -351,7 +397,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             return maxAttempts > 1 ? .stop(.attemptsExhausted) : .giveUp
         }
         if breakerOpen { return .stop(.circuitOpened) }
-        let delay = jitter.withLock { configuration.circuitBreaker.retry.delay(forRetry: attempt, using: &$0) }
+        let delay =
+            immediately
+            ? .zero : jitter.withLock { configuration.circuitBreaker.retry.delay(forRetry: attempt, using: &$0) }
         if let deadline, now + delay >= deadline {
             return .stop(.deadlineReached)
         }
@@ -373,7 +421,17 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         case is CancellationError:
             return ErrorClassification(.cancelled)
         case is CommitOutcomeUnknownError:
-            return ErrorClassification(.connection, mayHaveReachedServer: true, discardConnection: true)
+            return ErrorClassification(
+                .connection,
+                mayHaveReachedServer: true,
+                discardConnection: true,
+                connectionScoped: true
+            )
+        case let error as TransactionNotCommittedError:
+            // Rolled back with its session: safe to run again as a whole.
+            var classification = classify(error.underlying)
+            classification.mayHaveReachedServer = false
+            return classification
         default:
             if Task.isCancelled { return ErrorClassification(.cancelled) }
             return raw.classify(error)
@@ -382,10 +440,13 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
     /// The combined snapshot: pipeline counters, pool statistics and breaker state.
     public func metrics() -> MetricsSnapshot {
-        MetricsSnapshot(
+        var breaker = circuitBreaker.metrics
+        // Until it judged a server, the breaker is about the one connections go to.
+        if breaker.server == nil { breaker.server = raw.currentServer }
+        return MetricsSnapshot(
             queries: operationMetrics.snapshot(),
             pool: raw.poolStatistics(),
-            circuitBreaker: circuitBreaker.metrics,
+            circuitBreaker: breaker,
             standbyCircuitBreaker: standbyCircuitBreaker?.metrics,
             loadShedding: loadShedder?.snapshot,
             servers: raw.servers()
@@ -410,8 +471,18 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         return false
     }
 
+    /// Probes the breaker's prober sent while the breaker was open, for tests.
+    package var breakerProbes: Int { prober.probes }
+
+    /// A probe outside the breaker completed a round trip (the health monitor's): an open primary
+    /// breaker turns HALF_OPEN at once (``CircuitBreaker/serverAnswered(by:)``).
+    package func serverAnswered() {
+        circuitBreaker.serverAnswered(by: raw.currentServer)
+    }
+
     /// Closes the backend's connections.
     public func shutdown() async throws {
+        prober.stop()
         deadlines.stop()
         try await raw.shutdown()
     }

@@ -1,0 +1,96 @@
+import Synchronization
+
+/// While a breaker is open, asks the server whether it answers again, so the breaker closes when
+/// the database is back rather than when its timeout has run out (docs/BREAKER.md).
+///
+/// The first probe goes out about 100 ms after the breaker opened, the next ones twice as late
+/// each time, jittered by ±20%, up to about a second apart: an open breaker costs at most about
+/// one connection attempt per second per instance. A probe that completes a round trip on a fresh
+/// connection turns the breaker HALF_OPEN (``CircuitBreaker/serverAnswered(by:)``). The loop ends
+/// when the breaker is no longer OPEN, whoever moved it.
+final class BreakerProber: Sendable {
+    /// When the first probe goes out after the breaker opened.
+    static let firstDelay = Duration.milliseconds(100)
+    /// The longest time between two probes.
+    static let maxDelay = Duration.seconds(1)
+
+    private let breaker: CircuitBreaker
+    private let clock: any ReliabilityClock
+    /// One round trip on a fresh connection, bounded by its own deadline; true when it completed.
+    private let probe: @Sendable () async -> Bool
+    /// Where calls go after the probe (`host:port`), so an answer from a new server is taken as one.
+    private let currentServer: @Sendable () -> String?
+    private let state: Mutex<State>
+
+    private struct State {
+        var task: Task<Void, Never>?
+        var stopped = false
+        var jitter: SplitMix64
+        var probes = 0
+    }
+
+    init(
+        breaker: CircuitBreaker,
+        clock: any ReliabilityClock,
+        jitterSeed: UInt64,
+        currentServer: @escaping @Sendable () -> String?,
+        probe: @escaping @Sendable () async -> Bool
+    ) {
+        self.breaker = breaker
+        self.clock = clock
+        self.probe = probe
+        self.currentServer = currentServer
+        state = Mutex(State(jitter: SplitMix64(seed: jitterSeed)))
+    }
+
+    /// Probes sent so far, for tests and the breaker's figures.
+    var probes: Int { state.withLock { $0.probes } }
+
+    /// Starts the probe loop unless one runs. Called after each transition to OPEN.
+    func start() {
+        state.withLock { current in
+            guard !current.stopped, current.task == nil else { return }
+            current.task = Task { [self] in
+                await loop()
+                state.withLock { $0.task = nil }
+                // The breaker may have opened again between the loop's last look and now.
+                if breaker.state == .open { start() }
+            }
+        }
+    }
+
+    /// Ends the loop for good (the database is shutting down).
+    func stop() {
+        let task = state.withLock { state in
+            state.stopped = true
+            defer { state.task = nil }
+            return state.task
+        }
+        task?.cancel()
+    }
+
+    private func loop() async {
+        var bound = Self.firstDelay
+        // Intervals run from one probe's start to the next, so a probe that hangs until its
+        // deadline (a partition) does not push the next one later.
+        var previousStart = clock.now
+        while breaker.state == .open, !Task.isCancelled {
+            let delay = state.withLock { state in
+                bound * Double.random(in: 0.8...1.2, using: &state.jitter)
+            }
+            do {
+                try await clock.sleep(until: previousStart + delay)
+            } catch {
+                return
+            }
+            guard breaker.state == .open else { return }
+            state.withLock { $0.probes += 1 }
+            previousStart = clock.now
+            if await probe() {
+                breaker.serverAnswered(by: currentServer())
+                return
+            }
+            bound = min(Self.maxDelay, bound * 2)
+        }
+    }
+}
