@@ -26,7 +26,8 @@ extension ReliableDatabase where Backend == SQLiteBackend {
             backend: backend,
             configuration: configuration.reliability,
             clock: clock,
-            instruments: instruments
+            instruments: instruments,
+            environmentConfiguration: configuration
         )
     }
 

@@ -47,14 +47,16 @@ public struct ReliableDBApplication: Sendable {
     /// on shutdown, marks readiness draining, stops the monitor and closes the database.
     ///
     /// - Parameters:
-    ///   - monitor: the monitor's interval, thresholds and alert labels; `.init(configuration)`
-    ///     reads them from a ``ReliableDB/ReliableDBConfiguration``.
+    ///   - monitor: the monitor's interval, thresholds and alert settings; by default those of the
+    ///     environment's configuration `database` was built from
+    ///     (``ReliableDB/ReliableDatabase/environmentConfiguration``), so `DB_HEALTH_CHECK_INTERVAL`
+    ///     and the `DB_ALERT_*` variables apply without being passed again.
     ///   - exporter: the Prometheus exporter `/metrics` renders; pass the one your
     ///     `ReliabilityInstruments` record into.
     ///   - authToken: `DB_HEALTH_AUTH_TOKEN`: details of `/health` only for this bearer token.
     public func use<Backend: DatabaseBackend>(
         _ database: ReliableDatabase<Backend>,
-        monitor configuration: HealthMonitor.Configuration = .init(),
+        monitor configuration: HealthMonitor.Configuration? = nil,
         sinks: [any AlertSink] = [],
         exporter: PrometheusExporter = PrometheusExporter(registry: PrometheusCollectorRegistry()),
         authToken: Secret<String>? = nil

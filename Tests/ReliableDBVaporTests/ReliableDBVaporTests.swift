@@ -52,6 +52,25 @@ struct ReliableDBVaporTests {
         #expect(backend.shutdowns == 1, "the app's shutdown closed the database")
     }
 
+    /// `app.reliableDB.use(database)` with nothing else: the monitor checks every
+    /// `DB_HEALTH_CHECK_INTERVAL` with the environment's thresholds, as the database was built.
+    @Test func theMonitorTakesTheEnvironmentTheDatabaseWasBuiltFrom() async throws {
+        let environment = try await ReliableDBConfiguration.fromEnvironment(
+            ["DB_HEALTH_CHECK_INTERVAL": "1500", "DB_ALERT_ERROR_RATE_THRESHOLD": "12"],
+            dotEnvPath: nil
+        )
+        let database = try ReliableDatabase(
+            backend: ScriptedBackend(),
+            configuration: environment.reliability,
+            environmentConfiguration: environment
+        )
+        try await withApp { app in
+            app.reliableDB.use(database)
+            #expect(app.reliableDB.monitor.configuration.interval == .milliseconds(1_500))
+            #expect(app.reliableDB.monitor.configuration.thresholds.errorRate == 12)
+        }
+    }
+
     /// A route returns `withFallback`'s answer as is; a degraded one carries the header.
     @Test func aDegradedAnswerCarriesItsHeader() async throws {
         let clock = ManualClock()

@@ -17,12 +17,14 @@ public let exampleOperationLabels: Set<String> = [
 /// Wires the example app: ReliableDB for Fluent and for the health routes, on one database.
 ///
 /// Switching an existing Fluent app is the `app.databases.use(.reliable(...))` line; the
-/// `app.reliableDB` lines add the health endpoints and tie readiness to the app's lifecycle.
+/// `app.reliableDB` lines add the health endpoints and tie readiness to the app's lifecycle. The
+/// monitor takes the database's own settings (`DB_HEALTH_CHECK_INTERVAL`, `DB_ALERT_*`) unless
+/// `monitor` says otherwise.
 public func configure(
     _ app: Application,
     database: ReliableDatabase<PostgresBackend>,
     exporter: PrometheusExporter,
-    monitor: HealthMonitor.Configuration = .init()
+    monitor: HealthMonitor.Configuration? = nil
 ) throws {
     app.databases.use(.reliable(database, models: [User.self, Profile.self, Order.self]), as: .reliable)
     app.reliableDB.use(database, monitor: monitor, exporter: exporter)
