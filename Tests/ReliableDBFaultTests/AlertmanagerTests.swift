@@ -6,7 +6,8 @@ import Testing
 
 /// `reliabledb serve --alert-format alertmanager` feeding a real Alertmanager (started by
 /// scripts/test with `resolve_timeout: 10s`) through a real outage: the server stopped for longer
-/// than the resolve timeout.
+/// than the resolve timeout. `database_unreachable` fires at once and resolves
+/// `DB_ALERT_KEEP_FIRING_FOR` after the server answers again.
 @Suite("Alerts in a real Alertmanager")
 struct AlertmanagerTests {
     @Test(.timeLimit(.minutes(2)))
@@ -22,6 +23,8 @@ struct AlertmanagerTests {
                     "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)?sslmode=disable",
                 "DB_HEALTH_CHECK_INTERVAL": "500",
                 "DB_ALERT_WEBHOOK_URL": "\(alertmanager)/api/v2/alerts",
+                // Shorter than the 30 s default, so the resolution lands within this test's wait.
+                "DB_ALERT_KEEP_FIRING_FOR": "3000",
             ]
         )
         let port = try await server.waitForPort()
@@ -52,7 +55,9 @@ struct AlertmanagerTests {
         try await FaultServers.controlOutageServer("start")
         let started = ContinuousClock.now
         #expect(try await eventually { try await unreachableAlerts(alertmanager, port: url.port).isEmpty })
-        print("fault report: alertmanager: resolved \(ContinuousClock.now - started) after the restart")
+        let resolvedAfter = ContinuousClock.now - started
+        print("fault report: alertmanager: resolved \(resolvedAfter) after the restart")
+        #expect(resolvedAfter >= .seconds(3), "kept firing for DB_ALERT_KEEP_FIRING_FOR once the server answered")
 
         let labels = alert?["labels"] as? [String: String] ?? [:]
         let annotations = alert?["annotations"] as? [String: String] ?? [:]

@@ -31,7 +31,9 @@ struct HealthMonitorTests {
 
         let logs = CapturedLogs()
 
-        init(pendingFor: Duration = .zero, repeatInterval: Duration = .seconds(600)) {
+        /// Alerts fire and resolve at the first check by default here (`.immediate`): these tests
+        /// are about the monitor, not hysteresis (AlertHysteresisTests).
+        init(timings: AlertTimings = .immediate, repeatInterval: Duration = .seconds(600)) {
             db = try! ReliableDatabase(
                 backend: backend,
                 configuration: .init(
@@ -50,7 +52,7 @@ struct HealthMonitorTests {
                         queryTime: .milliseconds(100),
                         errorRate: 5
                     ),
-                    alerts: .init(pendingFor: pendingFor, repeatInterval: repeatInterval, labels: ["service": "test"])
+                    alerts: .init(timings: timings, repeatInterval: repeatInterval, labels: ["service": "test"])
                 ),
                 sinks: [sink],
                 logger: logs.logger(label: "test.monitor", level: .info)
@@ -213,7 +215,7 @@ struct HealthMonitorTests {
 
     @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore, .databaseUnreachable])
     func eachAlertFiresAfterItsConditionHoldsIsNotRepeatedEarlyRepeatsAndResolves(kind: AlertKind) async {
-        let fixture = Fixture(pendingFor: .seconds(60), repeatInterval: .seconds(300))
+        let fixture = Fixture(timings: AlertTimings(all: AlertTiming(for: .seconds(60))), repeatInterval: .seconds(300))
         func unhealthyInterval() async {
             switch kind {
             case .poolUtilization: fixture.backend.pool = PoolStatistics(total: 10, active: 9, idle: 1, max: 10)

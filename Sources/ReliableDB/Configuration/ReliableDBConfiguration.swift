@@ -30,6 +30,15 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// `DB_ALERT_WEBHOOK_FORMAT`: `slack` (default) or `alertmanager`.
     public var alertWebhookFormat: AlertWebhookFormat = .slack
     public var alertThresholds: AlertThresholds
+    /// `DB_ALERT_FOR` (milliseconds): how long a threshold alert's condition (`error_rate`,
+    /// `slow_queries`, `pool_utilization`, `health_score`, `database_overloaded`) must hold before
+    /// it fires, so a blip during a restart never pages. `database_unreachable`,
+    /// `circuit_breaker_state` and `database_failed_over` always fire at once.
+    public var alertFor: Duration = AlertTimings.defaultThresholdFor
+    /// `DB_ALERT_KEEP_FIRING_FOR` (milliseconds): how long every alert's condition must be absent
+    /// before it resolves, so a flapping incident stays one incident. Nil (unset): each alert's
+    /// default, 30 s for those that fire at once and 60 s for threshold alerts (``AlertTimings``).
+    public var alertKeepFiringFor: Duration?
     /// `DB_HEALTH_AUTH_TOKEN`: when set, `/api/health` shows details only to this bearer token.
     public var healthAuthToken: Secret<String>?
     /// `DB_LOAD_SHEDDING` (off by default), `DB_MAX_CONCURRENT_OPERATIONS` (default: the
@@ -119,7 +128,7 @@ extension ReliableDBConfiguration {
     /// Variables beyond the seed's.
     public static let additionalVariableNames = [
         "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
-        "DB_LOAD_SHEDDING_ADAPTIVE",
+        "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
     ]
 
     /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
@@ -257,6 +266,20 @@ extension ReliableDBConfiguration {
             ),
             errorRate: reader.number("DB_ALERT_ERROR_RATE_THRESHOLD", in: 0...100, default: 5)
         )
+        config.alertFor = reader.duration(
+            "DB_ALERT_FOR",
+            unit: .milliseconds,
+            in: 0...86_400_000,
+            default: AlertTimings.defaultThresholdFor
+        )
+        if reader.string("DB_ALERT_KEEP_FIRING_FOR") != nil {
+            config.alertKeepFiringFor = reader.duration(
+                "DB_ALERT_KEEP_FIRING_FOR",
+                unit: .milliseconds,
+                in: 0...86_400_000,
+                default: .zero
+            )
+        }
 
         config.healthAuthToken = reader.string("DB_HEALTH_AUTH_TOKEN").map { Secret($0, redacted: "***") }
         let maxConcurrent = reader.integer(

@@ -32,13 +32,18 @@ public final class HealthMonitor: Service, Sendable {
             self.alerts = alerts
         }
 
-        /// The monitor settings the environment configures.
+        /// The monitor settings the environment configures, alert timings (`DB_ALERT_FOR`,
+        /// `DB_ALERT_KEEP_FIRING_FOR`) included.
         public init(_ configuration: ReliableDBConfiguration, service: String = "reliabledb") {
             self.init(
                 enabled: configuration.monitoringEnabled,
                 interval: configuration.healthCheckInterval,
                 thresholds: configuration.alertThresholds,
                 alerts: .init(
+                    timings: AlertTimings(
+                        thresholdFor: configuration.alertFor,
+                        keepFiringFor: configuration.alertKeepFiringFor
+                    ),
                     repeatInterval: configuration.alertWebhookFormat == .alertmanager ? .seconds(60) : .seconds(3600),
                     labels: Self.alertLabels(configuration, service: service)
                 )
