@@ -378,6 +378,9 @@ public final class PostgresBackend: DatabaseBackend {
                 if let setLocal { _ = try await connection.query(setLocal, logger: logger).collect() }
                 let result = try await body(connection)
                 if attempt.isExpired { throw AttemptDeadlineExceeded() }
+                // Ended under us (a terminated session, a reset): COMMIT cannot be sent, and the
+                // server rolled the transaction back with the session.
+                if connection.isClosed { throw ConnectionClosedBeforeCommitError() }
                 // withTransaction sends COMMIT next.
                 commit.markSent()
                 return result
@@ -786,6 +789,11 @@ extension String {
     var isHostName: Bool {
         !contains(":") && !allSatisfy { $0.isNumber || $0 == "." }
     }
+}
+
+/// A transaction's connection had closed when its COMMIT was due: it was never sent.
+struct ConnectionClosedBeforeCommitError: Error, CustomStringConvertible {
+    var description: String { "the connection closed before COMMIT could be sent" }
 }
 
 /// Decides once between racing answers (a probe and its deadline): the first ``claim()`` wins.

@@ -70,6 +70,11 @@ public func describePostgresError(_ error: any Error) -> String {
         return error.description
     case let error as PostgresConnectionLostError:
         return error.description
+    case let error as ConnectionClosedBeforeCommitError:
+        return error.description
+    case let error as TransactionNotCommittedError:
+        return "the transaction did not commit: its connection was lost before COMMIT was sent ("
+            + describePostgresError(error.underlying) + ")"
     case let error as PoolLeaseError:
         switch error {
         case .timedOut: return "no connection was free before the deadline"
@@ -155,6 +160,8 @@ struct PostgresErrorClassifier {
             return ErrorClassification(.connection)
         case is PostgresConnectionLostError:
             return .lostConnection(sent: sent)
+        case is ConnectionClosedBeforeCommitError:
+            return .lostConnection(sent: false)
         case let error as TransactionNotCommittedError:
             return classify(error.underlying, sent: true).notApplied
         case is KeyedConnectError, is CancelRequestError:

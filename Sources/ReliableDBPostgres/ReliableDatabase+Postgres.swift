@@ -73,9 +73,9 @@ extension ReliableDatabase where Backend == PostgresBackend {
                 return try await backend.withConnection(within: attempt) { connection in
                     try await backend.transaction(on: connection, within: attempt, commit: commit, body)
                 }
-            } catch where commit.isInFlight {
+            } catch  where commit.isInFlight {
                 throw CommitOutcomeUnknownError(underlying: error)
-            } catch where !commit.wasSent && backend.classify(error).connectionScoped {
+            } catch  where !commit.wasSent && backend.classify(error).connectionScoped {
                 throw TransactionNotCommittedError(underlying: error)
             }
         }

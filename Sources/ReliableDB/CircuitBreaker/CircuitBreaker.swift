@@ -57,7 +57,8 @@ public final class CircuitBreaker: Sendable {
         if let transition { publish(transition) }
         guard case .rejected = decision, let server = currentServer?() else { return decision }
         // Rejected: unless calls now go to a server this state is not about (a failover).
-        let (retried, changes) = machine.withLock { machine -> (CircuitBreakerStateMachine.Decision, [CircuitTransition]) in
+        let (retried, changes) = machine.withLock {
+            machine -> (CircuitBreakerStateMachine.Decision, [CircuitTransition]) in
             guard let changed = machine.serve(server, at: now) else { return (decision, []) }
             let (retried, transition) = machine.acquire(at: now)
             return (retried, [changed] + (transition.map { [$0] } ?? []))

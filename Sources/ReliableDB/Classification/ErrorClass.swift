@@ -49,8 +49,9 @@ public struct ErrorClassification: Sendable, Equatable {
     /// True when the error ended one established connection and says nothing yet about the server:
     /// a session terminated by an administrator, one socket reset or closed, a statement cut by its
     /// own connection's death. A fresh connection would not have it. The pipeline retries such an
-    /// attempt at once on another connection (when ``mayHaveReachedServer`` allows) and counts it
-    /// against the circuit breaker only when that connection fails too (docs/BREAKER.md).
+    /// attempt at once on another connection (when ``mayHaveReachedServer`` allows) and never
+    /// counts it against the circuit breaker: the breaker counts what fresh connections find
+    /// (docs/BREAKER.md).
     public var connectionScoped: Bool
 
     public init(

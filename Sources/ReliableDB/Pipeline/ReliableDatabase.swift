@@ -220,7 +220,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
         var attempt = 0
         var attemptStart = start
-        /// Attempts of this operation whose connection was lost (ErrorClassification.connectionScoped).
+        /// Attempts of this operation whose connection was lost (ErrorClassification.connectionScoped):
+        /// the first is retried at once, later ones after the usual backoff.
         var lostConnections = 0
         while true {
             attempt += 1
@@ -260,12 +261,12 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 let expired = deadline.map { end >= $0 } ?? false
                 let classification = expired ? ErrorClassification(.timeout) : classify(error)
                 let errorClass = classification.errorClass
-                // One lost connection says nothing about the server; a second one in the same
-                // operation (a fresh connection failing too) does (docs/BREAKER.md).
+                // A lost connection says nothing about the server: the breaker counts what a fresh
+                // connection finds, on the retry (docs/BREAKER.md).
                 let lostConnection = classification.connectionScoped && errorClass == .connection
                 if lostConnection { lostConnections += 1 }
                 if let permit {
-                    let counts = errorClass.countsAgainstBreaker && !(lostConnection && lostConnections == 1)
+                    let counts = errorClass.countsAgainstBreaker && !lostConnection
                     circuitBreaker.record(
                         permit,
                         outcome: counts ? .failure : .ignored,
