@@ -4,6 +4,7 @@ import PostgresNIO
 import ReliableDB
 import ReliableDBPostgres
 import ReliableDBTestSupport
+import Synchronization
 import Testing
 
 /// Failover to a promoted standby under concurrent reads and writes, on the primary and streaming
@@ -220,6 +221,9 @@ struct FailoverTests {
         )
         let url = Self.readWrite(primaryURL, standbyURL)
         var settings = FaultWorkload.Settings()
+        // The breaker a user gets (60 s open): the old primary's failures must not hold the new
+        // one's writes (docs/BREAKER.md).
+        settings.breaker = .defaults
         // Short, so the old primary is no longer skipped when it comes back: what keeps writes
         // off it then is that the walk starts at the new primary.
         settings.maxServerEjection = .milliseconds(300)
@@ -232,6 +236,9 @@ struct FailoverTests {
         try await observer.close()
         try await Self.waitForReplication(of: workload.table, to: standbyURL)
 
+        // libpq on the same URL, beside it: the reference for the write gap.
+        let reference = LibpqWriter(url: url, table: workload.table)
+        let referenceTask = Task { await reference.run() }
         let promoted = Locked<ContinuousClock.Instant?>(nil)
         try await workload.run(settle: .seconds(10)) {
             try await Task.sleep(for: .milliseconds(800))
@@ -241,6 +248,12 @@ struct FailoverTests {
             try await Self.control("STANDBY", "promote")
             promoted.withLock { $0 = ContinuousClock.now }
         }
+        // Until libpq wrote again too (it may be slower than ReliableDB).
+        for _ in 0..<100 where reference.firstSuccess(after: promoted.withLock { $0 }) == nil {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        reference.stop()
+        await referenceTask.value
         // Split brain: the old primary comes back as a primary. The new primary's backends are
         // ended so the pool must connect again; a walk in URL order would now reach the old one.
         try await Self.control("PRIMARY", "start")
@@ -282,6 +295,12 @@ struct FailoverTests {
         let report = try await workload.finish(newPrimary, applicationName: url.applicationName)
         try await newPrimary.close()
         let unavailable = promoted.withLock { $0 }.flatMap { _ in report.writeRecovery }
+        let libpqGap = promoted.withLock { $0 }.flatMap { at in reference.firstSuccess(after: at).map { $0 - at } }
+        print(
+            "fault report: failover write gap after the promotion: ReliableDB \(unavailable.map { "\($0)" } ?? "never"),"
+                + " libpq \(libpqGap.map { "\($0)" } ?? "never") (\(reference.attempts) psql writes,"
+                + " \(reference.failures) failed)"
+        )
         print(
             "fault report: failover: writes resumed \(unavailable.map { "\($0)" } ?? "never") after the promotion,"
                 + " longest without an acknowledged write \(report.longestWriteGap);"
@@ -294,6 +313,16 @@ struct FailoverTests {
         #expect(report.otherFailures + report.timedOut > 0, "the failover was felt: \(report)")
         workload.expectGuarantees(report, recoveryExpected: false)
         #expect(unavailable.map { $0 <= .seconds(3) } == true, "writes resumed within 3 s of the promotion: \(report)")
+        if let unavailable, let libpqGap {
+            #expect(
+                unavailable <= libpqGap + .milliseconds(500),
+                "write gap \(unavailable) against libpq's \(libpqGap) on the same URL"
+            )
+        } else {
+            Issue.record(
+                "no write gap to compare: ReliableDB \(String(describing: unavailable)), libpq \(String(describing: libpqGap))"
+            )
+        }
         #expect(report.readFailures == 0, "every read was answered: \(report)")
         #expect(report.degradedByStandby > 0, "the standby answered reads while the primary was gone: \(report)")
         #expect(splitBrain.acknowledged.count >= 35, "writes went on during the split brain")
@@ -327,5 +356,59 @@ struct FailoverTests {
             try await Task.sleep(for: .milliseconds(25))
         }
         return (acknowledged, failures)
+    }
+}
+
+/// Writes through libpq (`psql`, one process a write) on a multi-host URL with
+/// `target_session_attrs=read-write`, as fast as it can: what plain libpq does across a failover.
+final class LibpqWriter: Sendable {
+    let conninfo: String
+    let table: String
+    private let state = Mutex<
+        (
+            stopped: Bool, attempts: Int, failures: Int,
+            successes: [(start: ContinuousClock.Instant, end: ContinuousClock.Instant)]
+        )
+    >(
+        (false, 0, 0, [])
+    )
+
+    init(url: PostgresURL, table: String) {
+        let hosts = url.endpoints.map(\.host).joined(separator: ",")
+        let ports = url.endpoints.map { String($0.port) }.joined(separator: ",")
+        conninfo =
+            "host=\(hosts) port=\(ports) user=\(url.username) password=\(url.password?.value ?? "")"
+            + " dbname=\(url.database) target_session_attrs=read-write connect_timeout=2 sslmode=disable"
+            + " application_name=\(url.applicationName)-libpq"
+        self.table = table
+    }
+
+    var attempts: Int { state.withLock { $0.attempts } }
+    var failures: Int { state.withLock { $0.failures } }
+
+    /// When the first write that started after `instant` succeeded, as the workload measures its own.
+    func firstSuccess(after instant: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        guard let instant else { return nil }
+        return state.withLock { $0.successes.first { $0.start >= instant }?.end }
+    }
+
+    func stop() { state.withLock { $0.stopped = true } }
+
+    func run() async {
+        var sequence = 0
+        while !state.withLock({ $0.stopped }) {
+            sequence += 1
+            let start = ContinuousClock.now
+            let result = try? await runToCompletion(
+                "/usr/bin/psql",
+                [conninfo, "-X", "-q", "-c", "INSERT INTO \(table) (id) VALUES ('libpq-\(sequence)')"]
+            )
+            let end = ContinuousClock.now
+            state.withLock { state in
+                state.attempts += 1
+                if result?.status == 0 { state.successes.append((start, end)) } else { state.failures += 1 }
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 }

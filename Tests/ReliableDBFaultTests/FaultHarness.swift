@@ -143,6 +143,19 @@ struct FaultReport: CustomStringConvertible {
     /// From the end of the fault to the first write that succeeded after it (reads may recover
     /// sooner, on a standby).
     var writeRecovery: Duration?
+    /// From the end of the fault to the end of the last call that failed after it started: from
+    /// then on every call succeeded (``steadyRecovery``).
+    var lastFailureAfterFault: Duration?
+    /// Calls the circuit breaker rejected, and those of them made more than 1.5 s after the fault's
+    /// end, when the server had been answering for longer than the prober's interval.
+    var breakerRejections = 0
+    var rejectedWhileServerAnswered = 0
+    /// From the end of the fault until calls succeed steadily: the later of the first success and
+    /// the last failure.
+    var steadyRecovery: Duration? {
+        guard let recovery else { return nil }
+        return max(recovery, lastFailureAfterFault ?? .zero)
+    }
     /// The longest time between two acknowledged writes.
     var longestWriteGap = Duration.zero
     var lastWriteAcknowledged: ContinuousClock.Instant?
@@ -167,7 +180,9 @@ struct FaultReport: CustomStringConvertible {
             fault=\(fault) calls=\(calls) ok=\(succeeded) timeouts=\(timedOut) \
             (commitUnknown=\(commitOutcomeUnknown)) other=\(otherFailures) \
             longest=\(ms(longestCall)) worstOverrun=\(ms(worstOverrun)) (\(worstOverrunOperation)) \
-            recovery=\(recovery.map(ms) ?? "none") writeRecovery=\(writeRecovery.map(ms) ?? "none") \
+            recovery=\(recovery.map(ms) ?? "none") steadyRecovery=\(steadyRecovery.map(ms) ?? "none") \
+            writeRecovery=\(writeRecovery.map(ms) ?? "none") breakerRejections=\(breakerRejections) \
+            (while the server answered: \(rejectedWhileServerAnswered)) \
             longestWriteGap=\(ms(longestWriteGap)) acked=\(acknowledgedWrites) lost=\(lostWrites.count) \
             duplicated=\(duplicatedWrites.count) committedAfterTimeout=\(committedAfterTimeout.count) \
             backendsAfter=\(backendsAfter) cancelBackendsAfter=\(cancelBackendsAfter) \
@@ -178,10 +193,26 @@ struct FaultReport: CustomStringConvertible {
     }
 }
 
+/// The circuit-breaker settings a fault runs with. Users run the defaults, so every fault runs
+/// with them too, besides the short ones that make a breaker's own timeout visible.
+enum BreakerProfile: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    /// Open for 1 s after 5 failures, retries 20-200 ms apart.
+    case short
+    /// What `ReliableDBConfiguration()` gives: `DB_CB_TIMEOUT=60000`, `DB_CB_FAILURE_THRESHOLD=5`,
+    /// 3 attempts 100 ms-5 s apart.
+    case defaults
+
+    var testDescription: String { rawValue }
+
+    /// With the defaults, calls succeed again within this of the server answering (docs/BREAKER.md).
+    static let recoveryGoal = Duration.seconds(2)
+}
+
 /// Concurrent reads and writes through a ReliableDatabase while a fault is injected, with a
 /// ledger of every write's outcome compared against the table afterwards.
 final class FaultWorkload: Sendable {
     struct Settings: Sendable {
+        var breaker = BreakerProfile.short
         var workers = 8
         var connectionLimit = 4
         var poolTimeout = Duration.seconds(1)
@@ -227,11 +258,13 @@ final class FaultWorkload: Sendable {
         db = try ReliableDatabase(
             backend: backend,
             configuration: .init(
-                circuitBreaker: .init(
-                    failureThreshold: 5,
-                    timeout: settings.breakerTimeout,
-                    retry: .init(attempts: 3, initialDelay: .milliseconds(20), maxDelay: .milliseconds(200))
-                ),
+                circuitBreaker: settings.breaker == .defaults
+                    ? ReliableDBConfiguration().reliability.circuitBreaker
+                    : .init(
+                        failureThreshold: 5,
+                        timeout: settings.breakerTimeout,
+                        retry: .init(attempts: 3, initialDelay: .milliseconds(20), maxDelay: .milliseconds(200))
+                    ),
                 timeouts: .init(
                     query: settings.queryTimeout,
                     transaction: settings.transactionTimeout,
@@ -239,7 +272,7 @@ final class FaultWorkload: Sendable {
                 )
             )
         )
-        state = Mutex(State(report: FaultReport(fault: fault)))
+        state = Mutex(State(report: FaultReport(fault: "\(fault) [\(settings.breaker.rawValue) breaker]")))
     }
 
     /// Creates the ledger table: no key, so a write applied twice shows as two rows.
@@ -347,6 +380,18 @@ final class FaultWorkload: Sendable {
                 state.report.worstOverrun = elapsed - timeout
                 state.report.worstOverrunOperation = "\(operation) \(outcome.map { "\(type(of: $0))" } ?? "ok")"
             }
+            if outcome != nil, let ended = state.faultEndedAt, start >= ended {
+                state.report.lastFailureAfterFault = max(state.report.lastFailureAfterFault ?? .zero, end - ended)
+            }
+            if let rejectedIn = outcome.flatMap(Self.rejectingState) {
+                state.report.breakerRejections += 1
+                // The server answers from the fault's end: the prober needs at most about 1.2 s
+                // (its jittered interval) to see it. HALF_OPEN admits trials one at a time: a
+                // rejection there is the breaker closing, not an open breaker.
+                if rejectedIn == .open, let ended = state.faultEndedAt, start - ended > .milliseconds(1_500) {
+                    state.report.rejectedWhileServerAnswered += 1
+                }
+            }
             switch outcome {
             case nil:
                 state.report.succeeded += 1
@@ -374,6 +419,14 @@ final class FaultWorkload: Sendable {
                 state.report.errorsByType["\(type(of: error))", default: 0] += 1
             }
         }
+    }
+
+    /// The breaker's state when it rejected the call (directly, or as the reason retries
+    /// stopped); nil when the breaker did not reject it.
+    static func rejectingState(_ error: any Error) -> CircuitState? {
+        if let rejected = error as? DatabaseCircuitBreakerError { return rejected.state }
+        if let retry = error as? DatabaseRetryError { return (retry.lastError as? DatabaseCircuitBreakerError)?.state }
+        return nil
     }
 
     /// Compares the ledger with the table and reads what was left behind. Waits `straggle` first,
@@ -427,8 +480,20 @@ final class FaultWorkload: Sendable {
         #expect(report.backendsAfter <= settings.connectionLimit, "\(report)")
         #expect(report.cancelBackendsAfter == 0, "cancel connections left open: \(report)")
         if recoveryExpected {
-            let bound = settings.breakerTimeout + settings.healthInterval
+            let bound =
+                settings.breaker == .defaults
+                ? BreakerProfile.recoveryGoal : settings.breakerTimeout + settings.healthInterval
             #expect(report.recovery.map { $0 <= bound } == true, "no recovery within \(bound): \(report)")
+            if settings.breaker == .defaults {
+                #expect(
+                    report.steadyRecovery.map { $0 <= bound } == true,
+                    "failures went on past \(bound) after the fault: \(report)"
+                )
+                #expect(
+                    report.rejectedWhileServerAnswered == 0,
+                    "the open breaker rejected calls while the server answered: \(report)"
+                )
+            }
         }
     }
 }

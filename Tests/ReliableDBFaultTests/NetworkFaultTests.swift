@@ -12,7 +12,7 @@ struct NetworkFaultTests {
     /// Runs `fault` against a workload that reaches the server through a fresh proxy.
     func run(
         _ name: String,
-        settings: FaultWorkload.Settings = .init(),
+        settings: FaultWorkload.Settings,
         recoveryExpected: Bool = true,
         _ fault: (FaultProxy) async throws -> Void
     ) async throws -> FaultReport {
@@ -40,9 +40,9 @@ struct NetworkFaultTests {
         return report
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func latencyKeepsEveryDeadline() async throws {
-        let report = try await run("latency 150 ms") { proxy in
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func latencyKeepsEveryDeadline(breaker: BreakerProfile) async throws {
+        let report = try await run("latency 150 ms", settings: .init(breaker: breaker)) { proxy in
             try await proxy.setMode(.latency(milliseconds: 150))
             try await Task.sleep(for: .seconds(3))
         }
@@ -51,18 +51,18 @@ struct NetworkFaultTests {
 
     /// A partition: connections stay open, bytes are held. Nothing can stop the statements, so
     /// callers must be released at their deadline and the connections thrown away.
-    @Test(.timeLimit(.minutes(2)))
-    func aBlackholeReleasesEveryCallerAtItsDeadline() async throws {
-        let report = try await run("blackhole 3 s") { proxy in
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func aBlackholeReleasesEveryCallerAtItsDeadline(breaker: BreakerProfile) async throws {
+        let report = try await run("blackhole 3 s", settings: .init(breaker: breaker)) { proxy in
             try await proxy.setMode(.blackhole)
             try await Task.sleep(for: .seconds(3))
         }
         #expect(report.timedOut + report.otherFailures > 0, "the blackhole was felt: \(report)")
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func resetConnectionsAreReplaced() async throws {
-        let report = try await run("reset x3") { proxy in
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func resetConnectionsAreReplaced(breaker: BreakerProfile) async throws {
+        let report = try await run("reset x3", settings: .init(breaker: breaker)) { proxy in
             for _ in 0..<3 {
                 try await proxy.setMode(.reset)
                 try await Task.sleep(for: .milliseconds(100))
@@ -73,9 +73,9 @@ struct NetworkFaultTests {
         #expect(report.succeeded > 0)
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func refusedConnectsFailFastAndRecover() async throws {
-        let report = try await run("refuse 2 s") { proxy in
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func refusedConnectsFailFastAndRecover(breaker: BreakerProfile) async throws {
+        let report = try await run("refuse 2 s", settings: .init(breaker: breaker)) { proxy in
             try await proxy.setMode(.reset)
             try await proxy.setMode(.refuse)
             try await Task.sleep(for: .seconds(2))

@@ -13,10 +13,14 @@ import Testing
 struct ServerFaultTests {
     /// The case that used to leave callers waiting forever: `pg_terminate_backend` on backends
     /// that sit `idle in transaction`, again and again, under load.
-    @Test(.timeLimit(.minutes(2)))
-    func backendsTerminatedMidTransactionNeverStrandACaller() async throws {
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func backendsTerminatedMidTransactionNeverStrandACaller(breaker: BreakerProfile) async throws {
         let url = try FaultServers.url()
-        let workload = try FaultWorkload(fault: "terminate mid-transaction", url: url)
+        let workload = try FaultWorkload(
+            fault: "terminate mid-transaction",
+            url: url,
+            settings: .init(breaker: breaker)
+        )
         let observer = try await Observer.connect(try FaultServers.url())
         try await workload.setUp(observer)
         let killer = try await Observer.connect(try FaultServers.url())
@@ -42,12 +46,15 @@ struct ServerFaultTests {
         print("fault report: terminate mid-transaction killed \(kills.value) backends")
         #expect(kills.value > 0, "the fault hit no transaction")
         workload.expectGuarantees(report)
+        // Sessions ended on a healthy server are the connections' failures, not the server's.
+        #expect(report.breakerRejections == 0, "terminated sessions opened the breaker: \(report)")
+        #expect(workload.db.circuitBreaker.metrics.transitions == 0, "\(report)")
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func aStoppedAndRestartedServerCostsFastErrorsThenRecovers() async throws {
+    @Test(.timeLimit(.minutes(2)), arguments: BreakerProfile.allCases)
+    func aStoppedAndRestartedServerCostsFastErrorsThenRecovers(breaker: BreakerProfile) async throws {
         let url = try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL")
-        let workload = try FaultWorkload(fault: "server stopped 2 s", url: url)
+        let workload = try FaultWorkload(fault: "server stopped 2 s", url: url, settings: .init(breaker: breaker))
         var observer = try await Observer.connect(try FaultServers.url("RELIABLEDB_TEST_FAULT_POSTGRES_URL"))
         try await workload.setUp(observer)
         try await observer.close()

@@ -23,7 +23,7 @@ func withERPApp(
     server: String = "RELIABLEDB_TEST_POSTGRES_URL",
     tracer: (any Tracer)? = nil,
     environment extra: [String: String] = [:],
-    monitor: HealthMonitor.Configuration = .init(interval: .seconds(60)),
+    monitor: HealthMonitor.Configuration? = .init(interval: .seconds(60)),
     adjust: (inout ReliabilityConfiguration) -> Void = { _ in },
     _ body: (Application, ReliableDatabase<PostgresBackend>, ScratchDatabase) async throws -> Void
 ) async throws {
