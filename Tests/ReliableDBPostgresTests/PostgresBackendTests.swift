@@ -400,7 +400,7 @@ struct PostgresBackendTests {
         let interval = Duration.milliseconds(250)
         let monitor = HealthMonitor(
             database: db,
-            configuration: .init(interval: interval, alerts: .init(labels: ["service": "test"])),
+            configuration: .init(interval: interval, alerts: .init(timings: .immediate, labels: ["service": "test"])),
             sinks: [sink]
         )
         let runner = Task { try await monitor.run() }

@@ -2,7 +2,8 @@ import Foundation
 
 /// The conditions the seed alerts on.
 public enum AlertKind: String, Sendable, CaseIterable, Codable {
-    /// The circuit breaker left CLOSED (fires) or returned to it (resolves).
+    /// The circuit breaker left CLOSED (fires at once) or has been back in it for its
+    /// `keepFiringFor` (resolves).
     case circuitBreakerState = "circuit_breaker_state"
     /// Pool utilization above `DB_ALERT_POOL_UTILIZATION_THRESHOLD`.
     case poolUtilization = "pool_utilization"
@@ -16,8 +17,8 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
     /// cause (refused, timed out, authentication, TLS, DNS), and fires without any traffic.
     case databaseUnreachable = "database_unreachable"
     /// With several servers: connections go to a server other than the first configured one (a
-    /// failover happened; the old primary needs rebuilding as a standby). Resolves when they are
-    /// back on the first.
+    /// failover happened; the old primary needs rebuilding as a standby). Resolves when they have
+    /// been back on the first for its `keepFiringFor`.
     case databaseFailedOver = "database_failed_over"
     /// The load-shedding limit shed operations since the last check.
     case databaseOverloaded = "database_overloaded"

@@ -7,9 +7,11 @@ import Synchronization
 ///
 /// Runs as a swift-service-lifecycle `Service`. Reading ``status`` never runs a query: HTTP health
 /// endpoints and dashboards read the last check's result combined with the breaker and pool as
-/// they are now, so a flood of health requests cannot add load to a struggling database. At most one check is in flight; callers of ``checkNow()`` during a
-/// check share its result. Breaker transitions raise or resolve the breaker alert at once, without
-/// waiting for the next check.
+/// they are now, so a flood of health requests cannot add load to a struggling database. At most
+/// one check is in flight; callers of ``checkNow()`` during a check share its result. Breaker
+/// transitions are evaluated at once, without waiting for the next check: the breaker alert fires
+/// then, and resolves once the breaker has stayed CLOSED for its `keepFiringFor`. A probe that
+/// completes a round trip tells an open breaker that the server answers (docs/BREAKER.md).
 public final class HealthMonitor: Service, Sendable {
     public struct Configuration: Sendable, Equatable {
         /// `DB_MONITORING`: false makes ``run()`` return at once (on-demand checks still work).
