@@ -601,9 +601,24 @@ public final class PostgresBackend: DatabaseBackend {
     /// it finds the new primary (and the breaker then judges that server). Bounded by the attempt's
     /// deadline; on success the pool's connect backoff is reset.
     public func probeServer(within attempt: AttemptContext) async throws {
+        try await probe(through: hostWalk, within: attempt)
+        pool.serverReachable()
+    }
+
+    /// As ``probeServer(within:)``, through the walk of the standbys reads go to.
+    public func probeStandby(within attempt: AttemptContext) async throws {
+        guard let standbyWalk, let readPool else {
+            throw PostgresUnavailableError(target: url.description, cause: "no standby")
+        }
+        try await probe(through: standbyWalk, within: attempt)
+        readPool.serverReachable()
+    }
+
+    /// `SELECT 1` on a connection `walk` opens for it, then closed; bounded by the attempt's deadline.
+    private func probe(through walk: HostWalk, within attempt: AttemptContext) async throws {
         let logger = self.logger
         let eventLoop = PostgresConnection.defaultEventLoopGroup.any()
-        let probe = hostWalk.connect(id: -2, on: eventLoop).flatMap { connection in
+        let probe = walk.connect(id: -2, on: eventLoop).flatMap { connection in
             connection.underlying.query("SELECT 1", logger: logger).map { _ in connection }
                 .flatMapErrorThrowing { error in
                     connection.close()
@@ -612,7 +627,6 @@ public final class PostgresBackend: DatabaseBackend {
         }
         guard let deadline = attempt.deadline else {
             try await probe.get().close()
-            pool.serverReachable()
             return
         }
         let remaining = deadline - clock.now
@@ -631,9 +645,7 @@ public final class PostgresBackend: DatabaseBackend {
             timeout.cancel()
             answer.completeWith(result)
         }
-        let connection = try await answer.futureResult.get()
-        connection.close()
-        pool.serverReachable()
+        try await answer.futureResult.get().close()
     }
 
     /// Where the walk sends new connections: the server it last accepted, or the only one.

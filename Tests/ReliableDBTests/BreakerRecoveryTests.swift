@@ -247,6 +247,20 @@ struct BreakerRecoveryTests {
         #expect(db.circuitBreaker.state == .closed)
     }
 
+    @Test func theStandbysBreakerHasItsOwnProber() async throws {
+        let clock = ManualClock()
+        let backend = ScriptedBackend()
+        backend.standbyReads = .always
+        let db = database(clock, backend: backend)
+        let standby = try #require(db.standbyCircuitBreaker)
+        standby.forceState(.open)
+        #expect(db.circuitBreaker.state == .closed, "the primary's is another breaker")
+        let openedAt = clock.now
+        while standby.state == .open { await nudge(clock) }
+        #expect(standby.state == .halfOpen)
+        #expect(clock.now - openedAt <= .milliseconds(150), "the first probe goes out about 100 ms after opening")
+    }
+
     @Test func aBreakerIsNotKeptOpenAfterTheMonitorsProbeSucceeded() async throws {
         let clock = ManualClock()
         let backend = ScriptedBackend()

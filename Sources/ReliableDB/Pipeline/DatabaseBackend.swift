@@ -19,6 +19,10 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// fresh connection tells whether the server accepts work again. Throws when it does not.
     func probeServer(within attempt: AttemptContext) async throws
 
+    /// As ``probeServer(within:)``, on a standby that reads go to: what the prober of the standby's
+    /// breaker asks while that breaker is open. Only backends with ``standbyReads`` are asked.
+    func probeStandby(within attempt: AttemptContext) async throws
+
     /// The server (`host:port`) new connections go to now, read from memory; nil when unknown or
     /// meaningless (an embedded database). The primary's breaker judges this server.
     var currentServer: String? { get }
@@ -67,6 +71,10 @@ extension DatabaseBackend {
 
     public func probeServer(within attempt: AttemptContext) async throws {
         _ = try await probe(within: attempt)
+    }
+
+    public func probeStandby(within attempt: AttemptContext) async throws {
+        try await probeServer(within: attempt)
     }
 
     public var currentServer: String? { nil }

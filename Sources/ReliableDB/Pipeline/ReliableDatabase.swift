@@ -46,6 +46,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     private let jitter: Mutex<SplitMix64>
     /// Asks the server whether it answers while the primary's breaker is open.
     private let prober: BreakerProber
+    /// The same for the standby's breaker, when there is one.
+    private let standbyProber: BreakerProber?
 
     /// - Parameters:
     ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
@@ -101,12 +103,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         loadShedder =
             configuration.loadShedding.enabled ? LoadShedder(configuration.loadShedding, clock: clock) : nil
         let probeTimeout = configuration.timeouts.timeout(for: .healthCheck) ?? .seconds(5)
-        prober = BreakerProber(
-            breaker: circuitBreaker,
-            clock: clock,
-            jitterSeed: jitterSeed.map { $0 &+ 1 } ?? UInt64.random(in: .min ... .max),
-            currentServer: { [backend] in backend.currentServer },
-            probe: { [backend, clock] in
+        /// One probe bounded by the health-check timeout: true when it completed a round trip.
+        @Sendable func probing(
+            _ body: @escaping @Sendable (AttemptContext) async throws -> Void
+        ) -> @Sendable () async -> Bool {
+            { [clock] in
                 let attempt = AttemptContext(
                     scheduler: deadlines,
                     attempt: 1,
@@ -114,18 +115,40 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     isBreakerProbe: true
                 )
                 do {
-                    try await backend.probeServer(within: attempt)
+                    try await body(attempt)
                     return true
                 } catch {
                     return false
                 }
             }
+        }
+        let seed = jitterSeed ?? UInt64.random(in: .min ... .max)
+        prober = BreakerProber(
+            breaker: circuitBreaker,
+            clock: clock,
+            jitterSeed: seed &+ 1,
+            currentServer: { [backend] in backend.currentServer },
+            probe: probing { [backend] in try await backend.probeServer(within: $0) }
         )
         circuitBreaker.onOpen { [weak prober] in prober?.start() }
+        if let standbyCircuitBreaker {
+            let standbyProber = BreakerProber(
+                breaker: standbyCircuitBreaker,
+                clock: clock,
+                jitterSeed: seed &+ 2,
+                currentServer: { nil },
+                probe: probing { [backend] in try await backend.probeStandby(within: $0) }
+            )
+            standbyCircuitBreaker.onOpen { [weak standbyProber] in standbyProber?.start() }
+            self.standbyProber = standbyProber
+        } else {
+            standbyProber = nil
+        }
     }
 
     deinit {
         prober.stop()
+        standbyProber?.stop()
         deadlines.stop()
     }
 
@@ -484,6 +507,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// Closes the backend's connections.
     public func shutdown() async throws {
         prober.stop()
+        standbyProber?.stop()
         deadlines.stop()
         try await raw.shutdown()
     }
