@@ -648,10 +648,15 @@ public final class PostgresBackend: DatabaseBackend {
         try await answer.futureResult.get().close()
     }
 
-    /// Where the walk sends new connections: the server it last accepted, or the only one.
+    /// Where the walk sends new connections: the only server; with several, the one a walk for a
+    /// role last accepted (the next walk starts there), or the one the last walk in order reached.
+    /// Nil with `load_balance_hosts=random` and no role: connections go to any server, and the
+    /// breaker is about them all.
     public var currentServer: String? {
-        if let server = hostWalk.lastServer { return server.description }
-        return url.endpoints.count == 1 ? url.endpoints[0].description : nil
+        if url.endpoints.count == 1 { return url.endpoints[0].description }
+        if hostWalk.target.needsRole { return hostWalk.currentServer?.description }
+        guard url.loadBalanceHosts != .random else { return nil }
+        return hostWalk.lastServer?.description
     }
 
     /// Opens and closes one connection outside the pool; throws why that fails. The connect is
