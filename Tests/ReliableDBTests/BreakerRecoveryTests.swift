@@ -96,7 +96,7 @@ struct BreakerRecoveryTests {
         let transition = machine.serve("new:5432", at: t0 + .seconds(1))
         #expect(transition?.to == .closed)
         #expect(transition?.reason == .serverChanged)
-        #expect(transition?.server == "new:5432")
+        #expect(machine.server == "new:5432")
         #expect(machine.record(inFlight, outcome: .failure, duration: .zero, at: t0 + .seconds(1)) == nil)
         #expect(machine.windowFailures(at: t0 + .seconds(1)) == 0, "a call to the old server says nothing of the new")
     }

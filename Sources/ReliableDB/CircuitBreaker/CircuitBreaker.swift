@@ -55,15 +55,29 @@ public final class CircuitBreaker: Sendable {
     func acquire(at now: MonotonicTime) -> CircuitBreakerStateMachine.Decision {
         let (decision, transition) = machine.withLock { $0.acquire(at: now) }
         if let transition { publish(transition) }
-        guard case .rejected = decision, let server = currentServer?() else { return decision }
-        // Rejected: unless calls now go to a server this state is not about (a failover).
-        let (retried, changes) = machine.withLock {
-            machine -> (CircuitBreakerStateMachine.Decision, [CircuitTransition]) in
-            guard let changed = machine.serve(server, at: now) else { return (decision, []) }
+        guard case .rejected = decision, currentServer != nil else { return decision }
+        return rejected(decision, at: now)
+    }
+
+    /// A rejection stands unless calls now go to a server this state is not about (a failover):
+    /// then the breaker starts over CLOSED for it and the call is admitted.
+    @inline(never)
+    private func rejected(
+        _ decision: CircuitBreakerStateMachine.Decision,
+        at now: MonotonicTime
+    ) -> CircuitBreakerStateMachine.Decision {
+        guard let server = currentServer?() else { return decision }
+        var changed: CircuitTransition?
+        var admitted: CircuitTransition?
+        let retried = machine.withLock { machine -> CircuitBreakerStateMachine.Decision in
+            changed = machine.serve(server, at: now)
+            guard changed != nil else { return decision }
             let (retried, transition) = machine.acquire(at: now)
-            return (retried, [changed] + (transition.map { [$0] } ?? []))
+            admitted = transition
+            return retried
         }
-        for change in changes { publish(change) }
+        if let changed { publish(changed) }
+        if let admitted { publish(admitted) }
         return retried
     }
 
@@ -104,14 +118,25 @@ public final class CircuitBreaker: Sendable {
     ) {
         guard permit.isCounted else { return }
         instruments?.recordBreakerCall(outcome)
-        // Failures are what may open the breaker: they say which server it is about.
-        let server = outcome == .failure ? currentServer?() : nil
-        let transitions = machine.withLock { machine -> (CircuitTransition?, CircuitTransition?) in
-            let changed = server.flatMap { machine.serve($0, at: now) }
-            return (changed, machine.record(permit, outcome: outcome, duration: duration, at: now))
+        if outcome == .failure, currentServer != nil {
+            recordFailure(permit, duration: duration, at: now)
+            return
         }
-        if let changed = transitions.0 { publish(changed) }
-        if let transition = transitions.1 { publish(transition) }
+        let transition = machine.withLock { $0.record(permit, outcome: outcome, duration: duration, at: now) }
+        if let transition { publish(transition) }
+    }
+
+    /// A failure, which may open the breaker, says which server the state is about first.
+    @inline(never)
+    private func recordFailure(_ permit: CircuitBreakerStateMachine.Permit, duration: Duration, at now: MonotonicTime) {
+        let server = currentServer?()
+        var changed: CircuitTransition?
+        let transition = machine.withLock { machine -> CircuitTransition? in
+            if let server { changed = machine.serve(server, at: now) }
+            return machine.record(permit, outcome: .failure, duration: duration, at: now)
+        }
+        if let changed { publish(changed) }
+        if let transition { publish(transition) }
     }
 
     /// The current state. An open breaker whose timeout has elapsed still reads `OPEN` until the

@@ -209,13 +209,6 @@ public struct CircuitBreakerStateMachine: Sendable {
         openUntil = target == .open ? now + configuration.timeout : nil
         if target == .closed { window.reset() }
         guard from != target else { return nil }
-        return CircuitTransition(
-            from: from,
-            to: target,
-            reason: reason,
-            at: now,
-            generation: generation,
-            server: server
-        )
+        return CircuitTransition(from: from, to: target, reason: reason, at: now, generation: generation)
     }
 }

@@ -40,9 +40,9 @@ public struct CircuitTransition: Sendable, Equatable {
     public var reason: CircuitTransitionReason
     public var at: MonotonicTime
     /// The breaker's generation after the change; outcomes of older permits are ignored.
+    /// (Plain values only: a transition is returned, mostly nil, by every permit and record, and a
+    /// reference-counted field would cost them; the server is ``CircuitBreaker/server``.)
     public var generation: UInt64
-    /// The server (`host:port`) the breaker's state is about, when known.
-    public var server: String? = nil
 }
 
 /// How a permitted call ended, as far as the breaker is concerned.

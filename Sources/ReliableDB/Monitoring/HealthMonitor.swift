@@ -249,7 +249,7 @@ public final class HealthMonitor: Service, Sendable {
             let transitions = breaker.transitions.subscribe()
             group.addTask {
                 for await transition in transitions {
-                    self.breakerChanged(to: transition.to, server: transition.server)
+                    self.breakerChanged(to: transition.to, server: self.breaker.server)
                     // Closed again: the server answers. A failed probe's verdict (readiness, the
                     // unreachable alert) should not wait for the next interval to say so.
                     if transition.to == .closed, self.status.lastError != nil { await self.checkNow() }
