@@ -602,7 +602,8 @@ public final class PostgresBackend: DatabaseBackend {
     /// deadline; on success the pool's connect backoff is reset.
     public func probeServer(within attempt: AttemptContext) async throws {
         try await probe(through: hostWalk, within: attempt)
-        pool.serverReachable()
+        // Stopped while it ran (shutdown): the pool may be gone.
+        if !Task.isCancelled { pool.serverReachable() }
     }
 
     /// As ``probeServer(within:)``, through the walk of the standbys reads go to.
@@ -611,37 +612,38 @@ public final class PostgresBackend: DatabaseBackend {
             throw PostgresUnavailableError(target: url.description, cause: "no standby")
         }
         try await probe(through: standbyWalk, within: attempt)
-        readPool.serverReachable()
+        if !Task.isCancelled { readPool.serverReachable() }
     }
 
     /// `SELECT 1` on a connection `walk` opens for it, then closed; bounded by the attempt's deadline.
     private func probe(through walk: HostWalk, within attempt: AttemptContext) async throws {
+        let remaining = attempt.deadline.map { $0 - clock.now }
+        if let remaining, remaining <= .zero { throw AttemptDeadlineExceeded() }
         let logger = self.logger
         let eventLoop = PostgresConnection.defaultEventLoopGroup.any()
-        let probe = walk.connect(id: -2, on: eventLoop).flatMap { connection in
+        let connecting = walk.connect(id: -2, on: eventLoop)
+        let probe = connecting.flatMap { connection in
             connection.underlying.query("SELECT 1", logger: logger).map { _ in connection }
                 .flatMapErrorThrowing { error in
                     connection.close()
                     throw error
                 }
         }
-        guard let deadline = attempt.deadline else {
+        guard let remaining else {
             try await probe.get().close()
             return
         }
-        let remaining = deadline - clock.now
-        guard remaining > .zero else { throw AttemptDeadlineExceeded() }
-        // The first of the probe's answer and the deadline; a connection opened late is closed.
+        // The first of the probe's answer and the deadline. At the deadline the connection is
+        // closed as soon as it exists, which also ends a SELECT 1 still waiting for its answer.
         let answer = eventLoop.makePromise(of: PooledPostgresConnection.self)
         let decided = FirstAnswer()
         let timeout = eventLoop.scheduleTask(in: TimeAmount(remaining)) {
-            if decided.claim() { answer.fail(AttemptDeadlineExceeded()) }
+            guard decided.claim() else { return }
+            connecting.whenSuccess { $0.close() }
+            answer.fail(AttemptDeadlineExceeded())
         }
         probe.whenComplete { result in
-            guard decided.claim() else {
-                if case .success(let late) = result { late.close() }
-                return
-            }
+            guard decided.claim() else { return }
             timeout.cancel()
             answer.completeWith(result)
         }

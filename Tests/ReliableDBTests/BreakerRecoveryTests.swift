@@ -253,12 +253,49 @@ struct BreakerRecoveryTests {
         backend.standbyReads = .always
         let db = database(clock, backend: backend)
         let standby = try #require(db.standbyCircuitBreaker)
-        standby.forceState(.open)
+        let refused = self.refused
+        for _ in 0..<5 where standby.state == .closed {
+            _ = try? await driving(clock, step: .milliseconds(10)) {
+                try await db.execute(.read("read")) { _ -> Int in throw refused }
+            }
+        }
+        #expect(standby.state == .open)
         #expect(db.circuitBreaker.state == .closed, "the primary's is another breaker")
         let openedAt = clock.now
         while standby.state == .open { await nudge(clock) }
         #expect(standby.state == .halfOpen)
         #expect(clock.now - openedAt <= .milliseconds(150), "the first probe goes out about 100 ms after opening")
+    }
+
+    @Test func anOperatorsOpenWaitsOutItsTimeout() async throws {
+        let clock = ManualClock()
+        let db = database(clock)
+        db.circuitBreaker.forceState(.open)
+        for _ in 0..<200 { await nudge(clock) }
+        #expect(db.breakerProbes == 0, "no probe for an operator's open")
+        #expect(db.circuitBreaker.state == .open)
+        db.circuitBreaker.serverAnswered()
+        #expect(db.circuitBreaker.state == .open, "nor does a monitor's answer end it")
+    }
+
+    /// A server that answers SELECT 1 but fails the work (here: every trial call times out): the
+    /// breaker goes OPEN, HALF_OPEN, OPEN... at most about once a second, not every 100 ms.
+    @Test func failedTrialsKeepTheProbesBackoff() async throws {
+        let clock = ManualClock()
+        let db = database(clock)
+        let timeout = ClassifiedError(errorClass: .timeout)
+        for _ in 0..<5 where db.circuitBreaker.state == .closed {
+            _ = try? await db.execute(OperationOptions("write")) { _ -> Int in throw timeout }
+        }
+        let openedAt = clock.now
+        while clock.now - openedAt < .seconds(10) {
+            if db.circuitBreaker.state == .halfOpen {
+                _ = try? await db.execute(OperationOptions("write")) { _ -> Int in throw timeout }
+            }
+            await nudge(clock)
+        }
+        #expect(db.breakerProbes <= 14, "about one probe a second after the first few: \(db.breakerProbes)")
+        #expect(db.breakerProbes >= 8, "and it keeps probing: \(db.breakerProbes)")
     }
 
     @Test func aBreakerIsNotKeptOpenAfterTheMonitorsProbeSucceeded() async throws {

@@ -7,7 +7,10 @@ import Synchronization
 /// each time, jittered by ±20%, up to about a second apart: an open breaker costs at most about
 /// one connection attempt per second per instance. A probe that completes a round trip on a fresh
 /// connection turns the breaker HALF_OPEN (``CircuitBreaker/serverAnswered(by:)``). The loop ends
-/// when the breaker is no longer OPEN, whoever moved it.
+/// when the breaker is no longer OPEN, whoever moved it. The backoff carries over when a trial
+/// fails and the breaker opens again (a server that answers `SELECT 1` but fails the work, as
+/// under timeouts): it starts from 100 ms again only once the breaker has closed, so such a
+/// breaker cycles at most about once a second.
 final class BreakerProber: Sendable {
     /// When the first probe goes out after the breaker opened.
     static let firstDelay = Duration.milliseconds(100)
@@ -27,6 +30,8 @@ final class BreakerProber: Sendable {
         var stopped = false
         var jitter: SplitMix64
         var probes = 0
+        /// The bound of the next delay; back to ``BreakerProber/firstDelay`` when the breaker closes.
+        var bound = BreakerProber.firstDelay
     }
 
     init(
@@ -46,7 +51,7 @@ final class BreakerProber: Sendable {
     /// Probes sent so far, for tests and the breaker's figures.
     var probes: Int { state.withLock { $0.probes } }
 
-    /// Starts the probe loop unless one runs. Called after each transition to OPEN.
+    /// Starts the probe loop unless one runs.
     func start() {
         state.withLock { current in
             guard !current.stopped, current.task == nil else { return }
@@ -54,8 +59,21 @@ final class BreakerProber: Sendable {
                 await loop()
                 state.withLock { $0.task = nil }
                 // The breaker may have opened again between the loop's last look and now.
-                if breaker.state == .open { start() }
+                if breaker.awaitsEvidence { start() }
             }
+        }
+    }
+
+    /// Follows the breaker: probing starts when it opens (not when an operator forced it open:
+    /// that open waits out its timeout), and the backoff starts over when it closes.
+    func observe(_ transition: CircuitTransition) {
+        switch transition.to {
+        case .open where transition.reason != .forced:
+            start()
+        case .closed:
+            state.withLock { $0.bound = Self.firstDelay }
+        default:
+            break
         }
     }
 
@@ -70,27 +88,29 @@ final class BreakerProber: Sendable {
     }
 
     private func loop() async {
-        var bound = Self.firstDelay
         // Intervals run from one probe's start to the next, so a probe that hangs until its
         // deadline (a partition) does not push the next one later.
         var previousStart = clock.now
-        while breaker.state == .open, !Task.isCancelled {
+        while breaker.awaitsEvidence, !Task.isCancelled {
             let delay = state.withLock { state in
-                bound * Double.random(in: 0.8...1.2, using: &state.jitter)
+                defer { state.bound = min(Self.maxDelay, state.bound * 2) }
+                return state.bound * Double.random(in: 0.8...1.2, using: &state.jitter)
             }
             do {
                 try await clock.sleep(until: previousStart + delay)
             } catch {
                 return
             }
-            guard breaker.state == .open else { return }
+            guard breaker.awaitsEvidence else { return }
             state.withLock { $0.probes += 1 }
             previousStart = clock.now
-            if await probe() {
+            let answered = await probe()
+            // Stopped while the probe ran (shutdown): its answer is for nobody.
+            guard !Task.isCancelled else { return }
+            if answered {
                 breaker.serverAnswered(by: currentServer())
                 return
             }
-            bound = min(Self.maxDelay, bound * 2)
         }
     }
 }

@@ -17,8 +17,9 @@ public final class CircuitBreaker: Sendable {
     /// Where calls go now (`host:port`): read when a call fails and while calls are rejected, so
     /// the state follows the server it is about (``CircuitBreakerStateMachine/serve(_:at:)``).
     private let currentServer: (@Sendable () -> String?)?
-    /// Called after each transition to OPEN (the pipeline starts its prober there).
-    private let opened: Mutex<(@Sendable () -> Void)?>
+    /// Called after each transition (the pipeline's prober starts on OPEN but not on an operator's
+    /// `forceState(.open)`, and resets its backoff on CLOSED).
+    private let observer: Mutex<(@Sendable (CircuitTransition) -> Void)?>
 
     /// - Parameter currentServer: says where calls go now (`host:port`), or nil when unknown; a
     ///   breaker with it judges one server at a time and starts CLOSED for a new one.
@@ -32,14 +33,14 @@ public final class CircuitBreaker: Sendable {
         self.clock = clock
         self.instruments = instruments
         self.currentServer = currentServer
-        opened = Mutex(nil)
+        observer = Mutex(nil)
         machine = Mutex(CircuitBreakerStateMachine(configuration: configuration))
         wallClockAnchor = (Date(), clock.now)
     }
 
-    /// Sets what runs after each transition to OPEN.
-    package func onOpen(_ action: @escaping @Sendable () -> Void) {
-        opened.withLock { $0 = action }
+    /// Sets what runs after each transition.
+    package func onTransition(_ action: @escaping @Sendable (CircuitTransition) -> Void) {
+        observer.withLock { $0 = action }
     }
 
     /// Takes a permit for one call, or says why not.
@@ -72,6 +73,7 @@ public final class CircuitBreaker: Sendable {
         let retried = machine.withLock { machine -> CircuitBreakerStateMachine.Decision in
             changed = machine.serve(server, at: now)
             guard changed != nil else { return decision }
+            machine.forgetRejection()
             let (retried, transition) = machine.acquire(at: now)
             admitted = transition
             return retried
@@ -84,7 +86,7 @@ public final class CircuitBreaker: Sendable {
     private func publish(_ transition: CircuitTransition) {
         instruments?.recordTransition(transition)
         transitions.emit(transition)
-        if transition.to == .open, let opened = opened.withLock({ $0 }) { opened() }
+        observer.withLock { $0 }?(transition)
     }
 
     /// Evidence that the server answers: a probe completed a round trip on a fresh connection (the
@@ -95,6 +97,12 @@ public final class CircuitBreaker: Sendable {
         let now = clock.now
         let transition = machine.withLock { $0.serverAnswered(server ?? currentServer?(), at: now) }
         if let transition { publish(transition) }
+    }
+
+    /// Whether the breaker is OPEN by a trip, so that a probe's answer would end it (an operator's
+    /// `forceState(.open)` is not).
+    package var awaitsEvidence: Bool {
+        machine.withLock { $0.awaitsEvidence }
     }
 
     /// The server (`host:port`) the breaker's state is about; nil until known (one fixed server

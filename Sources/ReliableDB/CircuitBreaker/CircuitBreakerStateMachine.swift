@@ -24,6 +24,8 @@ public struct CircuitBreakerStateMachine: Sendable {
     public private(set) var generation: UInt64 = 0
     public private(set) var openUntil: MonotonicTime?
     public private(set) var lastTransitionAt: MonotonicTime?
+    /// Why the breaker is in its state.
+    public private(set) var lastReason: CircuitTransitionReason?
     public private(set) var probesInFlight = 0
     /// The server (`host:port`) this state is about; nil until one is known. A breaker judges one
     /// server: when connections move to another (a failover), that one starts CLOSED.
@@ -160,8 +162,14 @@ public struct CircuitBreakerStateMachine: Sendable {
             return serve(server, at: now)
         }
         if let server, self.server == nil { self.server = server }
-        guard state == .open else { return nil }
+        guard awaitsEvidence else { return nil }
         return transition(to: .halfOpen, reason: .serverAnswered, at: now)
+    }
+
+    /// OPEN by a trip: a probe that finds the server answering ends it. An operator's
+    /// `force(.open)` waits out its timeout instead.
+    public var awaitsEvidence: Bool {
+        state == .open && lastReason != .forced
     }
 
     /// Says which server (`host:port`) calls go to now. The first one is recorded; a different one
@@ -176,13 +184,19 @@ public struct CircuitBreakerStateMachine: Sendable {
         return transition(to: .closed, reason: .serverChanged, at: now)
     }
 
+    /// Takes back the last rejection: the call is admitted after all (its server changed).
+    mutating func forgetRejection() {
+        counters.rejected -= 1
+    }
+
     /// Failures currently counted towards opening (the seed's `failures`).
     public func windowFailures(at now: MonotonicTime) -> Int {
         state == .closed ? window.totals(at: now).failures : 0
     }
 
-    /// Puts the breaker in `target` on an operator's request. `.open` behaves like a trip (it
-    /// recovers after the timeout); `.forcedOpen` holds until changed again.
+    /// Puts the breaker in `target` on an operator's request. `.open` behaves like a trip that
+    /// waits out the timeout (no probe shortens an operator's open); `.forcedOpen` holds until
+    /// changed again.
     public mutating func force(_ target: CircuitState, at now: MonotonicTime) -> CircuitTransition? {
         transition(to: target, reason: .forced, at: now)
     }
@@ -204,6 +218,7 @@ public struct CircuitBreakerStateMachine: Sendable {
         generation &+= 1
         counters.transitions += 1
         lastTransitionAt = now
+        lastReason = reason
         probesInFlight = 0
         halfOpenSuccesses = 0
         openUntil = target == .open ? now + configuration.timeout : nil

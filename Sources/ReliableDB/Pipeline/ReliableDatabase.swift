@@ -130,7 +130,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             currentServer: { [backend] in backend.currentServer },
             probe: probing { [backend] in try await backend.probeServer(within: $0) }
         )
-        circuitBreaker.onOpen { [weak prober] in prober?.start() }
+        circuitBreaker.onTransition { [weak prober] in prober?.observe($0) }
         if let standbyCircuitBreaker {
             let standbyProber = BreakerProber(
                 breaker: standbyCircuitBreaker,
@@ -139,7 +139,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 currentServer: { nil },
                 probe: probing { [backend] in try await backend.probeStandby(within: $0) }
             )
-            standbyCircuitBreaker.onOpen { [weak standbyProber] in standbyProber?.start() }
+            standbyCircuitBreaker.onTransition { [weak standbyProber] in standbyProber?.observe($0) }
             self.standbyProber = standbyProber
         } else {
             standbyProber = nil
