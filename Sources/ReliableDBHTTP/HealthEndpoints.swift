@@ -27,7 +27,10 @@ public final class HealthEndpoints: Sendable {
     private let authToken: Secret<String>?
 
     /// - Parameter authToken: when set (`DB_HEALTH_AUTH_TOKEN`), `/api/health` shows its details
-    ///   only to `Authorization: Bearer <token>` and the status alone to everyone else.
+    ///   only to `Authorization: Bearer <token>` and the status alone to everyone else. By default
+    ///   the token of the environment's configuration the database was built from
+    ///   (``ReliableDB/ReliableDatabase/environmentConfiguration``), so a token set there is never
+    ///   left off.
     public init<Backend: DatabaseBackend>(
         database: ReliableDatabase<Backend>,
         monitor: HealthMonitor,
@@ -38,7 +41,7 @@ public final class HealthEndpoints: Sendable {
         self.monitor = monitor
         self.exporter = exporter
         self.readiness = readiness
-        self.authToken = authToken
+        self.authToken = authToken ?? database.environmentConfiguration?.healthAuthToken
         snapshot = { database.metrics() }
         breakerRejectsCalls = { database.circuitBreaker.isRejectingCalls }
         standbyServesReads = { database.standbyServesReads }

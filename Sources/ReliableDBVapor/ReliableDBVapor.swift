@@ -47,13 +47,16 @@ public struct ReliableDBApplication: Sendable {
     /// on shutdown, marks readiness draining, stops the monitor and closes the database.
     ///
     /// - Parameters:
-    ///   - monitor: the monitor's interval, thresholds and alert settings; by default those of the
+    ///   - monitor: the monitor's interval, thresholds and alert timings; by default those of the
     ///     environment's configuration `database` was built from
-    ///     (``ReliableDB/ReliableDatabase/environmentConfiguration``), so `DB_HEALTH_CHECK_INTERVAL`
-    ///     and the `DB_ALERT_*` variables apply without being passed again.
+    ///     (``ReliableDB/ReliableDatabase/environmentConfiguration``), so `DB_HEALTH_CHECK_INTERVAL`,
+    ///     the `DB_ALERT_*_THRESHOLD` variables, `DB_ALERT_FOR` and `DB_ALERT_KEEP_FIRING_FOR` apply
+    ///     without being passed again. A webhook (`DB_ALERT_WEBHOOK_URL`) is a sink: pass
+    ///     ReliableDBWebhook's `WebhookAlertSink` in `sinks`.
     ///   - exporter: the Prometheus exporter `/metrics` renders; pass the one your
     ///     `ReliabilityInstruments` record into.
-    ///   - authToken: `DB_HEALTH_AUTH_TOKEN`: details of `/health` only for this bearer token.
+    ///   - authToken: `DB_HEALTH_AUTH_TOKEN`: details of `/health` only for this bearer token; by
+    ///     default the environment's configuration's (``ReliableDBHTTP/HealthEndpoints``).
     public func use<Backend: DatabaseBackend>(
         _ database: ReliableDatabase<Backend>,
         monitor configuration: HealthMonitor.Configuration? = nil,
