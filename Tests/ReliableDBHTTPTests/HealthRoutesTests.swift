@@ -287,6 +287,33 @@ struct HealthRoutesTests {
         try await stack.cleanUp()
     }
 
+    /// A token in the environment the database was built from applies without being passed again.
+    @Test func theEnvironmentsTokenAppliesByDefault() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-http-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let environment = try await ReliableDBConfiguration.fromEnvironment(
+            [
+                "DATABASE_URL": "file:" + directory.appendingPathComponent("db.sqlite").path,
+                "DB_HEALTH_AUTH_TOKEN": "env-token",
+            ],
+            dotEnvPath: nil
+        )
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let db = try ReliableDatabase.sqlite(configuration: environment)
+        let monitor = HealthMonitor(database: db)
+        await monitor.checkNow()
+        let endpoints = HealthEndpoints(
+            database: db,
+            monitor: monitor,
+            exporter: PrometheusExporter(registry: PrometheusCollectorRegistry())
+        )
+        let anonymous = try jsonObject(ByteBuffer(data: endpoints.health().body))
+        #expect(Set(anonymous.keys) == ["status", "timestamp"], "no details without the token")
+        let authorized = try jsonObject(ByteBuffer(data: endpoints.health(authorization: "Bearer env-token").body))
+        #expect(authorized["database"] != nil)
+        try await db.shutdown()
+    }
+
     @Test func unknownPathsAre404AndWrongMethods405() async throws {
         let stack = try Stack()
         try await stack.test { client in
