@@ -1,14 +1,16 @@
 /// How the circuit breaker decides to stop sending work to a failing database and when to try again.
 ///
 /// The defaults follow the seed (`DB_CB_FAILURE_THRESHOLD=5`, `DB_CB_TIMEOUT=60000`): open after
-/// five failures within the one-minute `monitorWindow`, stay open for a minute, then let probes
-/// through. Setting ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
+/// five failures within the one-minute `monitorWindow`, stay open until a probe finds the server
+/// answering (docs/BREAKER.md) or at most a minute, then let trial calls through. Setting ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
 public struct CircuitBreakerConfiguration: Sendable, Equatable {
     /// Failures within the window that open the breaker (count mode).
     public var failureThreshold: Int
     /// Consecutive successful probes in half-open that close the breaker.
     public var successThreshold: Int
-    /// How long the breaker stays open before admitting probes (the seed's `timeout`).
+    /// The longest the breaker stays open without evidence that the server answers, before it
+    /// admits a trial call on its own (the seed's `timeout`); a probe that completes a round trip ends
+    /// it sooner (docs/BREAKER.md).
     public var timeout: Duration
     /// The window failures are counted over in count mode, and the default sliding window.
     public var monitorWindow: Duration

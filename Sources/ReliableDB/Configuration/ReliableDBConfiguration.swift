@@ -21,7 +21,8 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     public var timeoutsEnabled: Bool
     /// `DB_CB_FAILURE_THRESHOLD`.
     public var circuitBreakerFailureThreshold: Int
-    /// `DB_CB_TIMEOUT` (milliseconds): how long the breaker stays open.
+    /// `DB_CB_TIMEOUT` (milliseconds): the longest the breaker stays open without a probe finding
+    /// the server answering (docs/BREAKER.md).
     public var circuitBreakerTimeout: Duration
     /// `DB_HEALTH_CHECK_INTERVAL` (milliseconds).
     public var healthCheckInterval: Duration

@@ -165,10 +165,10 @@ public struct AttemptContext: Sendable {
     public let attempt: Int
     /// When the operation's time is up; nil when timeouts are off.
     public let deadline: MonotonicTime?
-    /// Whether this attempt is the circuit breaker's half-open trial. The breaker already spaces
-    /// trials out (one per `DB_CB_TIMEOUT`), so a backend should try the database now instead of
-    /// waiting out its own connect backoff: otherwise the trial can time out waiting, the breaker
-    /// opens again, and recovery takes another whole breaker timeout (docs/FAILOVER.md).
+    /// Whether this attempt is the circuit breaker's half-open trial or its prober's probe. The
+    /// breaker already spaces them out (at most about one a second, docs/BREAKER.md), so a backend
+    /// should try the database now instead of waiting out its own connect backoff: otherwise the
+    /// trial can time out waiting and the breaker opens again (docs/FAILOVER.md).
     public let isBreakerProbe: Bool
 
     init(scheduler: DeadlineScheduler?, attempt: Int, deadline: MonotonicTime?, isBreakerProbe: Bool = false) {
