@@ -244,7 +244,9 @@ struct FailoverTests {
             try await Task.sleep(for: .milliseconds(800))
             // fast: a clean shutdown sends every committed transaction to the standby first.
             try await Self.control("PRIMARY", "stop", "fast")
-            try await Task.sleep(for: .milliseconds(500))
+            // A second without a primary, as an operator or Patroni takes: longer than the retries
+            // of one operation (3 attempts, at most 300 ms of backoff), so the outage is felt.
+            try await Task.sleep(for: .seconds(1))
             try await Self.control("STANDBY", "promote")
             promoted.withLock { $0 = ContinuousClock.now }
         }

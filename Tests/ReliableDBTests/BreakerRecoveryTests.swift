@@ -27,13 +27,14 @@ struct BreakerRecoveryTests {
         return try! ReliableDatabase(backend: backend, configuration: configuration, clock: clock, jitterSeed: 7)
     }
 
-    /// Moves `clock` 10 ms when something sleeps on it, else lets the other tasks run: the
-    /// prober may be between two sleeps, or done.
+    /// Moves `clock` 10 ms when something sleeps on it, else gives the prober (between two sleeps,
+    /// or done) a moment. That pause is a real one but times nothing (the test reads the manual
+    /// clock only): `Task.yield()` alone would spin a cooperative thread the parallel suites need.
     func nudge(_ clock: ManualClock) async {
         if clock.sleeperCount > 0 {
             clock.advance(by: .milliseconds(10))
         } else {
-            await Task.yield()
+            try? await Task.sleep(for: .microseconds(200))
         }
     }
 
