@@ -650,6 +650,13 @@ public final class PostgresBackend: DatabaseBackend {
         try await answer.futureResult.get().close()
     }
 
+    /// A walk for a role that found none, but a server answering in another role ("is a
+    /// standby"): a failover the prober should watch closely.
+    public func awaitsPromotion(_ probeError: any Error) -> Bool {
+        guard let error = probeError as? PostgresNoMatchingServerError else { return false }
+        return error.outcomes.contains { $0.outcome.hasPrefix("is ") }
+    }
+
     /// Where the walk sends new connections: the only server; with several, the one a walk for a
     /// role last accepted (the next walk starts there), or the one the last walk in order reached.
     /// Nil with `load_balance_hosts=random` and no role: connections go to any server, and the

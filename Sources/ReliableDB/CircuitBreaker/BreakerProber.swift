@@ -7,7 +7,9 @@ import Synchronization
 /// each time, jittered by ±20%, up to about a second apart: an open breaker costs at most about
 /// one connection attempt per second per instance. A probe that completes a round trip on a fresh
 /// connection turns the breaker HALF_OPEN (``CircuitBreaker/serverAnswered(by:)``). The loop ends
-/// when the breaker is no longer OPEN, whoever moved it. The backoff carries over when a trial
+/// when the breaker is no longer OPEN, whoever moved it. While a server answers in another role
+/// than the one needed (a standby not promoted yet), probes go every 200 ms instead. The backoff
+/// carries over when a trial
 /// fails and the breaker opens again (a server that answers `SELECT 1` but fails the work, as
 /// under timeouts): it starts from 100 ms again only once the breaker has closed, so such a
 /// breaker cycles at most about once a second.
@@ -16,11 +18,24 @@ final class BreakerProber: Sendable {
     static let firstDelay = Duration.milliseconds(100)
     /// The longest time between two probes.
     static let maxDelay = Duration.seconds(1)
+    /// Between probes while a server answers in another role than the one needed (a standby of
+    /// a failover that is not promoted yet): a connection to a live server is cheap, and the
+    /// promotion is what writes wait for, so they go on as soon as it is done.
+    static let promotionDelay = Duration.milliseconds(200)
+
+    /// What one probe found.
+    enum Outcome: Sendable {
+        /// A round trip completed on a fresh connection.
+        case answered
+        case failed
+        /// No server of the needed role, but one answered in another (a failover in progress).
+        case awaitingPromotion
+    }
 
     private let breaker: CircuitBreaker
     private let clock: any ReliabilityClock
-    /// One round trip on a fresh connection, bounded by its own deadline; true when it completed.
-    private let probe: @Sendable () async -> Bool
+    /// One round trip on a fresh connection, bounded by its own deadline.
+    private let probe: @Sendable () async -> Outcome
     /// Where calls go after the probe (`host:port`), so an answer from a new server is taken as one.
     private let currentServer: @Sendable () -> String?
     private let state: Mutex<State>
@@ -39,7 +54,7 @@ final class BreakerProber: Sendable {
         clock: any ReliabilityClock,
         jitterSeed: UInt64,
         currentServer: @escaping @Sendable () -> String?,
-        probe: @escaping @Sendable () async -> Bool
+        probe: @escaping @Sendable () async -> Outcome
     ) {
         self.breaker = breaker
         self.clock = clock
@@ -104,12 +119,17 @@ final class BreakerProber: Sendable {
             guard breaker.awaitsEvidence else { return }
             state.withLock { $0.probes += 1 }
             previousStart = clock.now
-            let answered = await probe()
+            let outcome = await probe()
             // Stopped while the probe ran (shutdown): its answer is for nobody.
             guard !Task.isCancelled else { return }
-            if answered {
+            switch outcome {
+            case .answered:
                 breaker.serverAnswered(by: currentServer())
                 return
+            case .awaitingPromotion:
+                state.withLock { $0.bound = Self.promotionDelay }
+            case .failed:
+                break
             }
         }
     }

@@ -23,6 +23,11 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// breaker asks while that breaker is open. Only backends with ``standbyReads`` are asked.
     func probeStandby(within attempt: AttemptContext) async throws
 
+    /// Whether a failed ``probeServer(within:)`` found no server of the needed role but one
+    /// answering in another (a standby not promoted yet): the breaker's prober then looks again
+    /// every 200 ms, so writes go on as soon as the promotion is done.
+    func awaitsPromotion(_ probeError: any Error) -> Bool
+
     /// The server (`host:port`) new connections go to now, read from memory; nil when unknown or
     /// meaningless (an embedded database). The primary's breaker judges this server.
     var currentServer: String? { get }
@@ -78,6 +83,8 @@ extension DatabaseBackend {
     }
 
     public var currentServer: String? { nil }
+
+    public func awaitsPromotion(_ probeError: any Error) -> Bool { false }
 
     public func describe(_ error: any Error) -> String { "\(error)" }
 

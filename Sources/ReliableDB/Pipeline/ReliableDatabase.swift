@@ -103,11 +103,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         loadShedder =
             configuration.loadShedding.enabled ? LoadShedder(configuration.loadShedding, clock: clock) : nil
         let probeTimeout = configuration.timeouts.timeout(for: .healthCheck) ?? .seconds(5)
-        /// One probe bounded by the health-check timeout: true when it completed a round trip.
+        /// One probe bounded by the health-check timeout, and what it found.
         @Sendable func probing(
             _ body: @escaping @Sendable (AttemptContext) async throws -> Void
-        ) -> @Sendable () async -> Bool {
-            { [clock] in
+        ) -> @Sendable () async -> BreakerProber.Outcome {
+            { [clock, backend] in
                 let attempt = AttemptContext(
                     scheduler: deadlines,
                     attempt: 1,
@@ -116,9 +116,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 )
                 do {
                     try await body(attempt)
-                    return true
+                    return .answered
                 } catch {
-                    return false
+                    return backend.awaitsPromotion(error) ? .awaitingPromotion : .failed
                 }
             }
         }
