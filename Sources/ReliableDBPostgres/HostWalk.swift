@@ -80,7 +80,8 @@ final class HostWalk: Sendable {
     let clock: any ReliabilityClock
     /// The server the last walk for a role accepted, tried first by the next one.
     private let current = Mutex<Int?>(nil)
-    /// The server the last walk connected to, whatever the target.
+    /// The server the last walk without a role (`any`) connected to; a walk for a role keeps
+    /// ``currentServer`` instead.
     private let last = Mutex<Int?>(nil)
     /// Servers that keep failing, skipped for a while (ServerEjection.swift).
     private let ejection: Mutex<ServerEjection>
@@ -118,7 +119,7 @@ final class HostWalk: Sendable {
         current.withLock { $0 }.map { servers[$0].endpoint }
     }
 
-    /// The server the last walk connected to (whatever the target); nil before the first.
+    /// The server the last walk without a role connected to; nil before the first.
     var lastServer: PostgresURL.Endpoint? {
         last.withLock { $0 }.map { servers[$0].endpoint }
     }
@@ -195,7 +196,6 @@ final class HostWalk: Sendable {
                 if target.accepts(role, relaxed: relaxed) {
                     self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
                     self.accepted(order[position], role: role)
-                    self.last.withLock { $0 = order[position] }
                     return eventLoop.makeSucceededFuture(connection)
                 }
                 self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }

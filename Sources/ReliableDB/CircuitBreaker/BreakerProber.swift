@@ -36,8 +36,6 @@ final class BreakerProber: Sendable {
     private let clock: any ReliabilityClock
     /// One round trip on a fresh connection, bounded by its own deadline.
     private let probe: @Sendable () async -> Outcome
-    /// Where calls go after the probe (`host:port`), so an answer from a new server is taken as one.
-    private let currentServer: @Sendable () -> String?
     private let state: Mutex<State>
 
     private struct State {
@@ -53,13 +51,11 @@ final class BreakerProber: Sendable {
         breaker: CircuitBreaker,
         clock: any ReliabilityClock,
         jitterSeed: UInt64,
-        currentServer: @escaping @Sendable () -> String?,
         probe: @escaping @Sendable () async -> Outcome
     ) {
         self.breaker = breaker
         self.clock = clock
         self.probe = probe
-        self.currentServer = currentServer
         state = Mutex(State(jitter: SplitMix64(seed: jitterSeed)))
     }
 
@@ -124,7 +120,8 @@ final class BreakerProber: Sendable {
             guard !Task.isCancelled else { return }
             switch outcome {
             case .answered:
-                breaker.serverAnswered(by: currentServer())
+                // The breaker reads where calls go now: an answer from a new server starts it over.
+                breaker.serverAnswered()
                 return
             case .awaitingPromotion:
                 state.withLock { $0.bound = Self.promotionDelay }

@@ -127,7 +127,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             breaker: circuitBreaker,
             clock: clock,
             jitterSeed: seed &+ 1,
-            currentServer: { [backend] in backend.currentServer },
             probe: probing { [backend] in try await backend.probeServer(within: $0) }
         )
         circuitBreaker.onTransition { [weak prober] in prober?.observe($0) }
@@ -136,7 +135,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 breaker: standbyCircuitBreaker,
                 clock: clock,
                 jitterSeed: seed &+ 2,
-                currentServer: { nil },
                 probe: probing { [backend] in try await backend.probeStandby(within: $0) }
             )
             standbyCircuitBreaker.onTransition { [weak standbyProber] in standbyProber?.observe($0) }
@@ -243,9 +241,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
         var attempt = 0
         var attemptStart = start
-        /// Attempts of this operation whose connection was lost (ErrorClassification.connectionScoped):
-        /// the first is retried at once, later ones after the usual backoff.
-        var lostConnections = 0
+        /// Whether an attempt of this operation lost its connection (ErrorClassification.connectionScoped):
+        /// the first such retry goes at once, later ones after the usual backoff.
+        var lostConnectionBefore = false
         while true {
             attempt += 1
             var permit: CircuitBreakerStateMachine.Permit?
@@ -287,7 +285,6 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 // A lost connection says nothing about the server: the breaker counts what a fresh
                 // connection finds, on the retry (docs/BREAKER.md).
                 let lostConnection = classification.connectionScoped && errorClass == .connection
-                if lostConnection { lostConnections += 1 }
                 if let permit {
                     let counts = errorClass.countsAgainstBreaker && !lostConnection
                     circuitBreaker.record(
@@ -320,8 +317,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                     // This failure may just have opened it: then the next attempt would only be rejected.
                     breakerOpen: permit != nil && circuitBreaker.state == .open,
                     // The first lost connection is retried at once on another, as a pool evicts it.
-                    immediately: lostConnection && lostConnections == 1
+                    immediately: lostConnection && !lostConnectionBefore
                 )
+                if lostConnection { lostConnectionBefore = true }
                 guard case .retry(let delay) = verdict else {
                     if trace.span != nil {
                         trace.failed(errorType: errorClass.rawValue, statusCode: raw.statusCode(of: error))
@@ -501,7 +499,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// A probe outside the breaker completed a round trip (the health monitor's): an open primary
     /// breaker turns HALF_OPEN at once (``CircuitBreaker/serverAnswered(by:)``).
     package func serverAnswered() {
-        circuitBreaker.serverAnswered(by: raw.currentServer)
+        circuitBreaker.serverAnswered()
     }
 
     /// Closes the backend's connections.
