@@ -2,7 +2,7 @@ import Foundation
 import ReliableDB
 import ReliableDBPrometheus
 
-/// The seed's four health endpoints as framework-neutral producers.
+/// The four health endpoints as framework-neutral producers.
 ///
 /// Every answer is built from cached state (the monitor's last check, in-process counters), so no
 /// request ever queries the database: a burst of probes cannot add load to a struggling database,

@@ -2,7 +2,7 @@ import Foundation
 import ReliableDB
 import Synchronization
 
-/// Runs a ``LoadWorkload`` under concurrent load and measures it (the seed's `DatabaseLoadTester`).
+/// Runs a ``LoadWorkload`` under concurrent load and measures it.
 ///
 /// ```swift
 /// let tester = DatabaseLoadTester(workload)

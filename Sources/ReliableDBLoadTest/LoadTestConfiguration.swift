@@ -1,5 +1,5 @@
-/// How a load test runs (the seed's `runLoadTest({concurrentConnections, operationsPerConnection,
-/// operationType})`, plus a time limit, a warmup and an open-model rate).
+/// How a load test runs: concurrent connections, operations per connection and the operation
+/// type, plus a time limit, a warmup and an open-model rate.
 ///
 /// - Closed model (``rate`` nil): each of ``concurrentConnections`` workers runs one operation after
 ///   another, ``operationsPerConnection`` times or until ``duration`` has passed.

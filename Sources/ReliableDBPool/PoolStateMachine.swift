@@ -6,8 +6,8 @@ import ReliableDB
 /// `tick`, ...), and each returns ``PoolActions`` for the I/O shell to execute: grant a connection,
 /// fail a request, open or close or probe a connection, and wake me at this instant. The machine
 /// reads no clock, takes no lock, does no I/O and starts no task, so the shell wraps it in one
-/// `Mutex` and tests drive it with random event sequences on a simulated clock (the design notes,
-/// "One lease-and-deadline state machine").
+/// `Mutex` and tests drive it with random event sequences on a simulated clock
+/// (Tests/ReliableDBPoolTests).
 ///
 /// Each connection is in exactly one ``PoolConnectionState``, and ``statistics`` is a recount of
 /// those states, so the numbers the health endpoints report are exact by construction. The shape

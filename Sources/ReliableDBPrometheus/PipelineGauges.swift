@@ -75,7 +75,7 @@ struct ServerGauges: Sendable {
     }
 }
 
-/// A breaker's state as one series per state, labelled `value`, 1 for the current one: the seed's
+/// A breaker's state as one series per state, labelled `value`, 1 for the current one:
 /// `db_circuit_breaker_state{value="CLOSED"} 1` for the primary's breaker, and
 /// `db_standby_circuit_breaker_state` for the breaker of reads on standbys
 /// (``ReliableDB/ReliableDatabase/standbyCircuitBreaker``), registered when there is one.

@@ -3,7 +3,7 @@ import Prometheus
 import ReliableDB
 import Synchronization
 
-/// Exports ReliableDB's metrics in the Prometheus text format 0.0.4 (the seed's
+/// Exports ReliableDB's metrics in the Prometheus text format 0.0.4 (served at
 /// `/api/health/metrics`).
 ///
 /// Two kinds of numbers end up in one registry:

@@ -1,7 +1,7 @@
 import Prometheus
 import ReliableDB
 
-/// The gauges read from a ``ReliableDB/MetricsSnapshot``: the seed's pool, query-time, breaker
+/// The gauges read from a ``ReliableDB/MetricsSnapshot``: the pool, query-time, breaker
 /// and active-operation numbers, plus the pool's `waiting` and `max`.
 ///
 /// They are registered once, when the exporter is created, so every family appears in every

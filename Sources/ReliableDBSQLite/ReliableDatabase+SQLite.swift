@@ -31,7 +31,7 @@ extension ReliableDatabase where Backend == SQLiteBackend {
         )
     }
 
-    /// A read through the pipeline, on a reader connection (the seed's `query`).
+    /// A read through the pipeline, on a reader connection.
     public func query<T: Sendable>(
         _ options: OperationOptions,
         _ body: @escaping @Sendable (Database) throws -> T
@@ -50,7 +50,7 @@ extension ReliableDatabase where Backend == SQLiteBackend {
     }
 
     /// A transaction through the pipeline: retried as a whole on BUSY/LOCKED, rolled back when
-    /// `body` throws or the deadline passes (the seed's `transaction`).
+    /// `body` throws or the deadline passes.
     public func transaction<T: Sendable>(
         _ options: OperationOptions,
         _ body: @escaping @Sendable (Database) throws -> T

@@ -87,7 +87,7 @@ public struct ReliableDBApplication: Sendable {
         registration.monitor
     }
 
-    /// Mounts `GET <path>`, `<path>/metrics`, `<path>/live` and `<path>/ready` (the seed's
+    /// Mounts `GET <path>`, `<path>/metrics`, `<path>/live` and `<path>/ready` (the
     /// `/api/health` family with `at: "api", "health"`).
     public func mountHealthRoutes(at path: PathComponent...) {
         let endpoints = self.endpoints

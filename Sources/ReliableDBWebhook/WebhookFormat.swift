@@ -3,7 +3,7 @@ import ReliableDB
 
 /// The JSON body a webhook receiver expects.
 ///
-/// Slack is the default because the seed posts to a Slack incoming webhook; the Alertmanager shape
+/// Slack is the default, since an incoming-webhook URL is all it needs; the Alertmanager shape
 /// lets the same sink feed an Alertmanager (or anything that speaks its API v2, such as Grafana
 /// OnCall) so routing, silencing and paging stay in the tool operators already use. An Alertmanager
 /// alert carries `endsAt` always: in the future while firing (the monitor re-sends it before then),

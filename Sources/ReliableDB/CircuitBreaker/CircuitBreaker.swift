@@ -213,7 +213,8 @@ public final class CircuitBreaker: Sendable {
     }
 }
 
-/// A snapshot of a breaker: the seed's `getMetrics()` fields and the counters operators need.
+/// A snapshot of a breaker: its state, the failures counting towards opening, and the counters
+/// operators need.
 public struct CircuitBreakerMetrics: Sendable, Equatable {
     public var state: CircuitState
     /// Failures counted towards opening in the current window (zero unless closed).

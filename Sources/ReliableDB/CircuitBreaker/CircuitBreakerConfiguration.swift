@@ -1,15 +1,16 @@
 /// How the circuit breaker decides to stop sending work to a failing database and when to try again.
 ///
-/// The defaults follow the seed (`DB_CB_FAILURE_THRESHOLD=5`, `DB_CB_TIMEOUT=60000`): open after
+/// The defaults are those of `DB_CB_FAILURE_THRESHOLD=5` and `DB_CB_TIMEOUT=60000`: open after
 /// five failures within the one-minute `monitorWindow`, stay open until a probe finds the server
-/// answering (docs/BREAKER.md) or at most a minute, then let trial calls through. Setting ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
+/// answering (docs/BREAKER.md) or at most a minute, then let trial calls through. Setting
+/// ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
 public struct CircuitBreakerConfiguration: Sendable, Equatable {
     /// Failures within the window that open the breaker (count mode).
     public var failureThreshold: Int
     /// Consecutive successful probes in half-open that close the breaker.
     public var successThreshold: Int
     /// The longest the breaker stays open without evidence that the server answers, before it
-    /// admits a trial call on its own (the seed's `timeout`); a probe that completes a round trip ends
+    /// admits a trial call on its own (`DB_CB_TIMEOUT`); a probe that completes a round trip ends
     /// it sooner (docs/BREAKER.md).
     public var timeout: Duration
     /// The window failures are counted over in count mode, and the default sliding window.
@@ -28,7 +29,7 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
     /// Probes allowed in flight at once while half-open. Others are rejected, not queued, so a
     /// recovering database sees a trickle instead of the whole backlog.
     public var maxConcurrentProbes: Int
-    /// Retries of the operations this breaker protects (the seed keeps them here).
+    /// Retries of the operations this breaker protects.
     public var retry: RetryConfiguration
 
     public init(

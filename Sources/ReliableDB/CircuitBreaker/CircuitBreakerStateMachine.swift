@@ -189,7 +189,7 @@ public struct CircuitBreakerStateMachine: Sendable {
         counters.rejected -= 1
     }
 
-    /// Failures currently counted towards opening (the seed's `failures`).
+    /// Failures currently counted towards opening.
     public func windowFailures(at now: MonotonicTime) -> Int {
         state == .closed ? window.totals(at: now).failures : 0
     }

@@ -1,4 +1,5 @@
-/// The states a circuit breaker can be in. Raw values are the seed's spellings.
+/// The states a circuit breaker can be in. Raw values are the spellings `/api/health` and
+/// `db_circuit_breaker_state` report.
 public enum CircuitState: String, Sendable, CaseIterable, Codable {
     /// Calls flow; failures are counted.
     case closed = "CLOSED"

@@ -1,7 +1,7 @@
 /// What kind of failure an error is, which decides how the pipeline reacts to it.
 ///
 /// One classification drives retries, the circuit breaker and connection handling, so the three
-/// can never disagree about the same error (see DESIGN.md's classification table).
+/// can never disagree about the same error (README.md, "What happens to one operation").
 public enum ErrorClass: String, Sendable, CaseIterable, Codable {
     /// The server rolled the transaction back for a reason that goes away on its own (serialization
     /// failure, deadlock, SQLite BUSY/LOCKED). The whole transaction is safe to run again.

@@ -51,7 +51,7 @@ extension Duration {
         return sum
     }
 
-    /// The duration in milliseconds as a floating-point number, the unit of the seed's JSON.
+    /// The duration in milliseconds as a floating-point number, the unit of the health JSON.
     public var milliseconds: Double {
         Double(nanosecondsClamped) / 1_000_000
     }

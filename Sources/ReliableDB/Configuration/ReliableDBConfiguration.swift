@@ -1,7 +1,7 @@
 import Configuration
 import Foundation
 
-/// Everything ReliableDB reads from the environment (the seed's variables, units and defaults).
+/// Everything ReliableDB reads from the environment (README.md's Configuration table).
 ///
 /// ``fromEnvironment(_:dotEnvPath:)`` validates every variable and throws one
 /// ``ConfigurationError`` listing all problems, so a bad deployment fails at start-up with the
@@ -93,7 +93,7 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     }
 }
 
-/// The seed's alert thresholds (`DB_ALERT_*_THRESHOLD`).
+/// The alert thresholds (`DB_ALERT_*_THRESHOLD`).
 public struct AlertThresholds: Sendable, Equatable {
     /// Alert when the health score falls below this (0-100).
     public var healthScore: Double
@@ -118,7 +118,7 @@ public struct AlertThresholds: Sendable, Equatable {
 }
 
 extension ReliableDBConfiguration {
-    /// The variables this type reads, in the seed's order.
+    /// The core variables this type reads.
     public static let variableNames = [
         "DATABASE_URL", "DB_CONNECTION_LIMIT", "DB_POOL_TIMEOUT", "DB_CIRCUIT_BREAKER", "DB_MONITORING",
         "DB_TIMEOUTS", "DB_CB_FAILURE_THRESHOLD", "DB_CB_TIMEOUT", "DB_HEALTH_CHECK_INTERVAL",
@@ -126,7 +126,8 @@ extension ReliableDBConfiguration {
         "DB_ALERT_QUERY_TIME_THRESHOLD", "DB_ALERT_ERROR_RATE_THRESHOLD",
     ]
 
-    /// Variables beyond the seed's.
+    /// The variables read on top of `variableNames`: load shedding, alert timing and format, health
+    /// endpoint authentication.
     public static let additionalVariableNames = [
         "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
         "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",

@@ -194,7 +194,7 @@ public struct OperationStats: Sendable, Equatable {
     public var max: Duration
 }
 
-/// The pipeline's counters at one instant (the seed's `performance` and `reliability` numbers).
+/// The pipeline's counters at one instant (`performance` and `reliability` in `/api/health`).
 public struct OperationMetricsSnapshot: Sendable, Equatable {
     public var successfulQueries: Int
     public var failedQueries: Int
@@ -216,7 +216,7 @@ public struct OperationMetricsSnapshot: Sendable, Equatable {
     /// Per operation name, bounded; names past the bound are folded into `other`.
     public var operations: [String: OperationStats]
 
-    /// Failed share of finished operations in percent (the seed's `errorRate`).
+    /// Failed share of finished operations in percent.
     public var errorRate: Double {
         let finished = successfulQueries + failedQueries
         return finished == 0 ? 0 : Double(failedQueries) * 100 / Double(finished)

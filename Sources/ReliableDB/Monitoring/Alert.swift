@@ -1,6 +1,6 @@
 import Foundation
 
-/// The conditions the seed alerts on.
+/// The conditions an alert is raised for.
 public enum AlertKind: String, Sendable, CaseIterable, Codable {
     /// The circuit breaker left CLOSED (fires at once) or has been back in it for its
     /// `keepFiringFor` (resolves).
@@ -26,7 +26,7 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
 
 /// The payload shape of alert webhooks (`DB_ALERT_WEBHOOK_FORMAT`).
 public enum AlertWebhookFormat: String, Sendable, CaseIterable {
-    /// A Slack incoming-webhook message (the seed's default).
+    /// A Slack incoming-webhook message (the default).
     case slack
     /// An Alertmanager API v2 `POST /api/v2/alerts` body.
     case alertmanager

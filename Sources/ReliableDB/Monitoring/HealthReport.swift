@@ -1,7 +1,7 @@
 import Foundation
 
-/// The seed's `/api/health` JSON document, field for field: milliseconds for times, percent for
-/// utilization and error rate.
+/// The `/api/health` JSON document: milliseconds for times, percent for utilization and error
+/// rate.
 ///
 /// Built from a cached ``HealthStatus``, so producing it never queries the database. Frameworks
 /// other than Hummingbird (Vapor, plain SwiftNIO) serve ``HealthReport/json(_:)`` as is.
@@ -128,12 +128,12 @@ public struct HealthReport: Codable, Sendable, Equatable {
         return (try? encoder.encode(HealthReport(status, now: now))) ?? Data("{}".utf8)
     }
 
-    /// The HTTP status the seed prescribes: 200 for healthy and degraded, 503 for unhealthy.
+    /// 200 for healthy and degraded (still serving), 503 for unhealthy (take it out of rotation).
     public static func httpStatus(for state: HealthState) -> Int {
         state == .unhealthy ? 503 : 200
     }
 
-    /// `2024-01-01T00:00:00.000Z`, the seed's timestamp format.
+    /// ISO 8601 in UTC with milliseconds: `2024-01-01T00:00:00.000Z`.
     public static func format(_ date: Date) -> String {
         date.formatted(
             .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)

@@ -7,7 +7,7 @@ public enum HealthState: String, Sendable, Codable, CaseIterable {
     case unhealthy
 }
 
-/// The seed's four checks, each true when that part is fine.
+/// The four checks of `/api/health`, each true when that part is fine.
 public struct HealthChecks: Sendable, Codable, Equatable {
     public var connectivity: Bool
     public var queryPerformance: Bool

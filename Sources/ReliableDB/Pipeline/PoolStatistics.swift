@@ -1,4 +1,4 @@
-/// Connection-pool numbers read from the pool itself (the seed's `connectionPool` block).
+/// Connection-pool numbers read from the pool itself (`connectionPool` in `/api/health`).
 public struct PoolStatistics: Sendable, Equatable, Codable {
     /// Open connections.
     public var total: Int
@@ -52,7 +52,7 @@ public struct PoolStatistics: Sendable, Equatable, Codable {
         self.closesByReason = closesByReason
     }
 
-    /// Busy share of the pool's capacity in percent (the seed's `utilization`).
+    /// Busy share of the pool's capacity in percent.
     public var utilization: Double {
         max > 0 ? Double(active) * 100 / Double(max) : 0
     }

@@ -10,7 +10,7 @@ import Tracing
 /// one deadline bounds every attempt and every backoff sleep. Backend modules add typed `query`
 /// and `transaction` methods in extensions; ``execute(_:_:)`` is the shared core.
 public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
-    /// The wrapped backend, for work that must bypass the pipeline (the seed's `.raw`).
+    /// The wrapped backend, for work that must bypass the pipeline.
     public let raw: Backend
     public let configuration: ReliabilityConfiguration
     /// The environment's configuration this database was built from (`.postgres(configuration:)`,
@@ -486,8 +486,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
-    /// Whether the database answers a probe within the health-check timeout (the seed's
-    /// `healthCheck()`).
+    /// Whether the database answers a probe within the health-check timeout.
     public func healthCheck() async -> Bool {
         if case .success = await probe() { return true }
         return false

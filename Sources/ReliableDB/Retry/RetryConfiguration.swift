@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Full jitter (a uniformly random delay between zero and the exponential bound) spreads the
 /// retries of many callers that failed together, so a recovering database is not hit by a
-/// synchronized wave. Field names and meaning follow the seed's `retry` block.
+/// synchronized wave.
 public struct RetryConfiguration: Sendable, Equatable {
     /// Total attempts including the first one; 1 disables retries.
     public var attempts: Int

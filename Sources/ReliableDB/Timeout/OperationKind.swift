@@ -1,4 +1,4 @@
-/// The kinds of database work that get their own default timeout (the seed's timeout table).
+/// The kinds of database work that get their own default timeout (listed in README.md).
 public enum OperationKind: String, Sendable, CaseIterable, Codable {
     case query
     case transaction

@@ -1,5 +1,5 @@
-/// What the pipeline needs to know about one operation (the seed's `operationName`, `tableName`,
-/// `timeout`, `useCircuitBreaker`), plus whether repeating it is safe.
+/// What the pipeline needs to know about one operation (its name, table, timeout and whether the
+/// breaker guards it), plus whether repeating it is safe.
 public struct OperationOptions: Sendable, Equatable {
     /// A stable, low-cardinality name such as `get-users`: it labels metrics and logs.
     public var name: String
@@ -39,21 +39,21 @@ public struct OperationOptions: Sendable, Equatable {
         self.recordCount = recordCount
     }
 
-    /// A read that may always be repeated (the seed's plain query).
+    /// A read that may always be repeated.
     public static func read(_ name: String, table: String? = nil, timeout: Duration? = nil) -> OperationOptions {
         var options = OperationOptions(name, table: table, kind: .query, timeout: timeout, idempotent: true)
         options.readOnly = true
         return options
     }
 
-    /// A long analytical read with the complex-query timeout (the seed's `TimeoutUtils.complexQuery`).
+    /// A long analytical read with the complex-query timeout.
     public static func complexQuery(_ name: String, table: String? = nil) -> OperationOptions {
         var options = OperationOptions(name, table: table, kind: .complexQuery, idempotent: true)
         options.readOnly = true
         return options
     }
 
-    /// A batch write whose timeout scales with `count` (the seed's `TimeoutUtils.batchOperation`).
+    /// A batch write whose timeout scales with `count`.
     public static func batchOperation(
         _ kind: BatchKind,
         count: Int,

@@ -23,7 +23,7 @@ struct CheckFailed: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The seed's test-connection scenarios, run live against the configured database. Breakers are
+/// The `reliabledb check` scenarios, run live against the configured database. Breakers are
 /// private instances, so a check never trips the application's; scratch tables are dropped.
 final class CheckRunner<Target: CheckTarget> {
     let target: Target

@@ -1,4 +1,7 @@
-/// The Carmen demo's data: users with a profile, and their orders.
+/// The Carmen demo's data (`reliabledb serve --demo`). Carmen is a fictional company; the demo is
+/// a slice of its ERP: users with a profile, and their orders. Its tables are prefixed `carmen_` so
+/// they stay apart from an application's own in the same database, and its emails use the reserved
+/// `carmen.example` domain, so none can reach a real mailbox.
 struct DemoUser: Codable, Sendable, Equatable {
     var id: Int64
     var email: String

@@ -5,7 +5,7 @@ import NIOCore
 import ReliableDB
 import Synchronization
 
-/// The Carmen demo API: the library in use, including the seed's graceful degradation through the
+/// The Carmen demo's API: the library in use, including graceful degradation through the
 /// library's ``ReliableDB/ReliableDatabase/withFallback(_:_:)``: while the database fails reads
 /// (breaker open, unreachable, overloaded), they answer with their last good result up to 5 minutes
 /// old, marked `"degraded": true` and with an `X-ReliableDB-Degraded: cached; age=N` header.

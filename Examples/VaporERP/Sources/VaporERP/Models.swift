@@ -2,7 +2,7 @@ import Fluent
 import Foundation
 import Vapor
 
-/// A customer account (the seed's ERP `User`).
+/// A customer account.
 public final class User: Model, Content, @unchecked Sendable {
     public static let schema = "users"
 
