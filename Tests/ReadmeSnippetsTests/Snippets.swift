@@ -48,7 +48,7 @@ func quickStart() async throws {
     print(db.raw.pool)                 // the GRDB DatabasePool, outside the pipeline (the seed's .raw)
 }
 
-/// The seed's timeout helpers.
+/// The timeout helpers.
 func timeoutHelpers() async throws {
     let db = try await ReliableDatabase.sqlite(configuration: .fromEnvironment())
     let report = try await db.query(.complexQuery("user-analytics", table: "user")) { conn in   // 45 s

@@ -125,7 +125,7 @@ struct Observer {
     }
 }
 
-/// What a fault run saw, for the assertions and the note on the issue.
+/// What a fault run saw, for the assertions and the `fault report:` line.
 struct FaultReport: CustomStringConvertible {
     var fault: String
     var calls = 0

@@ -5,8 +5,7 @@ import ReliableDBTestSupport
 import Testing
 
 /// Network faults between ReliableDB and a real PostgreSQL, through the fault proxy, under
-/// concurrent reads and writes. Each test prints its `fault report:` line (the figures in the
-/// issue note come from there).
+/// concurrent reads and writes. Each test prints its `fault report:` line.
 @Suite("Network faults through a TCP fault proxy", .serialized)
 struct NetworkFaultTests {
     /// Runs `fault` against a workload that reaches the server through a fresh proxy.

@@ -70,7 +70,7 @@ struct DeployFilesTests {
         let ruleExpressions = ((rules["groups"] as? [[String: Any]]) ?? []).flatMap {
             (($0["rules"] as? [[String: Any]]) ?? []).compactMap { $0["expr"] as? String }
         }
-        #expect(ruleExpressions.count >= 5, "one rule per seed alert condition")
+        #expect(ruleExpressions.count >= 5, "one rule per alert condition")
         let dashboard = try #require(
             try JSONSerialization.jsonObject(with: Data(try Self.text("grafana/dashboard.json").utf8)) as? [String: Any]
         )

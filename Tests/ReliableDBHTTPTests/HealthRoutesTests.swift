@@ -10,8 +10,8 @@ import ReliableDBPrometheus
 import ReliableDBSQLite
 import Testing
 
-/// The seed's `/api/health` example, verbatim: the response must have exactly these fields, nested
-/// the same way, with the same JSON types.
+/// The `/api/health` shape clients rely on: a response must have exactly these fields, nested the
+/// same way, with the same JSON types.
 let seedHealthExample = """
     {
       "status": "healthy",

@@ -197,8 +197,8 @@ extension ServerProcess {
 }
 
 /// Runs the real `promtool check metrics` on a scrape: every family has HELP and TYPE, and the only
-/// remarks are on the two names the seed fixes (`db_connections_total` is a gauge,
-/// `db_query_duration_avg_ms` abbreviates its unit).
+/// remarks are on two names kept for the dashboards and alerts that use them
+/// (`db_connections_total` is a gauge, `db_query_duration_avg_ms` abbreviates its unit).
 func expectPromtoolAccepts(_ exposition: String, in directory: URL) async throws {
     let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first {
         FileManager.default.isExecutableFile(atPath: $0)

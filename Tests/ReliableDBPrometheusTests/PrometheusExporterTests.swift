@@ -15,7 +15,7 @@ struct PrometheusExporterTests {
         "db_queries_slow_total", "db_queries_successful_total", "db_queries_failed_total", "db_timeouts_total",
     ]
 
-    @Test("A real pipeline's scrape is valid 0.0.4 and carries every seed metric with the pipeline's numbers")
+    @Test("A real pipeline's scrape is valid 0.0.4 and carries every documented metric with the pipeline's numbers")
     func scrapeCarriesSeedMetrics() async throws {
         let pool = PoolStatistics(total: 10, active: 3, idle: 7, waiting: 2, max: 10)
         let fixture = Fixture(pool: pool)
@@ -47,7 +47,7 @@ struct PrometheusExporterTests {
             #expect(scrape.families[name]?.type == "counter", "\(name)")
         }
 
-        // The seed's example lines, with this pipeline's numbers.
+        // Two lines as dashboards and alerts read them, with this pipeline's numbers.
         #expect(text.contains("\ndb_connections_total 10.0\n"))
         #expect(text.contains("\ndb_circuit_breaker_state{value=\"OPEN\"} 1.0\n"))
         #expect(scrape.value("db_connections_total") == 10)

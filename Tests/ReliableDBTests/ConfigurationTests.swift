@@ -120,7 +120,7 @@ struct ConfigurationTests {
     @Test func everyVariableIsCovered() {
         #expect(
             Set(Self.malformed.map(\.variable)).isSuperset(of: ReliableDBConfiguration.variableNames),
-            "every seed variable"
+            "every core variable"
         )
         let loadShedding = ReliableDBConfiguration.additionalVariableNames.filter {
             $0.contains("LOAD_SHEDDING") || $0.contains("CONCURRENT")
