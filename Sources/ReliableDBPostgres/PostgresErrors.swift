@@ -248,3 +248,7 @@ extension ErrorClassification {
         return copy
     }
 }
+
+func sqlState(of error: any Error) -> String? {
+    (error as? PSQLError)?.serverInfo?[.sqlState]
+}

@@ -1,0 +1,54 @@
+import ReliableDB
+import ReliableDBPool
+
+/// Leasing: a connection of a pool within the earlier of its wait and the attempt's deadline, and
+/// what each way a lease fails means to the caller.
+extension PostgresBackend {
+    /// A connection within the earlier of the pool timeout and the attempt's deadline.
+    func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
+        try await lease(from: pool, within: attempt, wait: poolTimeout)
+    }
+
+    /// A connection of `pool` within the earlier of `wait` and the attempt's deadline.
+    func lease(
+        from pool: PostgresPool,
+        within attempt: AttemptContext,
+        wait: Duration
+    ) async throws -> PooledPostgresConnection {
+        let start = clock.now
+        var deadline = start + wait
+        if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
+        do {
+            let connection = try await pool.lease(until: deadline, bypassingBackoff: attempt.isBreakerProbe)
+            if hasInstruments.load(ordering: .acquiring) {
+                instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
+                    (clock.now - start).nanosecondsClamped
+                )
+            }
+            return connection
+        } catch let error as PoolLeaseError {
+            let waited = clock.now - start
+            switch error {
+            case .timedOut where attempt.isExpired:
+                pool.noteWaitEndedByDeadline()
+                throw AttemptDeadlineExceeded()
+            case .timedOut:
+                throw DatabasePoolTimeoutError(
+                    waited: waited,
+                    statistics: pool.statistics(),
+                    lastConnectError: pool.lastConnectError.map(describePostgresError)
+                )
+            case .cancelled:
+                throw CancellationError()
+            case .connectFailed(let cause):
+                throw PostgresUnavailableError(
+                    target: url.description,
+                    cause: describePostgresError(cause),
+                    sqlState: sqlState(of: cause)
+                )
+            case .shutDown:
+                throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
+            }
+        }
+    }
+}

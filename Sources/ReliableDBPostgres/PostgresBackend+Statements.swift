@@ -1,0 +1,75 @@
+import Logging
+import PostgresNIO
+import ReliableDB
+
+/// Statements: a leased connection, the deadline that stops its statement, and what the
+/// connection is worth afterwards (docs/DEADLINES.md).
+extension PostgresBackend {
+    /// Runs `body` on a pooled connection. When the attempt's deadline passes, the running
+    /// statement is cancelled with a protocol CancelRequest, and if it has not ended
+    /// ``cancelGrace`` later its connection is closed, which ends it: the caller is released by its
+    /// deadline plus ``cancelGrace`` whatever the server or the network does. A connection a cancel
+    /// may still reach, one that saw a connection-class error, or one past its lifetime is not
+    /// reused. Rows must be consumed inside `body`.
+    ///
+    /// With `readOnly` and `standby_reads=true`, `body` runs on a standby no further behind than
+    /// `max_standby_lag`, and on the primary when no such standby answers (docs/FAILOVER.md).
+    public func withConnection<R: Sendable>(
+        within attempt: AttemptContext = .unbounded,
+        readOnly: Bool = false,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> R
+    ) async throws -> R {
+        let (connection, pool) = try await lease(within: attempt, readOnly: readOnly)
+        let token: DeadlineScheduler.Token?
+        do {
+            token = try stopStatement(on: connection, atDeadlineOf: attempt)
+        } catch {
+            pool.release(connection, discard: false)
+            throw error
+        }
+        let result: R
+        do {
+            result = try await connection.run(body)
+        } catch {
+            attempt.detachInterrupt(token)
+            let onStandby = pool !== self.pool
+            // A standby refuses what only a primary can do: the read was not one.
+            let error = onStandby && statusCode(of: error) == "25006" ? PostgresStandbyRefusedError(error) : error
+            let cancelled = connection.statementEnded()
+            let discard =
+                classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
+            pool.release(connection, discard: discard)
+            if !onStandby, isDemotion(error) {
+                // The connections that existed with it reach the same server: none may take another write.
+                logger.warning(
+                    "a write was refused as read-only (25006): the server was demoted; retiring its connections"
+                )
+                pool.evictAll(refused: connection)
+            }
+            throw error
+        }
+        attempt.detachInterrupt(token)
+        pool.release(connection, discard: connection.statementEnded())
+        return result
+    }
+
+    /// Whether `error` is the 57014 our own CancelRequest causes ("due to user request"), not the
+    /// server's `statement_timeout`: only then has the cancel been used up.
+    static func isOurCancel(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError, error.serverInfo?[.sqlState] == "57014" else { return false }
+        return error.serverInfo?[.message]?.contains("user request") ?? false
+    }
+
+    /// Arms the attempt's deadline to stop the statement running on `connection`: a CancelRequest at
+    /// the deadline, and the connection closed ``cancelGrace`` later if the statement has not ended.
+    /// Every statement a backend runs for a caller goes through this, so none outlives its deadline.
+    func stopStatement(
+        on connection: PooledPostgresConnection,
+        atDeadlineOf attempt: AttemptContext
+    ) throws -> DeadlineScheduler.Token? {
+        let (grace, logger) = (cancelGrace, self.logger)
+        return try attempt.attachInterrupt {
+            connection.deadlineReached(hardStopAfter: grace, logger: logger)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// Opens pool connections with their cancel key. Behind a pooler that refuses startup parameters
+/// (PgBouncer's `08P01 unsupported startup parameter`), it drops `statement_timeout` and says so
+/// once: that answer only ever comes from a pooler, so the detection is reliable.
+final class Connector: Sendable {
+    private let configuration: Mutex<PostgresConnection.Configuration>
+    private let logger: Logger
+
+    init(configuration: PostgresConnection.Configuration, logger: Logger) {
+        self.configuration = Mutex(configuration)
+        self.logger = logger
+    }
+
+    func connect(id: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection> {
+        let configuration = self.configuration.withLock { $0 }
+        let (connection, _) = PostgresConnection.startConnectWithBackendKey(
+            on: eventLoop,
+            configuration: configuration,
+            id: id,
+            logger: logger
+        )
+        return connection.map { connection, key in
+            PooledPostgresConnection(id: id, underlying: connection, key: key)
+        }.flatMapError { error in
+            guard let error = error as? PSQLError, Self.refusesStartupParameter(error) else {
+                return eventLoop.makeFailedFuture(error)
+            }
+            let dropped = self.configuration.withLock { configuration -> Bool in
+                let before = configuration.options.additionalStartupParameters.count
+                configuration.options.additionalStartupParameters.removeAll { $0.0 == "statement_timeout" }
+                return configuration.options.additionalStartupParameters.count < before
+            }
+            guard dropped else { return eventLoop.makeFailedFuture(error) }
+            self.logger.warning(
+                "the server refused the statement_timeout startup parameter, as PgBouncer does: connecting without it; set pgbouncer=true in DATABASE_URL"
+            )
+            return self.connect(id: id, on: eventLoop)
+        }
+    }
+
+    static func refusesStartupParameter(_ error: PSQLError) -> Bool {
+        error.serverInfo?[.sqlState] == "08P01"
+            && (error.serverInfo?[.message]?.contains("unsupported startup parameter") ?? false)
+    }
+}
