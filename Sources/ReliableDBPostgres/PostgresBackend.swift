@@ -203,7 +203,6 @@ public final class PostgresBackend: DatabaseBackend {
         return sqlState(of: error)
     }
 
-
     public func poolStatistics() -> ReliableDB.PoolStatistics {
         pool.statistics()
     }
