@@ -50,9 +50,15 @@ let package = Package(
         .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
     ],
     targets: [
+        // The time types the core and the pool both run on: MonotonicTime, ReliabilityClock, alarms.
+        .target(
+            name: "ReliableDBClock",
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ReliableDB",
             dependencies: [
+                "ReliableDBClock",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Logging", package: "swift-log"),
@@ -158,7 +164,7 @@ let package = Package(
         // The lease-and-deadline state machine both backends' pools run on (package access only).
         .target(
             name: "ReliableDBPool",
-            dependencies: ["ReliableDB"],
+            dependencies: ["ReliableDBClock"],
             swiftSettings: strictSwift
         ),
         .testTarget(

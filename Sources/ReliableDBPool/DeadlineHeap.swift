@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// A binary min-heap of waiter deadlines, so the earliest one is found in O(1) and removed in
 /// O(log n) however the deadlines are mixed.

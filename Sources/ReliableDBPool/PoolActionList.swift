@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// A list of actions that holds zero or one element inline and only allocates for a second.
 ///

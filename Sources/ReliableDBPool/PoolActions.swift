@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// What the I/O shell must do after an event, returned by every ``PoolStateMachine`` event.
 ///

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// The pool's settings, as plain values the state machine reads on every event.
 ///

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// The one state a pooled connection is in.
 ///

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// A point on the pool's monotonic timeline: the library's ``MonotonicTime``.
 ///

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// The connections, in an array for cheap scans plus an id index for O(1) lookups.

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// A connect started by a `connect` action succeeded.

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// A request waiting for a connection.

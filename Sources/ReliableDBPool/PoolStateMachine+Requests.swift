@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// A request asks for a connection.

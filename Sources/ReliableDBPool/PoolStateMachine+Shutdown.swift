@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// Stops the pool: every waiter fails with `.shutdown`, idle connections (and those being

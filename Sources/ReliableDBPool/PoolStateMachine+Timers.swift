@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 extension PoolStateMachine {
     /// Time passed: the shell's one timer fired at (or after) the last ``PoolActions/wakeAt``.

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// Who holds which connection, who waits for one, and until when: the pool's decisions as a pure value.
 ///
@@ -39,7 +39,7 @@ package struct PoolStateMachine: Sendable {
         var retryAt = PoolInstant.zero
     }
 
-    /// Counts that only grow; the gauges in ``PoolStatistics`` are recounted instead.
+    /// Counts that only grow; the gauges in ``PoolCounters`` are recounted instead.
     struct Counters: Sendable {
         var requests = 0
         var granted = 0
@@ -97,8 +97,8 @@ package struct PoolStateMachine: Sendable {
     /// Connections in service: idle, leased or being probed.
     package var openConnectionCount: Int { connections.openCount() }
 
-    package var statistics: PoolStatistics {
-        var statistics = PoolStatistics()
+    package var statistics: PoolCounters {
+        var statistics = PoolCounters()
         for connection in connections.all {
             switch connection.state {
             case .connecting: statistics.connecting += 1

@@ -203,7 +203,7 @@ public final class PostgresBackend: DatabaseBackend {
         return sqlState(of: error)
     }
 
-    public func poolStatistics() -> ReliableDB.PoolStatistics {
+    public func poolStatistics() -> PoolStatistics {
         pool.statistics()
     }
 

@@ -296,11 +296,11 @@ final class PostgresPool: Sendable {
         state.withLock { ($0.lastConnectError != nil, $0.machine.openConnectionCount) }
     }
 
-    func statistics() -> ReliableDB.PoolStatistics {
+    func statistics() -> PoolStatistics {
         state.withLock { shell in
             let machine = shell.machine.statistics
             let closes = machine.closes
-            return ReliableDB.PoolStatistics(
+            return PoolStatistics(
                 total: machine.open,
                 active: machine.active,
                 idle: machine.idle + machine.keepAlive,

@@ -167,7 +167,7 @@ extension PoolSimulation {
     mutating func checkInvariants(after event: Event, hasNow: Bool) {
         let states = machine.connectionStates
         let statistics = machine.statistics
-        var recount = ReliableDBPool.PoolStatistics()
+        var recount = PoolCounters()
         for (id, state) in states {
             switch state {
             case .connecting:
@@ -222,7 +222,7 @@ extension PoolSimulation {
         checkCounters(statistics, states: states)
     }
 
-    private mutating func checkTimers(_ statistics: ReliableDBPool.PoolStatistics) {
+    private mutating func checkTimers(_ statistics: PoolCounters) {
         var due: PoolInstant?
         for (request, deadline) in waiting {
             if let deadline {
@@ -247,7 +247,7 @@ extension PoolSimulation {
         }
     }
 
-    private mutating func checkCounters(_ statistics: ReliableDBPool.PoolStatistics, states: [Int: PoolConnectionState])
+    private mutating func checkCounters(_ statistics: PoolCounters, states: [Int: PoolConnectionState])
     {
         let answeredOrWaiting =
             statistics.granted + statistics.acquireTimeouts + statistics.cancelled + statistics.failedByConnect

@@ -1,4 +1,4 @@
-import ReliableDB
+import ReliableDBClock
 
 /// A snapshot of the pool, computed from the machine's state rather than kept alongside it.
 ///
@@ -6,7 +6,7 @@ import ReliableDB
 /// waiter queue, so they cannot drift from the truth the way compensating `+= 1`/`-= 1` counters do
 /// when one path forgets its decrement. The cumulative counts only ever grow; each is bumped at the
 /// single place the machine makes that decision.
-package struct PoolStatistics: Sendable, Equatable {
+package struct PoolCounters: Sendable, Equatable {
     // MARK: Gauges, derived from connection states
 
     /// Connections being opened.
