@@ -188,6 +188,39 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The `reliabledb check` scenarios as a library, so tests run each one without the process
+        // (package access only).
+        .target(
+            name: "ReliableDBCheck",
+            dependencies: [
+                "ReliableDB",
+                "ReliableDBSQLite",
+                "ReliableDBPostgres",
+                "ReliableDBHTTP",
+                "ReliableDBHummingbird",
+                "ReliableDBPrometheus",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReliableDBCheckTests",
+            dependencies: [
+                "ReliableDBCheck",
+                "ReliableDBTestSupport",
+                "ReliableDB",
+                "ReliableDBSQLite",
+                "ReliableDBPostgres",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "reliabledb",
             dependencies: [
@@ -199,7 +232,7 @@ let package = Package(
                 "ReliableDBPrometheus",
                 "ReliableDBWebhook",
                 "ReliableDBLoadTest",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "ReliableDBCheck",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -9,12 +9,20 @@ import ReliableDBHummingbird
 import ReliableDBPrometheus
 
 /// One check's outcome, as printed in the table and the JSON.
-struct CheckResult: Codable, Sendable {
-    var group: String
-    var name: String
-    var passed: Bool
-    var durationMs: Double
-    var detail: String
+package struct CheckResult: Codable, Sendable {
+    package var group: String
+    package var name: String
+    package var passed: Bool
+    package var durationMs: Double
+    package var detail: String
+
+    package init(group: String, name: String, passed: Bool, durationMs: Double, detail: String) {
+        self.group = group
+        self.name = name
+        self.passed = passed
+        self.durationMs = durationMs
+        self.detail = detail
+    }
 }
 
 /// Failure of a scenario, with the reason printed in the table.
@@ -25,13 +33,15 @@ struct CheckFailed: Error, CustomStringConvertible {
 
 /// The `reliabledb check` scenarios, run live against the configured database. Breakers are
 /// private instances, so a check never trips the application's; scratch tables are dropped.
-final class CheckRunner<Target: CheckTarget> {
+package final class CheckRunner<Target: CheckTarget> {
     let target: Target
-    private(set) var results: [CheckResult] = []
+    /// Every check run so far, in order, so a caller can print them or stop when one failed.
+    package private(set) var results: [CheckResult] = []
     /// What the connection checks found; nil with one server.
     private(set) var topology: Topology?
 
-    init(target: Target) {
+    /// - Parameter target: the database under test, with the statements each backend needs.
+    package init(target: Target) {
         self.target = target
     }
 
@@ -52,7 +62,9 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Connection
 
-    func runConnection() async {
+    /// Connects and probes, measures round trips, reports a multi-host URL's servers and the
+    /// pool's state. Stops after a failed probe: every later check would fail the same way.
+    package func runConnection() async {
         let db = target.database
         await check("connection", "connect and probe") {
             let probe = try await db.probe().get()
@@ -90,7 +102,11 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Reliability
 
-    func runReliability() async throws {
+    /// The circuit breaker on a private pipeline: closed while queries succeed, open after three
+    /// statements overran their deadline on the database, rejecting while open, closed again
+    /// after a good probe.
+    /// - Throws: only when the scenario's own configuration is refused.
+    package func runReliability() async throws {
         let configuration = ReliabilityConfiguration(
             circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .milliseconds(300), retry: .none),
             retryBudget: .unlimited
@@ -136,7 +152,8 @@ final class CheckRunner<Target: CheckTarget> {
     /// The library's read fallback, proved on the database: a read through it is stored; with
     /// the database failing it (statements overrunning their deadline), the same read answers
     /// with that result, marked degraded; a read with no earlier result fails.
-    func runDegradation() async throws {
+    /// - Throws: only when the scenario's own configuration is refused.
+    package func runDegradation() async throws {
         let configuration = ReliabilityConfiguration(
             circuitBreaker: .init(failureThreshold: 100, retry: .none),
             retryBudget: .unlimited
@@ -192,7 +209,10 @@ final class CheckRunner<Target: CheckTarget> {
         }
     }
 
-    func runTimeouts() async throws {
+    /// Deadlines enforced on the database: a statement over its limit is stopped and its
+    /// connection reusable, a timed-out transaction is rolled back, a batch gets a scaled deadline.
+    /// - Throws: only when the scenario's own configuration is refused.
+    package func runTimeouts() async throws {
         let db = try target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
         await check("timeouts", "within limit") {
             _ = try await target.selectOne(on: db, .read("check-fast", timeout: .seconds(2)))
@@ -240,7 +260,10 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Monitoring
 
-    func runMonitoring() async throws {
+    /// The health monitor, the Prometheus metrics and the four HTTP endpoints, served for real on
+    /// a free local port.
+    /// - Throws: only when the scenario's own configuration is refused.
+    package func runMonitoring() async throws {
         let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
         let db = try target.privateDatabase(.init())
         let monitor = HealthMonitor(database: db)
@@ -293,7 +316,8 @@ final class CheckRunner<Target: CheckTarget> {
 
     // MARK: Performance and recovery
 
-    func runPerformance() async {
+    /// What the breaker and the pipeline add per operation, against fixed budgets.
+    package func runPerformance() async {
         await check("performance", "circuit breaker overhead") {
             let breaker = CircuitBreaker()
             let iterations = 200_000
@@ -305,7 +329,7 @@ final class CheckRunner<Target: CheckTarget> {
             }
             let perCall = (ContinuousClock.now - start) / iterations
             guard perCall < .microseconds(50) else { throw CheckFailed("\(perCall) per permit") }
-            return "\(String(format: "%.0f", Double(perCall.nanosecondsClamped))) ns per permit (seed budget: 5-10 ms)"
+            return "\(String(format: "%.0f", Double(perCall.nanosecondsClamped))) ns per permit (budget: 5-10 ms)"
         }
         await check("performance", "reliable client overhead") {
             let db = try target.privateDatabase(.init())
@@ -324,7 +348,7 @@ final class CheckRunner<Target: CheckTarget> {
             let overhead = (reliable - raw) / rounds
             guard overhead < .milliseconds(2) else { throw CheckFailed("\(overhead) added per query") }
             return String(
-                format: "SELECT 1: raw %.3f ms, reliable %.3f ms, overhead %.3f ms per query (seed budget: <20 ms)",
+                format: "SELECT 1: raw %.3f ms, reliable %.3f ms, overhead %.3f ms per query (budget: <20 ms)",
                 (raw / rounds).milliseconds,
                 (reliable / rounds).milliseconds,
                 overhead.milliseconds
@@ -332,7 +356,9 @@ final class CheckRunner<Target: CheckTarget> {
         }
     }
 
-    func runRecovery() async throws {
+    /// A breaker opened by a real timeout closes on its own once the database answers again.
+    /// - Throws: only when the scenario's own configuration is refused.
+    package func runRecovery() async throws {
         let db = try target.privateDatabase(
             .init(
                 circuitBreaker: .init(

@@ -8,18 +8,24 @@ import ReliableDBSQLite
 
 /// What the connection checker needs from a backend, beyond the pipeline: a trivial query, a
 /// statement that runs for a long time (to be stopped by a timeout), and a scratch table.
-protocol CheckTarget: Sendable {
+package protocol CheckTarget: Sendable {
     associatedtype Backend: DatabaseBackend
+    /// The application's pipeline: the connection checks run on it, the scenarios on its backend.
     var database: ReliableDatabase<Backend> { get }
     /// A pipeline of its own on the same connections, so scenarios can trip a breaker without
     /// touching the application's.
     func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<Backend>
+    /// `SELECT 1` through `db`: the cheapest statement, so its time is the pipeline's and the
+    /// round trip's.
     func selectOne(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws -> Int
     /// Runs for many seconds unless stopped.
     func slowQuery(on db: ReliableDatabase<Backend>, _ options: OperationOptions) async throws
     /// Inserts a row, then runs the slow statement, in one transaction.
     func slowTransaction(on db: ReliableDatabase<Backend>, table: String, _ options: OperationOptions) async throws
+    /// A scratch table (`id`, `note`) outside the pipeline, to see what a timed-out transaction
+    /// left behind.
     func createTable(_ name: String) async throws
+    /// Counted outside the pipeline, so a check's own deadline cannot hide the answer.
     func countRows(_ name: String) async throws -> Int
     /// Inserts `count` rows into `table` as one operation through `db`.
     func insertRows(
@@ -29,6 +35,7 @@ protocol CheckTarget: Sendable {
         _ options: OperationOptions
     )
         async throws
+    /// Removes the scratch table; a check leaves nothing behind.
     func dropTable(_ name: String) async throws
     /// The same trivial query without the pipeline, for measuring its overhead.
     func rawSelectOne() async throws
@@ -39,31 +46,44 @@ protocol CheckTarget: Sendable {
 }
 
 /// The servers of a multi-host URL, as `check` reports them.
-struct Topology {
-    var lines: [String]
+package struct Topology: Sendable {
+    /// One line per server: its role and replay lag, or why it is unreachable.
+    package var lines: [String]
     /// Whether a server serves the URL's `target_session_attrs`.
-    var served: Bool
-    var hasStandby: Bool
+    package var served: Bool
+    /// Whether a standby answers, so the fallback to it can be proved.
+    package var hasStandby: Bool
+
+    package init(lines: [String], served: Bool, hasStandby: Bool) {
+        self.lines = lines
+        self.served = served
+        self.hasStandby = hasStandby
+    }
 }
 
-struct SQLiteCheckTarget: CheckTarget {
-    let database: ReliableDatabase<SQLiteBackend>
+/// The embedded SQLite file; its endless statement is a recursive CTE, its rows plain `INSERT`s.
+package struct SQLiteCheckTarget: CheckTarget {
+    package let database: ReliableDatabase<SQLiteBackend>
 
-    func topology() async -> Topology? { nil }
+    package init(database: ReliableDatabase<SQLiteBackend>) {
+        self.database = database
+    }
 
-    func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<SQLiteBackend> {
+    package func topology() async -> Topology? { nil }
+
+    package func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<SQLiteBackend> {
         try ReliableDatabase(backend: database.raw, configuration: configuration)
     }
 
-    func selectOne(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws -> Int {
+    package func selectOne(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws -> Int {
         try await db.query(options) { try Int.fetchOne($0, sql: "SELECT 1") ?? 0 }
     }
 
-    func slowQuery(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws {
+    package func slowQuery(on db: ReliableDatabase<SQLiteBackend>, _ options: OperationOptions) async throws {
         _ = try await db.query(options) { try Int.fetchOne($0, sql: Self.endless) }
     }
 
-    func slowTransaction(
+    package func slowTransaction(
         on db: ReliableDatabase<SQLiteBackend>,
         table: String,
         _ options: OperationOptions
@@ -74,15 +94,15 @@ struct SQLiteCheckTarget: CheckTarget {
         }
     }
 
-    func createTable(_ name: String) async throws {
+    package func createTable(_ name: String) async throws {
         try await database.raw.write { try $0.execute(sql: "CREATE TABLE \(name) (id INTEGER PRIMARY KEY, note TEXT)") }
     }
 
-    func countRows(_ name: String) async throws -> Int {
+    package func countRows(_ name: String) async throws -> Int {
         try await database.raw.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM \(name)") ?? -1 }
     }
 
-    func insertRows(
+    package func insertRows(
         on db: ReliableDatabase<SQLiteBackend>,
         table: String,
         count: Int,
@@ -93,11 +113,11 @@ struct SQLiteCheckTarget: CheckTarget {
         }
     }
 
-    func dropTable(_ name: String) async throws {
+    package func dropTable(_ name: String) async throws {
         try await database.raw.write { try $0.execute(sql: "DROP TABLE IF EXISTS \(name)") }
     }
 
-    func rawSelectOne() async throws {
+    package func rawSelectOne() async throws {
         _ = try await database.raw.read { try Int.fetchOne($0, sql: "SELECT 1") }
     }
 
@@ -107,11 +127,16 @@ struct SQLiteCheckTarget: CheckTarget {
         """
 }
 
-struct PostgresCheckTarget: CheckTarget {
-    let database: ReliableDatabase<PostgresBackend>
+/// A PostgreSQL server (or a multi-host URL's servers); its endless statement is `pg_sleep(30)`.
+package struct PostgresCheckTarget: CheckTarget {
+    package let database: ReliableDatabase<PostgresBackend>
     let logger = Logger(label: "reliabledb.check")
 
-    func topology() async -> Topology? {
+    package init(database: ReliableDatabase<PostgresBackend>) {
+        self.database = database
+    }
+
+    package func topology() async -> Topology? {
         let url = database.raw.url
         guard url.endpoints.count > 1 else { return nil }
         let reports = await database.raw.topology()
@@ -124,11 +149,12 @@ struct PostgresCheckTarget: CheckTarget {
         return Topology(lines: lines, served: served, hasStandby: reports.contains { $0.serves(.standby) })
     }
 
-    func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<PostgresBackend> {
+    package func privateDatabase(_ configuration: ReliabilityConfiguration) throws -> ReliableDatabase<PostgresBackend>
+    {
         try ReliableDatabase(backend: database.raw, configuration: configuration)
     }
 
-    func selectOne(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws -> Int {
+    package func selectOne(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws -> Int {
         let logger = self.logger
         return try await db.query(options) { connection in
             var value = 0
@@ -137,14 +163,14 @@ struct PostgresCheckTarget: CheckTarget {
         }
     }
 
-    func slowQuery(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws {
+    package func slowQuery(on db: ReliableDatabase<PostgresBackend>, _ options: OperationOptions) async throws {
         let logger = self.logger
         try await db.query(options) { connection in
             _ = try await connection.query("SELECT pg_sleep(30)", logger: logger).collect()
         }
     }
 
-    func slowTransaction(
+    package func slowTransaction(
         on db: ReliableDatabase<PostgresBackend>,
         table: String,
         _ options: OperationOptions
@@ -160,7 +186,7 @@ struct PostgresCheckTarget: CheckTarget {
         }
     }
 
-    func insertRows(
+    package func insertRows(
         on db: ReliableDatabase<PostgresBackend>,
         table: String,
         count: Int,
@@ -178,11 +204,11 @@ struct PostgresCheckTarget: CheckTarget {
         }
     }
 
-    func createTable(_ name: String) async throws {
+    package func createTable(_ name: String) async throws {
         try await execute("CREATE TABLE \(name) (id BIGSERIAL PRIMARY KEY, note TEXT)")
     }
 
-    func countRows(_ name: String) async throws -> Int {
+    package func countRows(_ name: String) async throws -> Int {
         let logger = self.logger
         return try await database.raw.withConnection { connection in
             var count = -1
@@ -195,11 +221,11 @@ struct PostgresCheckTarget: CheckTarget {
         }
     }
 
-    func dropTable(_ name: String) async throws {
+    package func dropTable(_ name: String) async throws {
         try await execute("DROP TABLE IF EXISTS \(name)")
     }
 
-    func rawSelectOne() async throws {
+    package func rawSelectOne() async throws {
         let logger = self.logger
         try await database.raw.withConnection { connection in
             _ = try await connection.query("SELECT 1", logger: logger).collect()
