@@ -48,6 +48,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/fluent", from: "4.13.0"),
         .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
         .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
+        // Only for `swift package generate-documentation` (the DocC catalogs; scripts/test builds them).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // The time types the core and the pool both run on: MonotonicTime, ReliabilityClock, alarms.
