@@ -104,7 +104,7 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // Fluent's queries, saves, transactions, raw SQL and migrations through the pipeline, on
-        // ReliableDB's own PostgreSQL pool (docs/FLUENT.md).
+        // ReliableDB's own PostgreSQL pool (Sources/ReliableDBFluent/Documentation.docc/Fluent.md).
         .target(
             name: "ReliableDBFluent",
             dependencies: [
@@ -389,7 +389,7 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // Faults injected for real (fault proxy, pg_terminate_backend, a stopped server, PgBouncer)
-        // under concurrent load; see docs/DEADLINES.md.
+        // under concurrent load; see Sources/ReliableDB/Documentation.docc/Deadlines.md.
         .testTarget(
             name: "ReliableDBFaultTests",
             dependencies: [

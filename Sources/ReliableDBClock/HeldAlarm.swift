@@ -2,7 +2,7 @@
 ///
 /// For owners whose alarm action holds them strongly (``DeadlineScheduler``, the PostgreSQL pool):
 /// a weak reference would give the owner a side table and slow every retain of it
-/// (docs/PERFORMANCE.md), so ``detach()`` is what ends the cycle. Called under the owner's lock.
+/// (Sources/ReliableDB/Documentation.docc/Performance.md), so ``detach()`` is what ends the cycle. Called under the owner's lock.
 package struct HeldAlarm: Sendable {
     private var alarm: (any ClockAlarm)?
     /// The instant the alarm is armed for; nil while disarmed, after it fired, or once detached.

@@ -11,7 +11,7 @@ import Synchronization
 
 /// A Fluent `Database` whose every operation runs through a ``ReliableDB/ReliableDatabase``'s
 /// pipeline on ReliableDB's own PostgreSQL pool: breaker, retries, the deadline that stops the
-/// statement on the server, metrics and a span per operation (docs/FLUENT.md).
+/// statement on the server, metrics and a span per operation (Sources/ReliableDBFluent/Documentation.docc/Fluent.md).
 ///
 /// Outside a `transaction` or `withConnection` block each query, save or raw SQL statement is one
 /// operation. Inside one, the whole block is the operation: its statements run on the block's
@@ -64,7 +64,7 @@ struct ReliableFluentDatabase: Sendable {
     }
 
     /// Runs `body` in a task on the context's event loop, whose connections the pool then prefers:
-    /// the statement's replies resume it without a thread hop (docs/FLUENT.md, "What it costs").
+    /// the statement's replies resume it without a thread hop (Sources/ReliableDBFluent/Documentation.docc/Fluent.md, "What it costs").
     private func onEventLoop<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
         let promise = context.eventLoop.makePromise(of: T.self)
         Task(executorPreference: EventLoopExecutor.shared(for: context.eventLoop)) {

@@ -8,7 +8,7 @@ import Synchronization
 /// A pooled PostgreSQL connection with what the pool alone does not know: its cancel key, the
 /// caller its current statement answers, and whether a deadline is stopping that statement.
 ///
-/// How a deadline stops a statement, and why this way, is docs/DEADLINES.md: a protocol
+/// How a deadline stops a statement, and why this way, is Sources/ReliableDB/Documentation.docc/Deadlines.md: a protocol
 /// CancelRequest (which only ever reaches this connection's own statement, also through PgBouncer),
 /// and, if the statement has not ended `hardStopAfter` later, closing the connection. PostgresNIO
 /// 1.33.2 drops a statement written after its connection was torn down without ever answering it,

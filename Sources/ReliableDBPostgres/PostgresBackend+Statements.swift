@@ -3,7 +3,7 @@ import PostgresNIO
 import ReliableDB
 
 /// Statements: a leased connection, the deadline that stops its statement, and what the
-/// connection is worth afterwards (docs/DEADLINES.md).
+/// connection is worth afterwards (Sources/ReliableDB/Documentation.docc/Deadlines.md).
 extension PostgresBackend {
     /// Runs `body` on a pooled connection. When the attempt's deadline passes, the running
     /// statement is cancelled with a protocol CancelRequest, and if it has not ended
@@ -13,7 +13,7 @@ extension PostgresBackend {
     /// reused. Rows must be consumed inside `body`.
     ///
     /// With `readOnly` and `standby_reads=true`, `body` runs on a standby no further behind than
-    /// `max_standby_lag`, and on the primary when no such standby answers (docs/FAILOVER.md).
+    /// `max_standby_lag`, and on the primary when no such standby answers (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public func withConnection<R: Sendable>(
         within attempt: AttemptContext = .unbounded,
         readOnly: Bool = false,

@@ -11,7 +11,7 @@ import Synchronization
 /// shell of the shared lease-and-deadline state machine), with exact statistics, a wait for a
 /// connection bounded by the earlier of the pool timeout and the operation's deadline, and a
 /// deadline that stops the statement on the server and always releases the caller
-/// (docs/DEADLINES.md).
+/// (Sources/ReliableDB/Documentation.docc/Deadlines.md).
 public final class PostgresBackend: DatabaseBackend {
     public let url: PostgresURL
     public let connectionLimit: Int
@@ -55,7 +55,7 @@ public final class PostgresBackend: DatabaseBackend {
     ///     Behind PgBouncer (`pgbouncer=true`) it is set per transaction instead.
     ///   - cancelGrace: see ``cancelGrace``.
     ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
-    ///     failing is skipped (docs/FAILOVER.md); 1 s after its first failure, doubling.
+    ///     failing is skipped (Sources/ReliableDBPostgres/Documentation.docc/Failover.md); 1 s after its first failure, doubling.
     public init(
         url: PostgresURL,
         connectionLimit: Int = 10,
@@ -211,7 +211,7 @@ public final class PostgresBackend: DatabaseBackend {
     /// `primary`, 25006 (a write refused as read-only) means the server was demoted: a connection
     /// error that applied nothing, so the connection is discarded (its pool's other connections are
     /// retired too), the write retried, and the next connection's walk skips the demoted server
-    /// (docs/FAILOVER.md).
+    /// (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public func classify(_ error: any Error) -> ErrorClassification {
         if error is PostgresStandbyRefusedError { return ErrorClassification(.caller) }
         if isDemotion(error) {

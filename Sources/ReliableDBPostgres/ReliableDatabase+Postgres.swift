@@ -45,7 +45,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
     ///
     /// `body` runs in a task of its own, so that its caller can be released at the deadline even
-    /// when the driver never answers (docs/DEADLINES.md).
+    /// when the driver never answers (Sources/ReliableDB/Documentation.docc/Deadlines.md).
     public func query<T: Sendable>(
         _ options: OperationOptions,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T

@@ -32,7 +32,7 @@ struct LoadSheddingGauges: Sendable {
 /// label's values are bounded by the configuration): `db_host_up` is 0 while the walk skips the
 /// server as failing, `db_host_current` is 1 for the server new connections go to, and
 /// `db_circuit_breaker_server` is 1 for the server the primary's breaker state is about (it starts
-/// CLOSED for a new one, docs/BREAKER.md).
+/// CLOSED for a new one, Sources/ReliableDB/Documentation.docc/Breaker.md).
 struct ServerGauges: Sendable {
     static let names = ["db_host_up", "db_host_current", "db_circuit_breaker_server"]
 

@@ -222,7 +222,7 @@ struct FailoverTests {
         let url = Self.readWrite(primaryURL, standbyURL)
         var settings = FaultWorkload.Settings()
         // The breaker a user gets (60 s open): the old primary's failures must not hold the new
-        // one's writes (docs/BREAKER.md).
+        // one's writes (Sources/ReliableDB/Documentation.docc/Breaker.md).
         settings.breaker = .defaults
         // Short, so the old primary is no longer skipped when it comes back: what keeps writes
         // off it then is that the walk starts at the new primary.

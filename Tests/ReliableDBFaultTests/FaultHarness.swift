@@ -95,7 +95,7 @@ struct Observer {
 
     /// Runs the observer's query in a task of its own and gives up after `limit`: a plain
     /// PostgresNIO 1.33.2 connection that the server closed can leave a query waiting forever
-    /// (docs/DEADLINES.md), and a test must fail, not hang.
+    /// (Sources/ReliableDB/Documentation.docc/Deadlines.md), and a test must fail, not hang.
     private func bounded<T: Sendable>(
         _ sql: String,
         _ limit: Duration = .seconds(15),
@@ -204,7 +204,7 @@ enum BreakerProfile: String, CaseIterable, Sendable, CustomTestStringConvertible
 
     var testDescription: String { rawValue }
 
-    /// With the defaults, calls succeed again within this of the server answering (docs/BREAKER.md).
+    /// With the defaults, calls succeed again within this of the server answering (Sources/ReliableDB/Documentation.docc/Breaker.md).
     static let recoveryGoal = Duration.seconds(2)
 }
 

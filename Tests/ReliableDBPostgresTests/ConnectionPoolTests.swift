@@ -84,7 +84,7 @@ extension PostgresBackendTests {
         try await observer.close()
     }
 
-    /// The pool's alarm holds the pool strongly (no weak reference: docs/PERFORMANCE.md), so what
+    /// The pool's alarm holds the pool strongly (no weak reference: Sources/ReliableDB/Documentation.docc/Performance.md), so what
     /// ends that cycle must run: a shut-down pool, and one whose backend is gone, are freed (soon
     /// after: libdispatch lets go of a timer's handler on the timer's queue).
     @Test func aShutDownPoolAndADroppedBackendsPoolAreFreed() async throws {

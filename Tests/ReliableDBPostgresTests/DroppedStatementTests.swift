@@ -5,7 +5,7 @@ import ReliableDBPostgres
 import Synchronization
 import Testing
 
-/// Why each PostgreSQL statement body runs in a task of its own (docs/DEADLINES.md, step 3), shown
+/// Why each PostgreSQL statement body runs in a task of its own (Sources/ReliableDB/Documentation.docc/Deadlines.md, step 3), shown
 /// against a real server: PostgresNIO 1.33.2 never answers a statement written after its connection
 /// closed, and ReliableDB still answers its caller.
 @Suite("A statement written after its connection closed", .serialized, .timeLimit(.minutes(1)))
@@ -19,7 +19,7 @@ struct DroppedStatementTests {
 
     /// The driver's behaviour this library works around. If this fails after a PostgresNIO update,
     /// the driver now answers such a statement, and the statement task (and its cost, see
-    /// docs/PERFORMANCE.md) can be reconsidered.
+    /// Sources/ReliableDB/Documentation.docc/Performance.md) can be reconsidered.
     @Test func thePlainDriverNeverAnswersIt() async throws {
         let observer = try await Observer.connect()
         let connection = observer.connection

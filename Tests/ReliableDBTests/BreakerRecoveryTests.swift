@@ -4,7 +4,7 @@ import Testing
 
 @testable import ReliableDB
 
-/// A breaker that never lengthens an outage (docs/BREAKER.md), with the settings a user gets:
+/// A breaker that never lengthens an outage (Sources/ReliableDB/Documentation.docc/Breaker.md), with the settings a user gets:
 /// `DB_CB_TIMEOUT=60000`, `DB_CB_FAILURE_THRESHOLD=5`, three attempts.
 @Suite("Circuit breaker recovery")
 struct BreakerRecoveryTests {

@@ -48,7 +48,7 @@ struct DeadlineSchedulerTests {
         #expect(order.withLock { $0 } == [5, 10, 20])
     }
 
-    /// The alarm's action holds the scheduler's core strongly (no weak reference, docs/PERFORMANCE.md):
+    /// The alarm's action holds the scheduler's core strongly (no weak reference, Sources/ReliableDB/Documentation.docc/Performance.md):
     /// dropping the scheduler must still free it and disarm its alarm.
     @Test func aDroppedSchedulerIsFreedAndItsAlarmDisarmed() {
         let clock = ManualClock()

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// While a breaker is open, asks the server whether it answers again, so the breaker closes when
-/// the database is back rather than when its timeout has run out (docs/BREAKER.md).
+/// the database is back rather than when its timeout has run out (Sources/ReliableDB/Documentation.docc/Breaker.md).
 ///
 /// The first probe goes out about 100 ms after the breaker opened, the next ones twice as late
 /// each time, jittered by ±20%, up to about a second apart: an open breaker costs at most about

@@ -2,7 +2,7 @@
 ///
 /// The defaults are those of `DB_CB_FAILURE_THRESHOLD=5` and `DB_CB_TIMEOUT=60000`: open after
 /// five failures within the one-minute `monitorWindow`, stay open until a probe finds the server
-/// answering (docs/BREAKER.md) or at most a minute, then let trial calls through. Setting
+/// answering (Sources/ReliableDB/Documentation.docc/Breaker.md) or at most a minute, then let trial calls through. Setting
 /// ``failureRateThreshold`` switches to Resilience4j's failure-rate mode.
 public struct CircuitBreakerConfiguration: Sendable, Equatable {
     /// Failures within the window that open the breaker (count mode).
@@ -11,7 +11,7 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
     public var successThreshold: Int
     /// The longest the breaker stays open without evidence that the server answers, before it
     /// admits a trial call on its own (`DB_CB_TIMEOUT`); a probe that completes a round trip ends
-    /// it sooner (docs/BREAKER.md).
+    /// it sooner (Sources/ReliableDB/Documentation.docc/Breaker.md).
     public var timeout: Duration
     /// The window failures are counted over in count mode, and the default sliding window.
     public var monitorWindow: Duration

@@ -51,7 +51,7 @@ public struct ErrorClassification: Sendable, Equatable {
     /// own connection's death. A fresh connection would not have it. The pipeline retries such an
     /// attempt at once on another connection (when ``mayHaveReachedServer`` allows) and never
     /// counts it against the circuit breaker: the breaker counts what fresh connections find
-    /// (docs/BREAKER.md).
+    /// (Sources/ReliableDB/Documentation.docc/Breaker.md).
     public var connectionScoped: Bool
 
     public init(

@@ -90,7 +90,7 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     /// `pgbouncer=true` (the switch Prisma users know): the server is reached through a
     /// transaction-mode pooler, so no startup parameter other than `application_name` is sent, no
     /// statement is prepared by name, and the server-side timeout is set per transaction with
-    /// `SET LOCAL` (see docs/DEADLINES.md).
+    /// `SET LOCAL` (see Sources/ReliableDB/Documentation.docc/Deadlines.md).
     public var pgbouncer: Bool
 
     public static let supportedParameters = [

@@ -22,7 +22,7 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// `DB_CB_FAILURE_THRESHOLD`.
     public var circuitBreakerFailureThreshold: Int
     /// `DB_CB_TIMEOUT` (milliseconds): the longest the breaker stays open without a probe finding
-    /// the server answering (docs/BREAKER.md).
+    /// the server answering (Sources/ReliableDB/Documentation.docc/Breaker.md).
     public var circuitBreakerTimeout: Duration
     /// `DB_HEALTH_CHECK_INTERVAL` (milliseconds).
     public var healthCheckInterval: Duration
@@ -44,7 +44,7 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     public var healthAuthToken: Secret<String>?
     /// `DB_LOAD_SHEDDING` (off by default), `DB_MAX_CONCURRENT_OPERATIONS` (default: the
     /// connection limit) and `DB_LOAD_SHEDDING_ADAPTIVE` (on by default): overload answered at once
-    /// with `DatabaseOverloadedError` instead of queueing into pool timeouts (docs/FAILOVER.md).
+    /// with `DatabaseOverloadedError` instead of queueing into pool timeouts (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public var loadShedding = LoadSheddingConfiguration.disabled
 
     public init(

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Whether a backend can send reads to a server other than the one writes go to (a standby of a
-/// multi-host URL), and when it does (docs/FAILOVER.md).
+/// multi-host URL), and when it does (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
 public enum StandbyReads: Sendable, Equatable {
     /// One server: every operation goes to it.
     case unavailable

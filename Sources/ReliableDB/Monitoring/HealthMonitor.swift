@@ -11,7 +11,7 @@ import Synchronization
 /// one check is in flight; callers of ``checkNow()`` during a check share its result. Breaker
 /// transitions are evaluated at once, without waiting for the next check: the breaker alert fires
 /// then, and resolves once the breaker has stayed CLOSED for its `keepFiringFor`. A probe that
-/// completes a round trip tells an open breaker that the server answers (docs/BREAKER.md).
+/// completes a round trip tells an open breaker that the server answers (Sources/ReliableDB/Documentation.docc/Breaker.md).
 public final class HealthMonitor: Service, Sendable {
     public struct Configuration: Sendable, Equatable {
         /// `DB_MONITORING`: false makes ``run()`` return at once (on-demand checks still work).

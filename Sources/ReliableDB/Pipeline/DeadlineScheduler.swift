@@ -25,7 +25,7 @@ package final class DeadlineScheduler: Sendable {
     /// The slots and the alarm. The alarm's action holds the core strongly and `deinit` breaks that
     /// cycle: a weak reference to the scheduler would give it a side table, and then every retain
     /// of it (each operation's ``AttemptContext`` takes one) would take the runtime's slow path,
-    /// shared by both cores (measured with `Benchmarks/PipelineContention`, docs/PERFORMANCE.md).
+    /// shared by both cores (measured with `Benchmarks/PipelineContention`, Sources/ReliableDB/Documentation.docc/Performance.md).
     private let core: Core
 
     package init(clock: any ReliabilityClock) {
@@ -166,9 +166,9 @@ public struct AttemptContext: Sendable {
     /// When the operation's time is up; nil when timeouts are off.
     public let deadline: MonotonicTime?
     /// Whether this attempt is the circuit breaker's half-open trial or its prober's probe. The
-    /// breaker already spaces them out (at most about one a second, docs/BREAKER.md), so a backend
+    /// breaker already spaces them out (at most about one a second, Sources/ReliableDB/Documentation.docc/Breaker.md), so a backend
     /// should try the database now instead of waiting out its own connect backoff: otherwise the
-    /// trial can time out waiting and the breaker opens again (docs/FAILOVER.md).
+    /// trial can time out waiting and the breaker opens again (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public let isBreakerProbe: Bool
 
     init(scheduler: DeadlineScheduler?, attempt: Int, deadline: MonotonicTime?, isBreakerProbe: Bool = false) {

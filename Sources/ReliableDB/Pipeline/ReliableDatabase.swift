@@ -283,7 +283,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                 let classification = expired ? ErrorClassification(.timeout) : classify(error)
                 let errorClass = classification.errorClass
                 // A lost connection says nothing about the server: the breaker counts what a fresh
-                // connection finds, on the retry (docs/BREAKER.md).
+                // connection finds, on the retry (Sources/ReliableDB/Documentation.docc/Breaker.md).
                 let lostConnection = classification.connectionScoped && errorClass == .connection
                 if let permit {
                     let counts = errorClass.countsAgainstBreaker && !lostConnection
@@ -355,7 +355,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
 
     /// Whether reads are served by a standby now, whatever the primary does: the standby answers
     /// and its breaker lets reads through. Readiness stays up on it while the primary is gone
-    /// (docs/FAILOVER.md): every replica of a service shares the primary, so taking them all out of
+    /// (Sources/ReliableDBPostgres/Documentation.docc/Failover.md): every replica of a service shares the primary, so taking them all out of
     /// the load balancer would stop the reads a standby can serve, with the writes.
     public var standbyServesReads: Bool {
         guard let standbyCircuitBreaker, !standbyCircuitBreaker.isRejectingCalls else { return false }

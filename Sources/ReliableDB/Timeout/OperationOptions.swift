@@ -15,7 +15,7 @@ public struct OperationOptions: Sendable, Equatable {
     public var retries: Bool
     /// Records in a batch; scales the timeout.
     public var recordCount: Int?
-    /// Only reads: may run on a standby when the backend reads from standbys (docs/FAILOVER.md).
+    /// Only reads: may run on a standby when the backend reads from standbys (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     /// `.read(...)` and `.complexQuery(...)` set it.
     public var readOnly = false
 

@@ -2,7 +2,7 @@ import PostgresNIO
 import ReliableDB
 
 /// Standby routing: which reads go to a standby, how far behind it may be, and when a standby
-/// known down is tried again (docs/FAILOVER.md).
+/// known down is tried again (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
 extension PostgresBackend {
     static func standbyReads(for url: PostgresURL) -> StandbyReads {
         guard url.endpoints.count > 1 else { return .unavailable }
