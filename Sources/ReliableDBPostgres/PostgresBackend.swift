@@ -7,7 +7,7 @@ import ReliableDB
 import ReliableDBPool
 import Synchronization
 
-/// The PostgreSQL backend: PostgresNIO connections in a pool of its own (``PostgresPool``, the I/O
+/// The PostgreSQL backend: PostgresNIO connections in a pool of its own (`PostgresPool`, the I/O
 /// shell of the shared lease-and-deadline state machine), with exact statistics, a wait for a
 /// connection bounded by the earlier of the pool timeout and the operation's deadline, and a
 /// deadline that stops the statement on the server and always releases the caller
@@ -43,6 +43,7 @@ public final class PostgresBackend: DatabaseBackend {
     /// Opens a pool (connections are made on demand) for `url`.
     ///
     /// - Parameters:
+    ///   - url: the server or servers to connect to, and how (TLS, `target_session_attrs`, PgBouncer).
     ///   - connectionLimit: the most connections (`DB_CONNECTION_LIMIT`).
     ///   - poolTimeout: the longest wait for a connection (`DB_POOL_TIMEOUT`).
     ///   - maxLifetime: connections are retired after this, minus up to 5% jitter so they do not
@@ -56,6 +57,8 @@ public final class PostgresBackend: DatabaseBackend {
     ///   - cancelGrace: see ``cancelGrace``.
     ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
     ///     failing is skipped (Sources/ReliableDBPostgres/Documentation.docc/Failover.md); 1 s after its first failure, doubling.
+    ///   - clock: the clock deadlines, pool timers and the ejection backoff are measured on.
+    ///   - logger: where connection and server changes are logged.
     public init(
         url: PostgresURL,
         connectionLimit: Int = 10,

@@ -21,8 +21,12 @@ public final class CircuitBreaker: Sendable {
     /// `forceState(.open)`, and resets its backoff on CLOSED).
     private let observer: Mutex<(@Sendable (CircuitTransition) -> Void)?>
 
-    /// - Parameter currentServer: says where calls go now (`host:port`), or nil when unknown; a
-    ///   breaker with it judges one server at a time and starts CLOSED for a new one.
+    /// - Parameters:
+    ///   - configuration: when the breaker opens, how long it stays open and how it closes.
+    ///   - clock: the clock its windows and its timeout are measured on.
+    ///   - instruments: where its transitions and call outcomes are counted; nil for none.
+    ///   - currentServer: says where calls go now (`host:port`), or nil when unknown; a
+    ///     breaker with it judges one server at a time and starts CLOSED for a new one.
     public init(
         configuration: CircuitBreakerConfiguration = .init(),
         clock: any ReliabilityClock = SystemClock(),

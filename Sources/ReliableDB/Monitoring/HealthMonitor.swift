@@ -96,9 +96,13 @@ public final class HealthMonitor: Service, Sendable {
         var logged: (state: HealthState, reason: String)?
     }
 
-    /// - Parameter configuration: the interval, thresholds and alert settings; by default those of
-    ///   the environment's configuration the database was built from
-    ///   (``ReliableDatabase/environmentConfiguration``), else the defaults.
+    /// - Parameters:
+    ///   - database: the database it probes and whose metrics and breaker it reads.
+    ///   - configuration: the interval, thresholds and alert settings; by default those of
+    ///     the environment's configuration the database was built from
+    ///     (``ReliableDatabase/environmentConfiguration``), else the defaults.
+    ///   - sinks: where alert notifications go.
+    ///   - logger: where changes of the database's health are logged.
     public init<Backend: DatabaseBackend>(
         database: ReliableDatabase<Backend>,
         configuration: Configuration? = nil,

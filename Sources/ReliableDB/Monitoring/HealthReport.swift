@@ -4,7 +4,7 @@ import Foundation
 /// rate.
 ///
 /// Built from a cached ``HealthStatus``, so producing it never queries the database. Frameworks
-/// other than Hummingbird (Vapor, plain SwiftNIO) serve ``HealthReport/json(_:)`` as is.
+/// other than Hummingbird (Vapor, plain SwiftNIO) serve ``HealthReport/json(_:now:)`` as is.
 public struct HealthReport: Codable, Sendable, Equatable {
     public struct ConnectionPool: Codable, Sendable, Equatable {
         public var total: Int

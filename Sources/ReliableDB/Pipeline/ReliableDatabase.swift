@@ -50,6 +50,9 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     private let standbyProber: BreakerProber?
 
     /// - Parameters:
+    ///   - backend: the database client the pipeline runs operations on.
+    ///   - configuration: the breaker, retry, timeout and load-shedding settings.
+    ///   - clock: the clock deadlines, backoff and the breaker's windows are measured on.
     ///   - instruments: where event metrics go (see ReliableDBPrometheus); nil for none.
     ///   - jitterSeed: fixes the backoff jitter sequence, for reproducible tests.
     ///   - tracer: where operation spans go; the bootstrapped `InstrumentationSystem.tracer` by

@@ -18,7 +18,7 @@ extension PostgresBackend {
         }
     }
 
-    /// One server of the URL as a direct connection found it (``topology()``).
+    /// One server of the URL as a direct connection found it (``topology(connectTimeout:)``).
     public struct ServerReport: Sendable, Equatable {
         public var server: PostgresURL.Endpoint
         /// What the server said of itself; nil when it could not be reached.
