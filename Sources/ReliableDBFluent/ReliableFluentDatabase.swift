@@ -22,10 +22,15 @@ struct ReliableFluentDatabase: Sendable {
     let context: DatabaseContext
     let names: FluentOperationNames
     let overrides: FluentReliabilityOverrides
-    /// The connection of the enclosing `transaction` or `withConnection` block; nil outside one,
-    /// where every operation leases its own.
-    let session: PostgresConnection?
+    /// The connection of the enclosing `transaction` or `withConnection` block and the attempt it
+    /// runs in; nil outside one, where every operation leases its own.
+    let session: Session?
     let inTransaction: Bool
+
+    struct Session: Sendable {
+        let connection: PostgresConnection
+        let attempt: AttemptContext
+    }
 
     func with(_ overrides: FluentReliabilityOverrides) -> ReliableFluentDatabase {
         ReliableFluentDatabase(
@@ -38,13 +43,17 @@ struct ReliableFluentDatabase: Sendable {
         )
     }
 
-    private func onSession(_ connection: PostgresConnection, inTransaction: Bool) -> ReliableFluentDatabase {
+    private func onSession(
+        _ connection: PostgresConnection,
+        _ attempt: AttemptContext,
+        inTransaction: Bool
+    ) -> ReliableFluentDatabase {
         ReliableFluentDatabase(
             reliable: reliable,
             context: context,
             names: names,
             overrides: overrides,
-            session: connection,
+            session: Session(connection: connection, attempt: attempt),
             inTransaction: inTransaction
         )
     }
@@ -57,7 +66,9 @@ struct ReliableFluentDatabase: Sendable {
         _ onRow: @escaping @Sendable (any SQLRow) -> Void
     ) -> EventLoopFuture<Void> {
         if let session {
-            return session.sql(queryLogLevel: nil).execute(sql: expression, onRow).hop(to: context.eventLoop)
+            return session.connection.sql(queryLogLevel: nil).execute(sql: expression, onRow).hop(
+                to: context.eventLoop
+            )
         }
         let options = options()
         return onEventLoop { try await self.runPooled(expression, options, onRow) }
@@ -146,20 +157,24 @@ extension ReliableFluentDatabase: Database {
         let options = overrides.apply(to: OperationOptions("transaction", kind: .transaction))
         return onEventLoop {
             try await self.reliable.transaction(options) { connection in
-                try await closure(self.onSession(connection, inTransaction: true)).map(Unchecked.init).get()
+                // The pipeline's transaction sets its own backstop.
+                try await closure(self.onSession(connection, .unbounded, inTransaction: true)).map(Unchecked.init).get()
             }
         }.map(\.value)
     }
 
-    /// A transaction on the connection of a `withConnection` block, which is already the operation.
+    /// A transaction on the connection of a `withConnection` block, which is already the operation;
+    /// with the server-side backstop a transaction of that attempt needs.
     private func transaction<T>(
-        on connection: PostgresConnection,
+        on session: Session,
         _ closure: @escaping @Sendable (any Database) -> EventLoopFuture<T>
     ) -> EventLoopFuture<T> {
-        let inner = onSession(connection, inTransaction: true)
+        let inner = onSession(session.connection, session.attempt, inTransaction: true)
+        let backstop = reliable.raw.transactionBackstop(within: session.attempt)
         return onEventLoop {
             try await inner.raw("BEGIN").run()
             do {
+                if let backstop { _ = try await session.connection.query(backstop, logger: inner.logger).collect() }
                 let result = try await closure(inner).map(Unchecked.init).get()
                 try await inner.raw("COMMIT").run()
                 return result
@@ -174,8 +189,8 @@ extension ReliableFluentDatabase: Database {
         if session != nil { return closure(self) }
         let options = overrides.apply(to: OperationOptions("connection"))
         return onEventLoop {
-            try await self.reliable.query(options) { connection in
-                try await closure(self.onSession(connection, inTransaction: false)).map(Unchecked.init).get()
+            try await self.reliable.session(options) { connection, attempt in
+                try await closure(self.onSession(connection, attempt, inTransaction: false)).map(Unchecked.init).get()
             }
         }.map(\.value)
     }
@@ -200,7 +215,7 @@ extension ReliableFluentDatabase: SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
         if let session {
-            try await session.sql(queryLogLevel: nil).execute(sql: query, onRow)
+            try await session.connection.sql(queryLogLevel: nil).execute(sql: query, onRow)
         } else {
             try await runPooled(query, names.options(forSQL: serialize(query).sql, overrides), onRow)
         }
@@ -209,8 +224,8 @@ extension ReliableFluentDatabase: SQLDatabase {
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         if session != nil { return try await closure(self) }
         let options = overrides.apply(to: OperationOptions("connection"))
-        return try await reliable.query(options) { connection in
-            try await Unchecked(closure(self.onSession(connection, inTransaction: false)))
+        return try await reliable.session(options) { connection, attempt in
+            try await Unchecked(closure(self.onSession(connection, attempt, inTransaction: false)))
         }.value
     }
 }

@@ -27,17 +27,30 @@ extension PostgresBackend {
             pool.release(connection, discard: false)
             throw error
         }
+        // An attempt whose deadline is later than the connection's backstop raises it for this lease.
+        let raise = attempt.deadline == nil ? nil : backstop.setForSession(within: attempt, now: clock.now)
         let result: R
         do {
-            result = try await connection.run(body)
+            if let raise {
+                let logger = self.logger
+                result = try await connection.run { connection in
+                    _ = try await connection.query(raise, logger: logger).collect()
+                    let result = try await body(connection)
+                    _ = try await connection.query(ServerBackstop.reset, logger: logger).collect()
+                    return result
+                }
+            } else {
+                result = try await connection.run(body)
+            }
         } catch {
             attempt.detachInterrupt(token)
             let onStandby = pool !== self.pool
             // A standby refuses what only a primary can do: the read was not one.
             let error = onStandby && statusCode(of: error) == "25006" ? PostgresStandbyRefusedError(error) : error
             let cancelled = connection.statementEnded()
+            // A raised backstop may still be set: the connection would carry it to its next caller.
             let discard =
-                classify(error).discardConnection || (cancelled && !Self.isOurCancel(error))
+                classify(error).discardConnection || (cancelled && !Self.isOurCancel(error)) || raise != nil
             pool.release(connection, discard: discard)
             if !onStandby, isDemotion(error) {
                 // The connections that existed with it reach the same server: none may take another write.
@@ -71,5 +84,13 @@ extension PostgresBackend {
         return try attempt.attachInterrupt {
             connection.deadlineReached(hardStopAfter: grace, logger: logger)
         }
+    }
+
+    /// What a transaction opened on a leased connection of `attempt` sends right after BEGIN: its
+    /// server-side backstop behind PgBouncer (`SET LOCAL statement_timeout`), nil elsewhere, where
+    /// the lease's setting covers it. For callers that send BEGIN themselves (Fluent's nested
+    /// transactions).
+    package func transactionBackstop(within attempt: AttemptContext) -> PostgresQuery? {
+        backstop.setLocal(within: attempt, now: clock.now)
     }
 }

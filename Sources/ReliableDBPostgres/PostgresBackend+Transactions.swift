@@ -10,19 +10,16 @@ extension PostgresBackend {
     /// throws or when the attempt's deadline passed before COMMIT could be sent, so a caller told
     /// "timed out" never finds the transaction committed later. `commit` records whether COMMIT
     /// was sent and answered, so a connection lost in between is reported as
-    /// ``CommitOutcomeUnknownError``. Behind PgBouncer the server-side backstop is
-    /// `SET LOCAL statement_timeout`, which ends with the transaction.
+    /// ``CommitOutcomeUnknownError``. When the connection's server-side backstop does not cover the
+    /// attempt (behind PgBouncer, or a deadline later than it), the transaction sets its own with
+    /// `SET LOCAL statement_timeout`, which ends with it.
     package func transaction<R: Sendable>(
         on connection: PostgresConnection,
         within attempt: AttemptContext,
         commit: CommitTracker,
         _ body: (PostgresConnection) async throws -> R
     ) async throws -> R {
-        let setLocal: PostgresQuery? =
-            url.pgbouncer
-            ? statementTimeout.map {
-                PostgresQuery(unsafeSQL: "SET LOCAL statement_timeout = \(Int64($0.milliseconds))")
-            } : nil
+        let setLocal = backstop.setLocal(within: attempt, now: clock.now)
         do {
             let result = try await connection.withTransaction(logger: logger) { connection in
                 if let setLocal { _ = try await connection.query(setLocal, logger: logger).collect() }

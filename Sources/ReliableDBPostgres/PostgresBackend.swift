@@ -12,7 +12,7 @@ import Synchronization
 /// connection bounded by the earlier of the pool timeout and the operation's deadline, and a
 /// deadline that stops the statement on the server and always releases the caller
 /// (Sources/ReliableDB/Documentation.docc/Deadlines.md).
-public final class PostgresBackend: DatabaseBackend {
+public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     public let url: PostgresURL
     public let connectionLimit: Int
     public let poolTimeout: Duration
@@ -22,8 +22,8 @@ public final class PostgresBackend: DatabaseBackend {
     let connectionConfiguration: PostgresConnection.Configuration
     /// The connect over the URL's servers that the pool uses.
     let hostWalk: HostWalk
-    /// The server-side backstop timeout (see `init`).
-    let statementTimeout: Duration?
+    /// The server-side `statement_timeout` and when a statement or transaction needs its own.
+    let backstop: ServerBackstop
     let pool: PostgresPool
     /// Connections to standbys for reads (with several servers, ``standbyReads``), else nil; none
     /// is opened until a read needs one.
@@ -52,8 +52,10 @@ public final class PostgresBackend: DatabaseBackend {
     ///   - keepAliveInterval: a connection idle this long is checked with `SELECT 1` (and closed
     ///     if that fails) before a caller can get a dead one; it also keeps NAT and firewall state.
     ///   - statementTimeout: the server-side `statement_timeout` set on every connection, a backstop
-    ///     for when a cancel request cannot reach the server. Nil leaves the server's setting.
-    ///     Behind PgBouncer (`pgbouncer=true`) it is set per transaction instead.
+    ///     for when a cancel request cannot reach the server; an operation whose deadline is later
+    ///     raises it for its own statements. Nil leaves the server's setting. Behind PgBouncer
+    ///     (`pgbouncer=true`) it is set per transaction instead. The default is what the default
+    ///     timeouts need (``defaultStatementTimeout``).
     ///   - cancelGrace: see ``cancelGrace``.
     ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
     ///     failing is skipped (Sources/ReliableDBPostgres/Documentation.docc/Failover.md); 1 s after its first failure, doubling.
@@ -66,7 +68,7 @@ public final class PostgresBackend: DatabaseBackend {
         maxLifetime: Duration = .seconds(1800),
         idleTimeout: Duration = .seconds(60),
         keepAliveInterval: Duration = .seconds(30),
-        statementTimeout: Duration? = .seconds(305),
+        statementTimeout: Duration? = PostgresBackend.defaultStatementTimeout,
         cancelGrace: Duration = .milliseconds(50),
         maxServerEjection: Duration = .seconds(30),
         clock: any ReliabilityClock = SystemClock(),
@@ -76,17 +78,16 @@ public final class PostgresBackend: DatabaseBackend {
         self.connectionLimit = connectionLimit
         self.poolTimeout = poolTimeout
         self.cancelGrace = cancelGrace
-        self.statementTimeout = statementTimeout
+        let backstop = ServerBackstop(connectionDefault: statementTimeout, perTransactionOnly: url.pgbouncer)
+        self.backstop = backstop
         self.clock = clock
         self.logger = logger
         // One configuration per server of the URL; the walk picks among them (HostWalk.swift).
         var configurations: [PostgresConnection.Configuration] = []
         for endpoint in url.endpoints {
             var configuration = try Self.connectionConfiguration(for: url, endpoint: endpoint)
-            if let statementTimeout, !url.pgbouncer {
-                configuration.options.additionalStartupParameters.append(
-                    ("statement_timeout", "\(Int64(statementTimeout.milliseconds))")
-                )
+            if let parameter = backstop.startupParameter {
+                configuration.options.additionalStartupParameters.append(parameter)
             }
             configurations.append(configuration)
         }
@@ -142,6 +143,11 @@ public final class PostgresBackend: DatabaseBackend {
             standbyWalk = nil
             readPool = nil
         }
+    }
+
+    /// The server-side backstop the default timeouts need: the longest default timeout plus 5 s.
+    public static var defaultStatementTimeout: Duration? {
+        ServerBackstop.duration(for: TimeoutConfiguration())
     }
 
     deinit {

@@ -21,13 +21,11 @@ extension ReliableDatabase where Backend == PostgresBackend {
             throw UnsupportedPostgresLocationError(location: configuration.database)
         }
         let reliability = reliability ?? configuration.reliability
-        let longest = OperationKind.allCases.map { reliability.timeouts[$0] }.max() ?? .seconds(300)
         let backend = try PostgresBackend(
             url: url,
             connectionLimit: configuration.connectionLimit,
             poolTimeout: configuration.poolTimeout,
-            statementTimeout: reliability.timeouts.enabled
-                ? max(longest, reliability.timeouts.batchCap) + .seconds(5) : nil,
+            statementTimeout: ServerBackstop.duration(for: reliability.timeouts),
             clock: clock,
             logger: logger
         )
@@ -52,6 +50,18 @@ extension ReliableDatabase where Backend == PostgresBackend {
     ) async throws -> T {
         try await execute(options) { attempt in
             try await raw.withConnection(within: attempt, readOnly: options.readOnly, body)
+        }
+    }
+
+    /// As ``query(_:_:)``, and `body` also gets the attempt it runs in: for a caller that opens
+    /// transactions on the connection itself and must give them their server-side backstop
+    /// (``PostgresBackend/transactionBackstop(within:)``).
+    package func session<T: Sendable>(
+        _ options: OperationOptions,
+        _ body: @escaping @Sendable (PostgresConnection, AttemptContext) async throws -> T
+    ) async throws -> T {
+        try await execute(options) { attempt in
+            try await raw.withConnection(within: attempt, readOnly: options.readOnly) { try await body($0, attempt) }
         }
     }
 

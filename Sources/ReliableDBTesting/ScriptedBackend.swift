@@ -19,7 +19,7 @@ public struct ClassifiedError: Error, Equatable, Sendable {
 /// dashboards, retry policies) without a server: the test sets whether probes succeed and which
 /// pool numbers are reported, and its operations return or throw what the test scripts
 /// (``ClassifiedError`` picks the class the pipeline sees).
-public final class ScriptedBackend: DatabaseBackend {
+public final class ScriptedBackend: DatabaseBackend, StandbyRouting {
     private struct State {
         var reachable = true
         var pool: PoolStatistics
@@ -79,6 +79,17 @@ public final class ScriptedBackend: DatabaseBackend {
     public var standbyReads: StandbyReads {
         get { state.withLock { $0.standbyReads } }
         set { state.withLock { $0.standbyReads = newValue } }
+    }
+
+    /// Reads go to the scripted standby only with ``StandbyReads/always``.
+    public var readsGoToStandby: Bool { standbyReads == .always }
+
+    /// The scripted standby is always worth a try when there is one.
+    public func standbyWorthTrying() -> Bool { standbyReads != .unavailable }
+
+    /// The standby answers as the scripted server does.
+    public func probeStandby(within attempt: AttemptContext) async throws {
+        try await probeServer(within: attempt)
     }
 
     /// Probes run so far.

@@ -342,6 +342,39 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    @Test func anOperationWhoseTimeoutOutlastsTheBackstopRaisesItForItsOwnLeaseOnly() async throws {
+        let backend = try PostgresBackend(
+            url: try TestServer.url(),
+            connectionLimit: 1,
+            statementTimeout: .milliseconds(300)
+        )
+        let db = try ReliableDatabase(backend: backend, configuration: .init())
+        // Its own timeout is 5 s: the server's 300 ms must not end it first.
+        let rows = try await db.query(.init("long", timeout: .seconds(5))) { connection in
+            try await connection.query("SELECT pg_sleep(0.6)", logger: logger).collect().count
+        }
+        #expect(rows == 1)
+        // The pool's one connection is back to the backstop for the next caller, which has no deadline.
+        let setting = try await backend.withConnection { connection in
+            var value = ""
+            for try await row in try await connection.query("SHOW statement_timeout", logger: logger)
+                .decode(String.self)
+            {
+                value = row
+            }
+            return value
+        }
+        #expect(setting == "300ms")
+        #expect(backend.poolStatistics().total == 1, "the raised setting was reset, not left for a new connection")
+        // A transaction of that kind too.
+        let committed = try await db.transaction(.init("long transaction", kind: .transaction, timeout: .seconds(5))) {
+            connection in
+            try await connection.query("SELECT pg_sleep(0.6)", logger: logger).collect().count
+        }
+        #expect(committed == 1)
+        try await db.shutdown()
+    }
+
     @Test func theStatementTimeoutBackstopStopsAQueryWhenNoDeadlineIsSet() async throws {
         let backend = try PostgresBackend(
             url: try TestServer.url(),

@@ -117,7 +117,7 @@ extension ReliableDatabase {
         // down: then the kept result answers at once), the primary when a standby did
         // (standby_reads=true).
         let route: ReadScope.Route = scope.standby == nil ? .standby : .primary
-        if raw.standbyReads != .unavailable, route == .primary || raw.standbyWorthTrying() {
+        if let standby = standbyRouting, route == .primary || standby.standbyWorthTrying() {
             let second = ReadScope(route: route)
             do {
                 let value = try await ReadScope.$current.withValue(second) { try await read() }

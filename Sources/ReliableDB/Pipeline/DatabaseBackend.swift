@@ -19,10 +19,6 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// fresh connection tells whether the server accepts work again. Throws when it does not.
     func probeServer(within attempt: AttemptContext) async throws
 
-    /// As ``probeServer(within:)``, on a standby that reads go to: what the prober of the standby's
-    /// breaker asks while that breaker is open. Only backends with ``standbyReads`` are asked.
-    func probeStandby(within attempt: AttemptContext) async throws
-
     /// Whether a failed ``probeServer(within:)`` found no server of the needed role but one
     /// answering in another (a standby not promoted yet): the breaker's prober then looks again
     /// every 200 ms, so writes go on as soon as the promotion is done.
@@ -51,24 +47,6 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// With several servers (a multi-host URL): what each is known to be, in the configured order.
     /// Empty for a backend that talks to one server.
     func servers() -> [ServerHealth]
-
-    /// Whether reads can go to a standby, and when (``StandbyReads``). Reads that do are counted
-    /// by a circuit breaker of their own, so a primary's outage does not stop them.
-    var standbyReads: StandbyReads { get }
-
-    /// Whether a standby answers reads now: a connection to one is open and its last connect did
-    /// not fail. Read from memory, for readiness (``ReliableDatabase/standbyServesReads``).
-    var standbyAnswers: Bool { get }
-
-    /// Whether a read would go to a standby now (``StandbyReads/always``, the standby not known
-    /// down nor known too far behind), read from memory: the read is then counted by the standby's
-    /// breaker, else by the primary's.
-    var readsGoToStandby: Bool { get }
-
-    /// Whether a read should try a standby now: false while the standby is known down (its last
-    /// connect failed and no connection to it is open), except for one call a second, which gets
-    /// to try it again (so a standby that came back is found).
-    func standbyWorthTrying() -> Bool
 }
 
 extension DatabaseBackend {
@@ -76,10 +54,6 @@ extension DatabaseBackend {
 
     public func probeServer(within attempt: AttemptContext) async throws {
         _ = try await probe(within: attempt)
-    }
-
-    public func probeStandby(within attempt: AttemptContext) async throws {
-        try await probeServer(within: attempt)
     }
 
     public var currentServer: String? { nil }
@@ -93,14 +67,6 @@ extension DatabaseBackend {
     public func statusCode(of error: any Error) -> String? { nil }
 
     public func servers() -> [ServerHealth] { [] }
-
-    public var standbyReads: StandbyReads { .unavailable }
-
-    public var standbyAnswers: Bool { false }
-
-    public var readsGoToStandby: Bool { standbyReads == .always }
-
-    public func standbyWorthTrying() -> Bool { standbyReads != .unavailable }
 }
 
 /// One server of a multi-host configuration, as `/api/health` lists it.

@@ -171,7 +171,7 @@ public struct AttemptContext: Sendable {
     /// trial can time out waiting and the breaker opens again (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public let isBreakerProbe: Bool
 
-    init(scheduler: DeadlineScheduler?, attempt: Int, deadline: MonotonicTime?, isBreakerProbe: Bool = false) {
+    package init(scheduler: DeadlineScheduler?, attempt: Int, deadline: MonotonicTime?, isBreakerProbe: Bool = false) {
         self.scheduler = scheduler
         self.attempt = attempt
         self.deadline = deadline

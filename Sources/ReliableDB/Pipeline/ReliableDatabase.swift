@@ -12,6 +12,9 @@ import Tracing
 public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// The wrapped backend, for work that must bypass the pipeline.
     public let raw: Backend
+    /// The backend as a ``StandbyRouting`` one, when it adopts that capability and can send reads
+    /// to a standby; nil otherwise.
+    let standbyRouting: (any StandbyRouting)?
     public let configuration: ReliabilityConfiguration
     /// The environment's configuration this database was built from (`.postgres(configuration:)`,
     /// `.sqlite(configuration:)`), kept so the health monitor and the Vapor and Hummingbird
@@ -20,7 +23,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     public let environmentConfiguration: ReliableDBConfiguration?
     /// The breaker of the primary: every operation but reads that go to a standby.
     public let circuitBreaker: CircuitBreaker
-    /// The breaker of reads that go to a standby (``DatabaseBackend/standbyReads``), so that
+    /// The breaker of reads that go to a standby (``StandbyRouting/standbyReads``), so that
     /// writes failing while the primary is gone do not stop reads a standby can serve; nil when
     /// the backend has no standby.
     public let standbyCircuitBreaker: CircuitBreaker?
@@ -77,6 +80,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             )
         }
         raw = backend
+        let standbyRouting = (backend as? any StandbyRouting).flatMap { $0.standbyReads == .unavailable ? nil : $0 }
+        self.standbyRouting = standbyRouting
         self.environmentConfiguration = environmentConfiguration
         let chosen = tracer ?? InstrumentationSystem.tracer
         self.tracer = chosen is NoOpTracer ? nil : chosen
@@ -92,8 +97,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         )
         // Its state is in the snapshot and /api/health; the breaker gauges stay the primary's.
         standbyCircuitBreaker =
-            backend.standbyReads == .unavailable
-            ? nil : CircuitBreaker(configuration: configuration.circuitBreaker, clock: clock)
+            standbyRouting == nil ? nil : CircuitBreaker(configuration: configuration.circuitBreaker, clock: clock)
         if let instruments { backend.attach(instruments) }
         operationMetrics = OperationMetricsRecorder(
             slowQueryThreshold: configuration.slowQueryThreshold,
@@ -133,12 +137,12 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             probe: probing { [backend] in try await backend.probeServer(within: $0) }
         )
         circuitBreaker.onTransition { [weak prober] in prober?.observe($0) }
-        if let standbyCircuitBreaker {
+        if let standbyCircuitBreaker, let standbyRouting {
             let standbyProber = BreakerProber(
                 breaker: standbyCircuitBreaker,
                 clock: clock,
                 jitterSeed: seed &+ 2,
-                probe: probing { [backend] in try await backend.probeStandby(within: $0) }
+                probe: probing { try await standbyRouting.probeStandby(within: $0) }
             )
             standbyCircuitBreaker.onTransition { [weak standbyProber] in standbyProber?.observe($0) }
             self.standbyProber = standbyProber
@@ -362,7 +366,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// the load balancer would stop the reads a standby can serve, with the writes.
     public var standbyServesReads: Bool {
         guard let standbyCircuitBreaker, !standbyCircuitBreaker.isRejectingCalls else { return false }
-        return raw.standbyAnswers
+        return standbyRouting?.standbyAnswers ?? false
     }
 
     /// The standby's breaker for a read the backend sends to a standby, else the primary's.
@@ -372,7 +376,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         switch ReadScope.current?.route {
         case .standby?: return standbyCircuitBreaker
         case .primary?: return circuitBreaker
-        case .usual?, nil: return raw.readsGoToStandby ? standbyCircuitBreaker : circuitBreaker
+        case .usual?, nil: return standbyRouting?.readsGoToStandby == true ? standbyCircuitBreaker : circuitBreaker
         }
     }
 
