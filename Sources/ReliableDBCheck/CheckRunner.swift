@@ -108,7 +108,8 @@ package final class CheckRunner<Target: CheckTarget> {
     /// - Throws: only when the scenario's own configuration is refused.
     package func runReliability() async throws {
         let configuration = ReliabilityConfiguration(
-            circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .milliseconds(300), retry: .none),
+            circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .milliseconds(300)),
+            retry: .none,
             retryBudget: .unlimited
         )
         let db = try target.privateDatabase(configuration)
@@ -155,7 +156,8 @@ package final class CheckRunner<Target: CheckTarget> {
     /// - Throws: only when the scenario's own configuration is refused.
     package func runDegradation() async throws {
         let configuration = ReliabilityConfiguration(
-            circuitBreaker: .init(failureThreshold: 100, retry: .none),
+            circuitBreaker: .init(failureThreshold: 100),
+            retry: .none,
             retryBudget: .unlimited
         )
         let db = try target.privateDatabase(configuration)
@@ -213,7 +215,7 @@ package final class CheckRunner<Target: CheckTarget> {
     /// connection reusable, a timed-out transaction is rolled back, a batch gets a scaled deadline.
     /// - Throws: only when the scenario's own configuration is refused.
     package func runTimeouts() async throws {
-        let db = try target.privateDatabase(.init(circuitBreaker: .init(retry: .none)))
+        let db = try target.privateDatabase(.init(retry: .none))
         await check("timeouts", "within limit") {
             _ = try await target.selectOne(on: db, .read("check-fast", timeout: .seconds(2)))
             return "SELECT 1 finished inside a 2 s limit"
@@ -364,9 +366,9 @@ package final class CheckRunner<Target: CheckTarget> {
                 circuitBreaker: .init(
                     failureThreshold: 1,
                     successThreshold: 1,
-                    timeout: .milliseconds(200),
-                    retry: .none
-                )
+                    timeout: .milliseconds(200)
+                ),
+                retry: .none
             )
         )
         await check("recovery", "automatic recovery") {

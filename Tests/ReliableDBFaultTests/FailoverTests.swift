@@ -83,7 +83,7 @@ struct FailoverTests {
         for server in [demoted, other] { try await server.execute("CREATE TABLE \(table) (id int)") }
         let db = try ReliableDatabase(
             backend: try PostgresBackend(url: url, connectionLimit: 4, poolTimeout: .seconds(2)),
-            configuration: .init(circuitBreaker: .init(retry: .init(attempts: 3, initialDelay: .milliseconds(10))))
+            configuration: .init(retry: .init(attempts: 3, initialDelay: .milliseconds(10)))
         )
         var failedWrites = 0
         func write(_ id: Int) async throws {

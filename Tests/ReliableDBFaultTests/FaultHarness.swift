@@ -260,11 +260,10 @@ final class FaultWorkload: Sendable {
             configuration: .init(
                 circuitBreaker: settings.breaker == .defaults
                     ? ReliableDBConfiguration().reliability.circuitBreaker
-                    : .init(
-                        failureThreshold: 5,
-                        timeout: settings.breakerTimeout,
-                        retry: .init(attempts: 3, initialDelay: .milliseconds(20), maxDelay: .milliseconds(200))
-                    ),
+                    : .init(failureThreshold: 5, timeout: settings.breakerTimeout),
+                retry: settings.breaker == .defaults
+                    ? ReliableDBConfiguration().reliability.retry
+                    : .init(attempts: 3, initialDelay: .milliseconds(20), maxDelay: .milliseconds(200)),
                 timeouts: .init(
                     query: settings.queryTimeout,
                     transaction: settings.transactionTimeout,

@@ -48,7 +48,7 @@ struct DroppedStatementTests {
         let db = try TestServer.open(
             try TestServer.url(),
             connectionLimit: 2,
-            reliability: .init(circuitBreaker: .init(failureThreshold: 100, retry: .init(attempts: 1)))
+            reliability: .init(circuitBreaker: .init(failureThreshold: 100), retry: .init(attempts: 1))
         )
         // A connection open already, so the wait below is the statement's alone, not a connect's.
         #expect(try await db.selectInt(.read("before"), "SELECT 1") == 1)

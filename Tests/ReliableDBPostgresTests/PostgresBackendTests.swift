@@ -194,7 +194,8 @@ struct PostgresBackendTests {
             url,
             connectionLimit: 3,
             reliability: .init(
-                circuitBreaker: .init(failureThreshold: 100, retry: .init(attempts: 5, initialDelay: .milliseconds(10)))
+                circuitBreaker: .init(failureThreshold: 100),
+                retry: .init(attempts: 5, initialDelay: .milliseconds(10))
             )
         )
         let observer = try await Observer.connect()
@@ -242,9 +243,7 @@ struct PostgresBackendTests {
             try TestServer.url(),
             connectionLimit: 8,
             reliability: .init(
-                circuitBreaker: .init(
-                    retry: .init(attempts: 30, initialDelay: .milliseconds(1), maxDelay: .milliseconds(50))
-                ),
+                retry: .init(attempts: 30, initialDelay: .milliseconds(1), maxDelay: .milliseconds(50)),
                 retryBudget: .unlimited
             )
         )
@@ -306,7 +305,8 @@ struct PostgresBackendTests {
             connectionLimit: 2,
             poolTimeout: .milliseconds(500),
             reliability: .init(
-                circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .seconds(1), retry: .none)
+                circuitBreaker: .init(failureThreshold: 3, successThreshold: 1, timeout: .seconds(1)),
+                retry: .none
             )
         )
         #expect(try await db.selectInt(.read("before"), "SELECT 1") == 1)

@@ -69,9 +69,7 @@ struct SQLiteIntegrationTests {
         let db = try file.open(
             busyTimeout: .milliseconds(20),
             reliability: .init(
-                circuitBreaker: .init(
-                    retry: .init(attempts: 50, initialDelay: .milliseconds(5), maxDelay: .milliseconds(20))
-                )
+                retry: .init(attempts: 50, initialDelay: .milliseconds(5), maxDelay: .milliseconds(20))
             )
         )
         try await db.createCarmenSchema()
@@ -118,7 +116,7 @@ struct SQLiteIntegrationTests {
     @Test func aConstraintViolationIsNotRetriedAndLeavesTheBreakerClosed() async throws {
         let file = try TemporaryDatabaseFile()
         let db = try file.open(
-            reliability: .init(circuitBreaker: .init(failureThreshold: 1, retry: .init(attempts: 5)))
+            reliability: .init(circuitBreaker: .init(failureThreshold: 1), retry: .init(attempts: 5))
         )
         try await db.createCarmenSchema()
         _ = try await db.write(.init("insert-user")) {

@@ -52,7 +52,8 @@ struct CircuitBreakerConcurrencyTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 1, timeout: .seconds(10), maxConcurrentProbes: 2, retry: .none),
+            breaker: .init(failureThreshold: 1, timeout: .seconds(10), maxConcurrentProbes: 2),
+            retry: .none,
             timeouts: .init(enabled: false)
         )
         db.circuitBreaker.forceState(.open)

@@ -37,7 +37,8 @@ struct HealthMonitorTests {
             db = try! ReliableDatabase(
                 backend: backend,
                 configuration: .init(
-                    circuitBreaker: .init(failureThreshold: 3, retry: .none),
+                    circuitBreaker: .init(failureThreshold: 3),
+                    retry: .none,
                     timeouts: .init(enabled: false)
                 ),
                 clock: clock

@@ -11,7 +11,7 @@ struct PipelineTests {
 
     @Test func transientErrorsAreRetriedUntilSuccess() async throws {
         let clock = ManualClock()
-        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        let db = makeDatabase(clock: clock, breaker: .init(), retry: threeAttempts, timeouts: noTimeouts)
         let script = Script([
             .failure(.init(errorClass: .transientTransaction)), .failure(.init(errorClass: .overload)), .success(7),
         ])
@@ -34,7 +34,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 1, retry: threeAttempts),
+            breaker: .init(failureThreshold: 1),
+            retry: threeAttempts,
             timeouts: noTimeouts
         )
         let script = Script([.failure(.init(errorClass: .caller))])
@@ -51,7 +52,7 @@ struct PipelineTests {
 
     @Test func aWriteThatMayHaveReachedTheServerIsNotRetriedUnlessIdempotent() async throws {
         let clock = ManualClock()
-        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        let db = makeDatabase(clock: clock, breaker: .init(), retry: threeAttempts, timeouts: noTimeouts)
         let lostReply = ClassifiedError(errorClass: .connection, mayHaveReachedServer: true)
 
         let write = Script([.failure(lostReply), .success(1)])
@@ -76,7 +77,7 @@ struct PipelineTests {
 
     @Test func noClassIsRetriedWhenTheStatementMayHaveTakenEffect() async throws {
         let clock = ManualClock()
-        let db = makeDatabase(clock: clock, breaker: .init(retry: threeAttempts), timeouts: noTimeouts)
+        let db = makeDatabase(clock: clock, breaker: .init(), retry: threeAttempts, timeouts: noTimeouts)
         for errorClass in [ErrorClass.transientTransaction, .overload, .connection] {
             let maybeApplied = ClassifiedError(errorClass: errorClass, mayHaveReachedServer: true)
             let write = Script([.failure(maybeApplied), .success(1)])
@@ -96,7 +97,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 100, retry: threeAttempts),
+            breaker: .init(failureThreshold: 100),
+            retry: threeAttempts,
             timeouts: noTimeouts
         )
         let script = Script([.failure(.init(errorClass: .connection))])
@@ -121,7 +123,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 2, retry: .init(attempts: 10, initialDelay: .milliseconds(10))),
+            breaker: .init(failureThreshold: 2),
+            retry: .init(attempts: 10, initialDelay: .milliseconds(10)),
             timeouts: noTimeouts
         )
         let script = Script([.failure(.init(errorClass: .connection))])
@@ -145,7 +148,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 10_000, retry: .init(attempts: 5, initialDelay: .zero, maxDelay: .zero)),
+            breaker: .init(failureThreshold: 10_000),
+            retry: .init(attempts: 5, initialDelay: .zero, maxDelay: .zero),
             timeouts: noTimeouts,
             budget: .init(ratio: 0.1, minRetriesPerSecond: 0, window: .seconds(60))
         )
@@ -192,9 +196,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(
-                retry: .init(attempts: 10, initialDelay: .seconds(2), maxDelay: .seconds(2), backoffMultiplier: 1)
-            ),
+            breaker: .init(),
+            retry: .init(attempts: 10, initialDelay: .seconds(2), maxDelay: .seconds(2), backoffMultiplier: 1),
             timeouts: .init(query: .seconds(3))
         )
         let script = Script([.failure(.init(errorClass: .overload))])
@@ -233,7 +236,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 1, retry: .none),
+            breaker: .init(failureThreshold: 1),
+            retry: .none,
             timeouts: noTimeouts,
             circuitBreakerEnabled: false
         )
@@ -251,7 +255,8 @@ struct PipelineTests {
         let clock = ManualClock()
         let db = makeDatabase(
             clock: clock,
-            breaker: .init(failureThreshold: 1, successThreshold: 1, timeout: .seconds(1), retry: .none),
+            breaker: .init(failureThreshold: 1, successThreshold: 1, timeout: .seconds(1)),
+            retry: .none,
             timeouts: noTimeouts
         )
         let seen = Mutex<[Bool]>([])
@@ -275,7 +280,7 @@ struct PipelineTests {
 
     @Test func breakerTransitionsAreDelivered() async throws {
         let clock = ManualClock()
-        let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1, retry: .none), timeouts: noTimeouts)
+        let db = makeDatabase(clock: clock, breaker: .init(failureThreshold: 1), retry: .none, timeouts: noTimeouts)
         let transitions = db.circuitBreaker.transitions.subscribe()
         let script = Script([.failure(.init(errorClass: .connection))])
         _ = try? await db.execute(OperationOptions("x")) { _ in try script.next() }

@@ -138,7 +138,7 @@ struct StandbyFallbackTests {
         backend.standbyReads = .always
         let db = try ReliableDatabase(
             backend: backend,
-            configuration: .init(circuitBreaker: .init(failureThreshold: 2, retry: .none)),
+            configuration: .init(circuitBreaker: .init(failureThreshold: 2), retry: .none),
             clock: ManualClock()
         )
         for _ in 0..<5 {
@@ -166,7 +166,7 @@ struct StandbyFallbackTests {
         backend.standbyReads = .always
         let db = try ReliableDatabase(
             backend: backend,
-            configuration: .init(circuitBreaker: .init(retry: .none)),
+            configuration: .init(retry: .none),
             clock: ManualClock()
         )
         let answer = try await db.withFallback(ReadFallback(key: "orders", maxAge: .seconds(10))) {
@@ -183,7 +183,7 @@ struct StandbyFallbackTests {
         // No retries: their backoff would wait on the manual clock.
         let db = try ReliableDatabase(
             backend: backend,
-            configuration: .init(circuitBreaker: .init(retry: .none)),
+            configuration: .init(retry: .none),
             clock: clock
         )
         let fallback = ReadFallback(key: "orders", maxAge: .seconds(60))

@@ -1,9 +1,37 @@
+import ReliableDBTesting
 import Testing
 
 @testable import ReliableDB
 
 @Suite("Retry backoff and budget")
 struct RetryTests {
+    @Test func retriesAreSetBesideTheBreakerAndValidatedThere() {
+        let configuration = ReliabilityConfiguration(retry: .init(attempts: 7))
+        #expect(configuration.retry.attempts == 7)
+        #expect(configuration.circuitBreaker == CircuitBreakerConfiguration())
+        let invalid = ReliabilityConfiguration(retry: .init(attempts: 0))
+        #expect(invalid.validationProblems.contains { $0.contains("attempts") })
+    }
+
+    /// The old spelling, inside the breaker's configuration, still works for one release.
+    @available(*, deprecated)
+    @Test func theDeprecatedSpellingInsideTheBreakerStillSetsTheRetries() async throws {
+        let configuration = ReliabilityConfiguration(circuitBreaker: .init(failureThreshold: 3, retry: .none))
+        #expect(configuration.retry == .none)
+        #expect(configuration.circuitBreaker.failureThreshold == 3)
+        var breaker = CircuitBreakerConfiguration()
+        breaker.retry = .init(attempts: 4)
+        #expect(ReliabilityConfiguration(circuitBreaker: breaker).retry.attempts == 4)
+        // And the pipeline runs by it: one attempt, no retry.
+        var noTimeouts = configuration
+        noTimeouts.timeouts.enabled = false
+        let db = try ReliableDatabase(backend: ScriptedBackend(), configuration: noTimeouts, clock: ManualClock())
+        let script = Script([.failure(.init(errorClass: .transientTransaction)), .success(1)])
+        await #expect(throws: ClassifiedError.self) {
+            try await db.execute(OperationOptions("once", kind: .transaction)) { _ in try script.next() }
+        }
+        #expect(script.calls.count == 1)
+    }
     @Test func backoffDelaysStayWithinTheirBoundsForManySeeds() {
         let configurations = [
             RetryConfiguration(

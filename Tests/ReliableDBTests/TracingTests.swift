@@ -17,11 +17,17 @@ struct TracingTests {
 
     func database(
         _ tracer: InMemoryTracer,
-        breaker: CircuitBreakerConfiguration = .init(retry: .init(attempts: 3, initialDelay: .zero, maxDelay: .zero))
+        breaker: CircuitBreakerConfiguration = .init(),
+        retry: RetryConfiguration = .init(attempts: 3, initialDelay: .zero, maxDelay: .zero)
     ) throws -> ReliableDatabase<ScriptedBackend> {
         try ReliableDatabase(
             backend: ScriptedBackend(),
-            configuration: .init(circuitBreaker: breaker, retryBudget: .unlimited, timeouts: .init(enabled: false)),
+            configuration: .init(
+                circuitBreaker: breaker,
+                retry: retry,
+                retryBudget: .unlimited,
+                timeouts: .init(enabled: false)
+            ),
             clock: ManualClock(),
             tracer: tracer
         )

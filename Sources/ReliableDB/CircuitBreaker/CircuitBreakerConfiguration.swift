@@ -29,8 +29,20 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
     /// Probes allowed in flight at once while half-open. Others are rejected, not queued, so a
     /// recovering database sees a trickle instead of the whole backlog.
     public var maxConcurrentProbes: Int
-    /// Retries of the operations this breaker protects.
-    public var retry: RetryConfiguration
+    /// Retries of the operations this breaker protects: now ``ReliabilityConfiguration/retry``.
+    @available(
+        *,
+        deprecated,
+        message:
+            "retries are set beside the breaker, not inside it; read only when a ReliabilityConfiguration is made from this one"
+    )
+    public var retry: RetryConfiguration {
+        get { legacyRetry ?? .init() }
+        set { legacyRetry = newValue }
+    }
+    /// The deprecated ``retry``, which a ``ReliabilityConfiguration`` made with this configuration
+    /// and no retry of its own takes over; nil when never set.
+    var legacyRetry: RetryConfiguration?
 
     public init(
         failureThreshold: Int = 5,
@@ -42,8 +54,7 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
         slidingWindow: SlidingWindowKind? = nil,
         slowCallDurationThreshold: Duration? = nil,
         slowCallRateThreshold: Double = 100,
-        maxConcurrentProbes: Int = 1,
-        retry: RetryConfiguration = .init()
+        maxConcurrentProbes: Int = 1
     ) {
         self.failureThreshold = failureThreshold
         self.successThreshold = successThreshold
@@ -55,7 +66,36 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
         self.slowCallDurationThreshold = slowCallDurationThreshold
         self.slowCallRateThreshold = slowCallRateThreshold
         self.maxConcurrentProbes = maxConcurrentProbes
-        self.retry = retry
+    }
+
+    /// The old spelling, with the retries inside the breaker's configuration.
+    @available(*, deprecated, message: "pass retry to ReliabilityConfiguration(retry:) instead")
+    public init(
+        failureThreshold: Int = 5,
+        successThreshold: Int = 2,
+        timeout: Duration = .seconds(60),
+        monitorWindow: Duration = .seconds(60),
+        failureRateThreshold: Double? = nil,
+        minimumNumberOfCalls: Int = 10,
+        slidingWindow: SlidingWindowKind? = nil,
+        slowCallDurationThreshold: Duration? = nil,
+        slowCallRateThreshold: Double = 100,
+        maxConcurrentProbes: Int = 1,
+        retry: RetryConfiguration
+    ) {
+        self.init(
+            failureThreshold: failureThreshold,
+            successThreshold: successThreshold,
+            timeout: timeout,
+            monitorWindow: monitorWindow,
+            failureRateThreshold: failureRateThreshold,
+            minimumNumberOfCalls: minimumNumberOfCalls,
+            slidingWindow: slidingWindow,
+            slowCallDurationThreshold: slowCallDurationThreshold,
+            slowCallRateThreshold: slowCallRateThreshold,
+            maxConcurrentProbes: maxConcurrentProbes
+        )
+        legacyRetry = retry
     }
 
     /// The largest count sliding window: its outcomes are kept in memory allocated up front.
@@ -95,7 +135,7 @@ public struct CircuitBreakerConfiguration: Sendable, Equatable {
                 )
             }
         }
-        return problems + retry.validationProblems
+        return problems
     }
 }
 

@@ -6,6 +6,9 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     /// `DB_CIRCUIT_BREAKER`: false lets every call through and counts nothing.
     public var circuitBreakerEnabled: Bool
     public var circuitBreaker: CircuitBreakerConfiguration
+    /// How failed operations are retried: attempts and backoff. A strategy of its own beside the
+    /// breaker, as in Resilience4j and Polly; the breaker counts each attempt.
+    public var retry: RetryConfiguration
     public var retryBudget: RetryBudget.Configuration
     public var timeouts: TimeoutConfiguration
     /// `DB_ALERT_QUERY_TIME_THRESHOLD`: operations slower than this count as slow queries.
@@ -18,6 +21,7 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     public init(
         circuitBreakerEnabled: Bool = true,
         circuitBreaker: CircuitBreakerConfiguration = .init(),
+        retry: RetryConfiguration = .init(),
         retryBudget: RetryBudget.Configuration = .init(),
         timeouts: TimeoutConfiguration = .init(),
         slowQueryThreshold: Duration = .seconds(1),
@@ -26,6 +30,9 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     ) {
         self.circuitBreakerEnabled = circuitBreakerEnabled
         self.circuitBreaker = circuitBreaker
+        // The deprecated spelling inside the breaker's configuration, while it exists, is what its
+        // user meant: it wins.
+        self.retry = circuitBreaker.legacyRetry ?? retry
         self.retryBudget = retryBudget
         self.timeouts = timeouts
         self.slowQueryThreshold = slowQueryThreshold
@@ -34,7 +41,8 @@ public struct ReliabilityConfiguration: Sendable, Equatable {
     }
 
     public var validationProblems: [String] {
-        circuitBreaker.validationProblems + retryBudget.validationProblems + timeouts.validationProblems
+        circuitBreaker.validationProblems + retry.validationProblems + retryBudget.validationProblems
+            + timeouts.validationProblems
             + loadShedding.validationProblems
     }
 }

@@ -241,7 +241,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         let deadline = timeout.map { start + $0 }
         let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
         let circuitBreaker = breaker(for: options)
-        let maxAttempts = options.retries ? configuration.circuitBreaker.retry.attempts : 1
+        let maxAttempts = options.retries ? configuration.retry.attempts : 1
         if maxAttempts > 1 {
             retryBudget.withLock { $0.recordRequest(at: start) }
         }
@@ -428,7 +428,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         if breakerOpen { return .stop(.circuitOpened) }
         let delay =
             immediately
-            ? .zero : jitter.withLock { configuration.circuitBreaker.retry.delay(forRetry: attempt, using: &$0) }
+            ? .zero : jitter.withLock { configuration.retry.delay(forRetry: attempt, using: &$0) }
         if let deadline, now + delay >= deadline {
             return .stop(.deadlineReached)
         }

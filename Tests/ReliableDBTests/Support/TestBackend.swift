@@ -33,6 +33,7 @@ final class Script: Sendable {
 func makeDatabase(
     clock: ManualClock,
     breaker: CircuitBreakerConfiguration = .init(),
+    retry: RetryConfiguration = .init(),
     timeouts: TimeoutConfiguration = .init(),
     budget: RetryBudget.Configuration = .unlimited,
     circuitBreakerEnabled: Bool = true
@@ -43,6 +44,7 @@ func makeDatabase(
         configuration: ReliabilityConfiguration(
             circuitBreakerEnabled: circuitBreakerEnabled,
             circuitBreaker: breaker,
+            retry: retry,
             retryBudget: budget,
             timeouts: timeouts
         ),
