@@ -67,7 +67,7 @@ struct AlertHysteresisTests {
         for kind in [AlertKind.errorRate, .slowQueries, .poolUtilization, .healthScore, .databaseOverloaded] {
             #expect(timings[kind] == AlertTiming(for: .seconds(60), keepFiringFor: .seconds(60)), "\(kind)")
         }
-        #expect(AlertEngine.Configuration().timings == timings, "the engine's default configuration uses them")
+        #expect(AlertConfiguration().timings == timings, "the engine's default configuration uses them")
         #expect(HealthMonitor.Configuration().alerts.timings == timings)
         let immediate: Set<AlertKind> = [.databaseUnreachable, .circuitBreakerState, .databaseFailedOver]
         #expect(AlertTimings.thresholdKinds.union(immediate) == Set(AlertKind.allCases), "every kind has its group")

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// A thread-safe circuit breaker: the ``CircuitBreakerStateMachine`` behind a lock, with events.
+/// A thread-safe circuit breaker: the `CircuitBreakerStateMachine` behind a lock, with events.
 ///
 /// Taking a permit is synchronous (no actor hop, no allocation): a caller either gets the permit
 /// or is rejected before any `await`, so a herd of callers cannot slip through a half-open breaker
@@ -15,7 +15,7 @@ public final class CircuitBreaker: Sendable {
     public let transitions = EventBroadcaster<CircuitTransition>()
     private let instruments: ReliabilityInstruments?
     /// Where calls go now (`host:port`): read when a call fails and while calls are rejected, so
-    /// the state follows the server it is about (``CircuitBreakerStateMachine/serve(_:at:)``).
+    /// the state follows the server it is about (`CircuitBreakerStateMachine.serve(_:at:)`).
     private let currentServer: (@Sendable () -> String?)?
     /// Called after each transition (the pipeline's prober starts on OPEN but not on an operator's
     /// `forceState(.open)`, and resets its backoff on CLOSED).
@@ -49,7 +49,7 @@ public final class CircuitBreaker: Sendable {
 
     /// Takes a permit for one call, or says why not.
     @inlinable
-    public func acquire() -> CircuitBreakerStateMachine.Decision {
+    public func acquire() -> CircuitBreakerDecision {
         acquire(at: currentTime)
     }
 
@@ -57,7 +57,7 @@ public final class CircuitBreaker: Sendable {
     var currentTime: MonotonicTime { clock.now }
 
     @usableFromInline
-    func acquire(at now: MonotonicTime) -> CircuitBreakerStateMachine.Decision {
+    func acquire(at now: MonotonicTime) -> CircuitBreakerDecision {
         let (decision, transition) = machine.withLock { $0.acquire(at: now) }
         if let transition { publish(transition) }
         guard case .rejected = decision, currentServer != nil else { return decision }
@@ -68,13 +68,13 @@ public final class CircuitBreaker: Sendable {
     /// then the breaker starts over CLOSED for it and the call is admitted.
     @inline(never)
     private func rejected(
-        _ decision: CircuitBreakerStateMachine.Decision,
+        _ decision: CircuitBreakerDecision,
         at now: MonotonicTime
-    ) -> CircuitBreakerStateMachine.Decision {
+    ) -> CircuitBreakerDecision {
         guard let server = currentServer?() else { return decision }
         var changed: CircuitTransition?
         var admitted: CircuitTransition?
-        let retried = machine.withLock { machine -> CircuitBreakerStateMachine.Decision in
+        let retried = machine.withLock { machine -> CircuitBreakerDecision in
             changed = machine.serve(server, at: now)
             guard changed != nil else { return decision }
             machine.forgetRejection()
@@ -116,14 +116,14 @@ public final class CircuitBreaker: Sendable {
     }
 
     /// Reports how a permitted call ended.
-    public func record(_ permit: CircuitBreakerStateMachine.Permit, outcome: CircuitCallOutcome, duration: Duration) {
+    public func record(_ permit: CircuitBreakerPermit, outcome: CircuitCallOutcome, duration: Duration) {
         record(permit, outcome: outcome, duration: duration, at: clock.now)
     }
 
     /// Reports how a permitted call ended, at a time the caller has just read from the breaker's
     /// clock (the pipeline reads it once for its own metrics and the breaker).
     func record(
-        _ permit: CircuitBreakerStateMachine.Permit,
+        _ permit: CircuitBreakerPermit,
         outcome: CircuitCallOutcome,
         duration: Duration,
         at now: MonotonicTime
@@ -140,7 +140,7 @@ public final class CircuitBreaker: Sendable {
 
     /// A failure, which may open the breaker, says which server the state is about first.
     @inline(never)
-    private func recordFailure(_ permit: CircuitBreakerStateMachine.Permit, duration: Duration, at now: MonotonicTime) {
+    private func recordFailure(_ permit: CircuitBreakerPermit, duration: Duration, at now: MonotonicTime) {
         let server = currentServer?()
         var changed: CircuitTransition?
         let transition = machine.withLock { machine -> CircuitTransition? in

@@ -1,23 +1,28 @@
+/// The right to make one call through a ``CircuitBreaker``, handed back to
+/// ``CircuitBreaker/record(_:outcome:duration:)`` when the call ends.
+public struct CircuitBreakerPermit: Sendable, Equatable {
+    public let generation: UInt64
+    public let isProbe: Bool
+    /// Permits in the disabled state are not recorded at all.
+    public let isCounted: Bool
+}
+
+/// What ``CircuitBreaker/acquire()`` answers: a permit for the call, or why not.
+public enum CircuitBreakerDecision: Sendable, Equatable {
+    case permitted(CircuitBreakerPermit)
+    /// Rejected; `retryAfter` says when the breaker will admit probes, if it will on its own.
+    case rejected(state: CircuitState, retryAfter: Duration?)
+}
+
 /// The circuit breaker's decisions as a pure value: time comes in as an argument, decisions and
 /// transitions come out. The ``CircuitBreaker`` shell adds locking and event delivery.
 ///
 /// Every transition bumps a generation counter. A permit remembers the generation it was taken in,
 /// and an outcome reported with a permit from an older generation is ignored: a slow call that
 /// started before the breaker opened must not count towards closing it again, or vice versa.
-public struct CircuitBreakerStateMachine: Sendable {
-    /// The right to make one call, returned to ``record(_:outcome:duration:at:)`` when it ends.
-    public struct Permit: Sendable, Equatable {
-        public let generation: UInt64
-        public let isProbe: Bool
-        /// Permits in the disabled state are not recorded at all.
-        public let isCounted: Bool
-    }
-
-    public enum Decision: Sendable, Equatable {
-        case permitted(Permit)
-        /// Rejected; `retryAfter` says when the breaker will admit probes, if it will on its own.
-        case rejected(state: CircuitState, retryAfter: Duration?)
-    }
+package struct CircuitBreakerStateMachine: Sendable {
+    package typealias Permit = CircuitBreakerPermit
+    package typealias Decision = CircuitBreakerDecision
 
     public let configuration: CircuitBreakerConfiguration
     public private(set) var state: CircuitState = .closed

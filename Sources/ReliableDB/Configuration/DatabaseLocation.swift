@@ -57,3 +57,13 @@ public enum DatabaseLocation: Sendable, Equatable, CustomStringConvertible {
         return String(url[..<colon]) + ":***" + String(url[at...])
     }
 }
+
+extension DatabaseLocation {
+    /// `sqlite` or `postgresql`, for labels.
+    public var backendName: String {
+        switch self {
+        case .sqlite: "sqlite"
+        case .postgres: "postgresql"
+        }
+    }
+}

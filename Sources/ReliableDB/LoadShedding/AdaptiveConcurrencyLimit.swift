@@ -1,3 +1,68 @@
+/// The tuning of the limit; the defaults are Gradient2's, with a minimum of 1.
+public struct AdaptiveLimitConfiguration: Sendable, Equatable {
+    /// The limit before any sample arrives.
+    public var initialLimit: Int
+    /// The limit never goes below this, so some work always gets through to measure latency.
+    public var minLimit: Int
+    /// The limit never goes above this, a failsafe against a limit that grew without bound.
+    public var maxLimit: Int
+    /// How much of each new estimate replaces the limit, in (0, 1]; smaller is steadier.
+    public var smoothing: Double
+    /// How far above the long-term RTT a sample may be before the limit shrinks (1.5: 50%).
+    public var tolerance: Double
+    /// The number of samples the long-term RTT averages over (exponentially).
+    public var longWindow: Int
+    /// The factor a dropped or timed-out call multiplies the limit by, in (0, 1].
+    public var backoffRatio: Double
+
+    /// Gradient2's defaults (its minimum of 20 lowered to 1), plus AIMD's 0.9 backoff on drops.
+    public init(
+        initialLimit: Int = 20,
+        minLimit: Int = 1,
+        maxLimit: Int = 200,
+        smoothing: Double = 0.2,
+        tolerance: Double = 1.5,
+        longWindow: Int = 600,
+        backoffRatio: Double = 0.9
+    ) {
+        self.initialLimit = initialLimit
+        self.minLimit = minLimit
+        self.maxLimit = maxLimit
+        self.smoothing = smoothing
+        self.tolerance = tolerance
+        self.longWindow = longWindow
+        self.backoffRatio = backoffRatio
+    }
+
+    /// The configuration problems, empty when valid.
+    public var validationProblems: [String] {
+        var problems: [String] = []
+        if minLimit < 1 { problems.append("adaptiveLimit.minLimit must be at least 1, got \(minLimit)") }
+        if maxLimit < 1 { problems.append("adaptiveLimit.maxLimit must be at least 1, got \(maxLimit)") }
+        if minLimit > maxLimit {
+            problems.append(
+                "adaptiveLimit.minLimit (\(minLimit)) must not exceed adaptiveLimit.maxLimit (\(maxLimit))"
+            )
+        }
+        if initialLimit < max(1, minLimit) || initialLimit > maxLimit {
+            problems.append(
+                "adaptiveLimit.initialLimit must be within minLimit...maxLimit and at least 1, got \(initialLimit)"
+            )
+        }
+        if !(smoothing > 0 && smoothing <= 1) {
+            problems.append("adaptiveLimit.smoothing must be in (0, 1], got \(smoothing)")
+        }
+        if !(tolerance >= 1 && tolerance.isFinite) {
+            problems.append("adaptiveLimit.tolerance must be a finite number of at least 1, got \(tolerance)")
+        }
+        if longWindow < 1 { problems.append("adaptiveLimit.longWindow must be at least 1, got \(longWindow)") }
+        if !(backoffRatio > 0 && backoffRatio <= 1) {
+            problems.append("adaptiveLimit.backoffRatio must be in (0, 1], got \(backoffRatio)")
+        }
+        return problems
+    }
+}
+
 /// A concurrency limit that follows the database's latency (the Gradient2 algorithm of Netflix's
 /// concurrency-limits), so a bulkhead sheds load when queueing builds up inside the database
 /// instead of at a fixed limit someone guessed. A pure value: samples and time are passed in.
@@ -18,71 +83,8 @@
 /// Unlike Gradient2, a dropped or timed-out call shrinks the limit by ``Configuration/backoffRatio``
 /// (AIMD style): a timeout says the database is overloaded, and its RTT measures the timeout, not
 /// the database, so it does not enter the RTT averages.
-public struct AdaptiveConcurrencyLimit: Sendable {
-    /// The tuning of the limit; the defaults are Gradient2's, with a minimum of 1.
-    public struct Configuration: Sendable, Equatable {
-        /// The limit before any sample arrives.
-        public var initialLimit: Int
-        /// The limit never goes below this, so some work always gets through to measure latency.
-        public var minLimit: Int
-        /// The limit never goes above this, a failsafe against a limit that grew without bound.
-        public var maxLimit: Int
-        /// How much of each new estimate replaces the limit, in (0, 1]; smaller is steadier.
-        public var smoothing: Double
-        /// How far above the long-term RTT a sample may be before the limit shrinks (1.5: 50%).
-        public var tolerance: Double
-        /// The number of samples the long-term RTT averages over (exponentially).
-        public var longWindow: Int
-        /// The factor a dropped or timed-out call multiplies the limit by, in (0, 1].
-        public var backoffRatio: Double
-
-        /// Gradient2's defaults (its minimum of 20 lowered to 1), plus AIMD's 0.9 backoff on drops.
-        public init(
-            initialLimit: Int = 20,
-            minLimit: Int = 1,
-            maxLimit: Int = 200,
-            smoothing: Double = 0.2,
-            tolerance: Double = 1.5,
-            longWindow: Int = 600,
-            backoffRatio: Double = 0.9
-        ) {
-            self.initialLimit = initialLimit
-            self.minLimit = minLimit
-            self.maxLimit = maxLimit
-            self.smoothing = smoothing
-            self.tolerance = tolerance
-            self.longWindow = longWindow
-            self.backoffRatio = backoffRatio
-        }
-
-        /// The configuration problems, empty when valid.
-        public var validationProblems: [String] {
-            var problems: [String] = []
-            if minLimit < 1 { problems.append("adaptiveLimit.minLimit must be at least 1, got \(minLimit)") }
-            if maxLimit < 1 { problems.append("adaptiveLimit.maxLimit must be at least 1, got \(maxLimit)") }
-            if minLimit > maxLimit {
-                problems.append(
-                    "adaptiveLimit.minLimit (\(minLimit)) must not exceed adaptiveLimit.maxLimit (\(maxLimit))"
-                )
-            }
-            if initialLimit < max(1, minLimit) || initialLimit > maxLimit {
-                problems.append(
-                    "adaptiveLimit.initialLimit must be within minLimit...maxLimit and at least 1, got \(initialLimit)"
-                )
-            }
-            if !(smoothing > 0 && smoothing <= 1) {
-                problems.append("adaptiveLimit.smoothing must be in (0, 1], got \(smoothing)")
-            }
-            if !(tolerance >= 1 && tolerance.isFinite) {
-                problems.append("adaptiveLimit.tolerance must be a finite number of at least 1, got \(tolerance)")
-            }
-            if longWindow < 1 { problems.append("adaptiveLimit.longWindow must be at least 1, got \(longWindow)") }
-            if !(backoffRatio > 0 && backoffRatio <= 1) {
-                problems.append("adaptiveLimit.backoffRatio must be in (0, 1], got \(backoffRatio)")
-            }
-            return problems
-        }
-    }
+package struct AdaptiveConcurrencyLimit: Sendable {
+    package typealias Configuration = AdaptiveLimitConfiguration
 
     /// Samples averaged plainly before the exponential average takes over (Gradient2's warm-up),
     /// so the first samples set the baseline instead of being diluted against zero.

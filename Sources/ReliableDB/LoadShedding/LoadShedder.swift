@@ -16,14 +16,14 @@ public struct LoadSheddingConfiguration: Sendable, Equatable {
     public var maxWait: Duration
     /// Moves the limit between its `minLimit` and ``maxConcurrent`` with the latency; nil keeps
     /// it at ``maxConcurrent``.
-    public var adaptive: AdaptiveConcurrencyLimit.Configuration?
+    public var adaptive: AdaptiveLimitConfiguration?
 
     public init(
         enabled: Bool = false,
         maxConcurrent: Int = 10,
         maxWaiting: Int = 0,
         maxWait: Duration = .zero,
-        adaptive: AdaptiveConcurrencyLimit.Configuration? = .init()
+        adaptive: AdaptiveLimitConfiguration? = .init()
     ) {
         self.enabled = enabled
         self.maxConcurrent = maxConcurrent

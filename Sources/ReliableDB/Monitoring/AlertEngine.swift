@@ -1,5 +1,7 @@
 import Foundation
 
+// MARK: - Timings
+
 /// When one alert fires and when it resolves: Prometheus alerting rules' `for` and
 /// `keep_firing_for`.
 ///
@@ -97,6 +99,33 @@ public struct AlertTimings: Sendable, Equatable {
     }
 }
 
+// MARK: - Configuration
+
+public struct AlertConfiguration: Sendable, Equatable {
+    /// When each kind fires and resolves; the defaults turn one database restart into at most
+    /// one firing and one resolution per kind (``AlertTimings`` says why).
+    public var timings: AlertTimings
+    /// How often a firing alert is sent again, also while it is kept firing after its
+    /// condition ended. A firing notice is valid for four of these (its `endsAt`); for
+    /// Alertmanager keep it well inside `resolve_timeout`'s scale (a minute, as Prometheus
+    /// re-sends), for chat an hour.
+    public var repeatInterval: Duration
+    /// Added to every notification (`service`, `backend`).
+    public var labels: [String: String]
+
+    public init(
+        timings: AlertTimings = .init(),
+        repeatInterval: Duration = .seconds(3600),
+        labels: [String: String] = [:]
+    ) {
+        self.timings = timings
+        self.repeatInterval = repeatInterval
+        self.labels = labels
+    }
+}
+
+// MARK: - The engine
+
 /// Turns what each health check observed into alert notifications: pending → firing → resolved,
 /// one incident per alert kind (deduplicated by fingerprint), repeated while it keeps firing.
 ///
@@ -107,29 +136,8 @@ public struct AlertTimings: Sendable, Equatable {
 /// waits end at the first evaluation after they have elapsed.
 ///
 /// A pure value: time comes in as arguments, notifications come out; the monitor delivers them.
-public struct AlertEngine: Sendable {
-    public struct Configuration: Sendable, Equatable {
-        /// When each kind fires and resolves; the defaults turn one database restart into at most
-        /// one firing and one resolution per kind (``AlertTimings`` says why).
-        public var timings: AlertTimings
-        /// How often a firing alert is sent again, also while it is kept firing after its
-        /// condition ended. A firing notice is valid for four of these (its `endsAt`); for
-        /// Alertmanager keep it well inside `resolve_timeout`'s scale (a minute, as Prometheus
-        /// re-sends), for chat an hour.
-        public var repeatInterval: Duration
-        /// Added to every notification (`service`, `backend`).
-        public var labels: [String: String]
-
-        public init(
-            timings: AlertTimings = .init(),
-            repeatInterval: Duration = .seconds(3600),
-            labels: [String: String] = [:]
-        ) {
-            self.timings = timings
-            self.repeatInterval = repeatInterval
-            self.labels = labels
-        }
-    }
+package struct AlertEngine: Sendable {
+    package typealias Configuration = AlertConfiguration
 
     /// What one check saw for one alert kind.
     public struct Observation: Sendable, Equatable {
@@ -182,6 +190,8 @@ public struct AlertEngine: Sendable {
             return nil
         }
     }
+
+    // MARK: - Evaluating observations
 
     /// Folds in observations and returns the notifications to send now.
     public mutating func evaluate(

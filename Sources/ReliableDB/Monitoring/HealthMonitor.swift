@@ -20,13 +20,13 @@ public final class HealthMonitor: Service, Sendable {
         public var interval: Duration
         /// The `DB_ALERT_*_THRESHOLD` values.
         public var thresholds: AlertThresholds
-        public var alerts: AlertEngine.Configuration
+        public var alerts: AlertConfiguration
 
         public init(
             enabled: Bool = true,
             interval: Duration = .seconds(30),
             thresholds: AlertThresholds = .init(),
-            alerts: AlertEngine.Configuration = .init()
+            alerts: AlertConfiguration = .init()
         ) {
             self.enabled = enabled
             self.interval = interval
@@ -96,6 +96,8 @@ public final class HealthMonitor: Service, Sendable {
         var logged: (state: HealthState, reason: String)?
     }
 
+    // MARK: - Construction
+
     /// - Parameters:
     ///   - database: the database it probes and whose metrics and breaker it reads.
     ///   - configuration: the interval, thresholds and alert settings; by default those of
@@ -135,6 +137,8 @@ public final class HealthMonitor: Service, Sendable {
         )
         state = Mutex(State(status: initial, engine: AlertEngine(configuration: configuration.alerts)))
     }
+
+    // MARK: - Status, read from memory
 
     /// The health now, from one snapshot: the last probe's result and the last interval's query
     /// figures, combined with the breaker and pool as they are at this moment (read from memory,
@@ -217,6 +221,8 @@ public final class HealthMonitor: Service, Sendable {
     package var checkJoiners: Int {
         state.withLock { $0.joiners?.count ?? 0 }
     }
+
+    // MARK: - Checks
 
     /// Runs a check now in the caller's task, or joins the one in flight (whose probe is bounded
     /// by the health timeout) and returns its verdict.
@@ -329,6 +335,8 @@ public final class HealthMonitor: Service, Sendable {
         return status
     }
 
+    // MARK: - Alerts
+
     private func breakerChanged(to newState: CircuitState, server: String?) {
         let now = clock.now
         let notifications = state.withLock { state -> [AlertNotification] in
@@ -352,132 +360,6 @@ public final class HealthMonitor: Service, Sendable {
             for sink in sinks { sink.deliver(notification) }
         }
     }
-
-    struct RecentWindow {
-        var averageQueryTime: Duration
-        var errorRate: Double
-        /// Operations shed as overloaded since the previous check.
-        var shed = 0
-    }
-
-    /// Average query time and error rate since the previous check, so a long-running service's
-    /// lifetime averages do not hide a fresh problem.
-    static func recentWindow(current: OperationMetricsSnapshot, previous: OperationMetricsSnapshot?) -> RecentWindow {
-        let previousSuccesses = previous?.successfulQueries ?? 0
-        let previousFailures = previous?.failedQueries ?? 0
-        let previousCount = previousSuccesses + previousFailures
-        let count = current.successfulQueries + current.failedQueries
-        let newCalls = count - previousCount
-        let shed = max(0, current.shedByLoadLimit - (previous?.shedByLoadLimit ?? 0))
-        guard newCalls > 0 else { return RecentWindow(averageQueryTime: .zero, errorRate: 0, shed: shed) }
-        let previousTotal = (previous?.averageQueryTime ?? .zero) * previousCount
-        let total = current.averageQueryTime * count
-        let average = max(.zero, (total - previousTotal) / newCalls)
-        let newFailures = current.failedQueries - previousFailures
-        return RecentWindow(
-            averageQueryTime: average,
-            errorRate: Double(newFailures) * 100 / Double(newCalls),
-            shed: shed
-        )
-    }
-
-    /// Firing while new connections go to a server other than the first configured.
-    static func failoverObservation(_ servers: [ServerHealth]) -> AlertEngine.Observation {
-        guard let current = servers.firstIndex(where: { $0.state == "current" }), current > 0 else {
-            return AlertEngine.Observation(
-                kind: .databaseFailedOver,
-                active: false,
-                value: 0,
-                threshold: 0,
-                summary: "Connections go to the first configured server"
-            )
-        }
-        let server = servers[current]
-        return AlertEngine.Observation(
-            kind: .databaseFailedOver,
-            active: true,
-            value: 1,
-            threshold: 0,
-            summary: "Failed over: connections go to \(server.host) (\(server.role ?? "role unknown")),"
-                + " not \(servers[0].host), the first configured"
-        )
-    }
-
-    static func breakerObservation(_ state: CircuitState, server: String? = nil) -> AlertEngine.Observation {
-        AlertEngine.Observation(
-            kind: .circuitBreakerState,
-            active: state != .closed && state != .disabled,
-            value: state == .closed || state == .disabled ? 0 : 1,
-            threshold: 0,
-            summary: "Circuit breaker\(server.map { " of \($0)" } ?? "") is \(state.rawValue)"
-        )
-    }
-
-    static func observations(
-        verdict: HealthScore.Verdict,
-        metrics: MetricsSnapshot,
-        recent: RecentWindow,
-        thresholds: AlertThresholds,
-        probeError: String? = nil
-    ) -> [AlertEngine.Observation] {
-        let utilization = metrics.pool.utilization
-        let averageMs = recent.averageQueryTime.milliseconds
-        return [
-            .init(
-                kind: .databaseUnreachable,
-                active: probeError != nil,
-                value: probeError == nil ? 0 : 1,
-                threshold: 0,
-                summary: probeError.map { "Database unreachable: \($0)" } ?? "Database reachable",
-                cause: probeError
-            ),
-            breakerObservation(metrics.circuitBreaker.state, server: metrics.circuitBreaker.server),
-            failoverObservation(metrics.servers),
-            .init(
-                kind: .databaseOverloaded,
-                active: recent.shed > 0,
-                value: Double(recent.shed),
-                threshold: 0,
-                summary: "\(recent.shed) operations shed as overloaded since the last check"
-            ),
-            .init(
-                kind: .poolUtilization,
-                active: utilization > thresholds.poolUtilization,
-                value: utilization,
-                threshold: thresholds.poolUtilization,
-                summary: String(
-                    format: "Pool utilization %.0f%% (threshold %.0f%%)",
-                    utilization,
-                    thresholds.poolUtilization
-                )
-            ),
-            .init(
-                kind: .slowQueries,
-                active: recent.averageQueryTime > thresholds.queryTime,
-                value: averageMs,
-                threshold: thresholds.queryTime.milliseconds,
-                summary: String(
-                    format: "Average query time %.0f ms (threshold %.0f ms)",
-                    averageMs,
-                    thresholds.queryTime.milliseconds
-                )
-            ),
-            .init(
-                kind: .errorRate,
-                active: recent.errorRate > thresholds.errorRate,
-                value: recent.errorRate,
-                threshold: thresholds.errorRate,
-                summary: String(format: "Error rate %.1f%% (threshold %.1f%%)", recent.errorRate, thresholds.errorRate)
-            ),
-            .init(
-                kind: .healthScore,
-                active: verdict.score < thresholds.healthScore,
-                value: verdict.score,
-                threshold: thresholds.healthScore,
-                summary: String(format: "Health score %.0f (threshold %.0f)", verdict.score, thresholds.healthScore)
-            ),
-        ]
-    }
 }
 
 extension Result {
@@ -489,16 +371,6 @@ extension Result {
     fileprivate var failureDescription: String? {
         if case .failure(let error) = self { return "\(error)" }
         return nil
-    }
-}
-
-extension DatabaseLocation {
-    /// `sqlite` or `postgresql`, for labels.
-    public var backendName: String {
-        switch self {
-        case .sqlite: "sqlite"
-        case .postgres: "postgresql"
-        }
     }
 }
 

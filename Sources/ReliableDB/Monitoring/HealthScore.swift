@@ -12,7 +12,7 @@
 ///
 /// State: unhealthy when the database is unreachable or the breaker is open; degraded when the
 /// score is below the health-score threshold or any check fails; healthy otherwise.
-public enum HealthScore {
+package enum HealthScore {
     public struct Inputs: Sendable, Equatable {
         public var probeSucceeded: Bool
         public var breakerState: CircuitState

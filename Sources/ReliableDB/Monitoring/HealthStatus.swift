@@ -25,7 +25,7 @@ public struct HealthChecks: Sendable, Codable, Equatable {
 /// What the health monitor knows, as of its last check. Reading it never touches the database.
 public struct HealthStatus: Sendable, Equatable {
     public var state: HealthState
-    /// 0-100; see ``HealthScore`` for the formula.
+    /// 0-100; see `HealthScore` for the formula.
     public var score: Double
     public var checks: HealthChecks
     /// When the last check finished; nil before the first one.

@@ -35,7 +35,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// Fires the deadlines of operations in flight.
     package let deadlines: DeadlineScheduler
     /// The bulkhead in front of the database, when load shedding is on.
-    private let loadShedder: LoadShedder?
+    let loadShedder: LoadShedder?
     /// What ``withFallback(_:_:)`` serves when the database fails a read.
     let lastGoodResults = LastGoodResults()
 
@@ -48,9 +48,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     private let retryBudget: Mutex<RetryBudget>
     private let jitter: Mutex<SplitMix64>
     /// Asks the server whether it answers while the primary's breaker is open.
-    private let prober: BreakerProber
+    let prober: BreakerProber
     /// The same for the standby's breaker, when there is one.
-    private let standbyProber: BreakerProber?
+    let standbyProber: BreakerProber?
+
+    // MARK: - Construction
 
     /// - Parameters:
     ///   - backend: the database client the pipeline runs operations on.
@@ -157,6 +159,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         deadlines.stop()
     }
 
+    // MARK: - Running an operation
+
     /// Runs `operation` through the pipeline.
     ///
     /// `operation` may run more than once (see ``OperationOptions/idempotent``); each run is one
@@ -253,7 +257,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         var lostConnectionBefore = false
         while true {
             attempt += 1
-            var permit: CircuitBreakerStateMachine.Permit?
+            var permit: CircuitBreakerPermit?
             if useBreaker {
                 switch circuitBreaker.acquire(at: attemptStart) {
                 case .permitted(let granted):
@@ -360,14 +364,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
-    /// Whether reads are served by a standby now, whatever the primary does: the standby answers
-    /// and its breaker lets reads through. Readiness stays up on it while the primary is gone
-    /// (Sources/ReliableDBPostgres/Documentation.docc/Failover.md): every replica of a service shares the primary, so taking them all out of
-    /// the load balancer would stop the reads a standby can serve, with the writes.
-    public var standbyServesReads: Bool {
-        guard let standbyCircuitBreaker, !standbyCircuitBreaker.isRejectingCalls else { return false }
-        return standbyRouting?.standbyAnswers ?? false
-    }
+    // MARK: - Breaker routing and metrics
 
     /// The standby's breaker for a read the backend sends to a standby, else the primary's.
     @inline(__always)
@@ -395,6 +392,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             slowThreshold: configuration.slowQueryThreshold
         )
     }
+
+    // MARK: - Retries
 
     private enum RetryVerdict {
         case retry(after: Duration)
@@ -438,6 +437,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         return .retry(after: delay)
     }
 
+    // MARK: - Classification
+
     /// Classifies errors the core itself produces, and leaves the rest to the backend.
     public func classify(_ error: any Error) -> ErrorClassification {
         switch error {
@@ -465,73 +466,5 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             if Task.isCancelled { return ErrorClassification(.cancelled) }
             return raw.classify(error)
         }
-    }
-
-    /// The combined snapshot: pipeline counters, pool statistics and breaker state.
-    public func metrics() -> MetricsSnapshot {
-        var breaker = circuitBreaker.metrics
-        // Until it judged a server, the breaker is about the one connections go to.
-        if breaker.server == nil { breaker.server = raw.currentServer }
-        return MetricsSnapshot(
-            queries: operationMetrics.snapshot(),
-            pool: raw.poolStatistics(),
-            circuitBreaker: breaker,
-            standbyCircuitBreaker: standbyCircuitBreaker?.metrics,
-            loadShedding: loadShedder?.snapshot,
-            servers: raw.servers()
-        )
-    }
-
-    /// Probes the database through the pipeline with the health-check timeout, outside the breaker.
-    /// Returns what the probe learned, or the error that explains why the database is unreachable.
-    public func probe() async -> Result<ProbeResult, any Error> {
-        do {
-            let backend = raw
-            return .success(try await execute(.healthCheck) { try await backend.probe(within: $0) })
-        } catch {
-            return .failure(error)
-        }
-    }
-
-    /// Whether the database answers a probe within the health-check timeout.
-    public func healthCheck() async -> Bool {
-        if case .success = await probe() { return true }
-        return false
-    }
-
-    /// Probes the breaker's prober sent while the breaker was open, for tests.
-    package var breakerProbes: Int { prober.probes }
-
-    /// A probe outside the breaker completed a round trip (the health monitor's): an open primary
-    /// breaker turns HALF_OPEN at once (``CircuitBreaker/serverAnswered(by:)``).
-    package func serverAnswered() {
-        circuitBreaker.serverAnswered()
-    }
-
-    /// Closes the backend's connections.
-    public func shutdown() async throws {
-        prober.stop()
-        standbyProber?.stop()
-        deadlines.stop()
-        try await raw.shutdown()
-    }
-}
-
-/// Everything ``ReliableDatabase/metrics()`` reports. Query counters read through directly:
-/// `db.metrics().successfulQueries`.
-@dynamicMemberLookup
-public struct MetricsSnapshot: Sendable, Equatable {
-    public var queries: OperationMetricsSnapshot
-    public var pool: PoolStatistics
-    public var circuitBreaker: CircuitBreakerMetrics
-    /// The breaker of reads on standbys; nil without one (``ReliableDatabase/standbyCircuitBreaker``).
-    public var standbyCircuitBreaker: CircuitBreakerMetrics? = nil
-    /// Nil when load shedding is off.
-    public var loadShedding: LoadSheddingSnapshot? = nil
-    /// The servers of a multi-host configuration; empty with one server.
-    public var servers: [ServerHealth] = []
-
-    public subscript<T>(dynamicMember keyPath: KeyPath<OperationMetricsSnapshot, T>) -> T {
-        queries[keyPath: keyPath]
     }
 }
