@@ -2,6 +2,8 @@ import Foundation
 import ReliableDB
 import Synchronization
 
+// MARK: - The tester
+
 /// Runs a ``LoadWorkload`` under concurrent load and measures it.
 ///
 /// ```swift
@@ -109,6 +111,8 @@ public struct DatabaseLoadTester<Workload: LoadWorkload>: Sendable {
             start + .nanoseconds(Int64((Double(ticket) * 1e9 / rate).rounded()))
         }
     }
+
+    // MARK: - Phases and workers
 
     private func runPhase(
         _ phase: LoadTestProgress.Phase,
@@ -268,6 +272,8 @@ public struct DatabaseLoadTester<Workload: LoadWorkload>: Sendable {
         return tally
     }
 }
+
+// MARK: - Progress
 
 /// Counters the workers share: relaxed atomics, no locks.
 final class PhaseCounters: Sendable {

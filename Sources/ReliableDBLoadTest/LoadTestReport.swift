@@ -1,5 +1,7 @@
 import Foundation
 
+// MARK: - The report
+
 /// The result of one load test: what `DatabaseLoadTester.runLoadTest` returns and what
 /// `reliabledb loadtest --json` prints.
 ///
@@ -207,6 +209,8 @@ public struct LoadTestReport: Sendable, Equatable, Codable {
     }
 }
 
+// MARK: - Timestamps
+
 /// ISO 8601 in UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`.
 func formatTimestamp(_ date: Date) -> String {
     Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date)
@@ -216,6 +220,8 @@ func parseTimestamp(_ text: String) -> Date? {
     (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
         ?? (try? Date.ISO8601FormatStyle().parse(text))
 }
+
+// MARK: - Summaries
 
 /// Latency statistics in milliseconds from one merged HdrHistogram (3 significant digits).
 public struct LatencySummary: Sendable, Equatable, Codable {
@@ -361,6 +367,8 @@ public struct ThresholdResult: Sendable, Equatable, Codable {
         self.passed = passed
     }
 }
+
+// MARK: - Coding the configuration
 
 extension LoadTestConfiguration: Codable {
     enum CodingKeys: String, CodingKey {

@@ -1,5 +1,7 @@
 import Foundation
 
+// MARK: - The URL and its settings
+
 /// A parsed `postgres://` / `postgresql://` URL (libpq's URI form).
 ///
 /// Parsed in the core, without a driver, so a malformed URL is reported at start-up together with
@@ -133,6 +135,8 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         }
         return "postgres://\(user)@\(hosts)/\(database)?\(parameters)"
     }
+
+    // MARK: - Parsing
 
     /// Parses `string`; the problem it reports never contains the password.
     public static func parse(

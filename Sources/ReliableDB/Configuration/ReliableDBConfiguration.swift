@@ -1,6 +1,8 @@
 import Configuration
 import Foundation
 
+// MARK: - Settings
+
 /// Everything ReliableDB reads from the environment (README.md's Configuration table).
 ///
 /// ``fromEnvironment(_:dotEnvPath:)`` validates every variable and throws one
@@ -93,6 +95,8 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     }
 }
 
+// MARK: - Alert thresholds
+
 /// The alert thresholds (`DB_ALERT_*_THRESHOLD`).
 public struct AlertThresholds: Sendable, Equatable {
     /// Alert when the health score falls below this (0-100).
@@ -116,6 +120,8 @@ public struct AlertThresholds: Sendable, Equatable {
         self.errorRate = errorRate
     }
 }
+
+// MARK: - Reading the environment
 
 extension ReliableDBConfiguration {
     /// The core variables this type reads.
@@ -302,6 +308,8 @@ extension ReliableDBConfiguration {
         return config
     }
 }
+
+// MARK: - Validating each variable
 
 /// Reads typed values and collects every problem instead of stopping at the first.
 struct EnvironmentReader {

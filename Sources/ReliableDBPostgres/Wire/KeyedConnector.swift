@@ -6,6 +6,8 @@ import NIOTLS
 import PostgresNIO
 import Synchronization
 
+// MARK: - Errors
+
 /// Why a connection failed before PostgresNIO took it over (TCP connect, TLS negotiation).
 ///
 /// Once PostgresNIO has the channel, its own `PSQLError`s are thrown as from
@@ -43,6 +45,8 @@ enum KeyedConnectError: Error, CustomStringConvertible {
         }
     }
 }
+
+// MARK: - Connecting with the cancel key
 
 extension PostgresConnection {
     /// Opens a connection like `PostgresConnection.connect(on:configuration:id:logger:)` and also
@@ -240,6 +244,8 @@ extension PostgresConnection {
     }
 }
 
+// MARK: - Channel setup
+
 private enum KeyedEndpoint: Sendable {
     case tcp(host: String, port: Int)
     case unixSocket(path: String)
@@ -250,6 +256,8 @@ private struct PreparedChannel: Sendable {
     /// Resolved by the sniffer at BackendKeyData, ReadyForQuery, an ErrorResponse or close.
     let key: EventLoopFuture<BackendKey?>
 }
+
+// MARK: - TLS negotiation
 
 /// Sends the SSLRequest (length 8, code 80877103) and reads the server's one-byte answer.
 private final class SSLRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -352,6 +360,8 @@ private final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelH
         if !completed { done.fail(KeyedConnectError.closedDuringNegotiation) }
     }
 }
+
+// MARK: - Reading the backend key
 
 /// Watches the server's startup messages for BackendKeyData ('K', length 12, pid, secret) and
 /// passes every byte on unchanged, then leaves the pipeline.
