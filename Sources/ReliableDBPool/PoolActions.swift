@@ -63,8 +63,12 @@ package struct PoolFailure: Sendable, Equatable {
 
 /// Why a request got no connection.
 package enum PoolFailureReason: Sendable, Hashable, CaseIterable {
-    /// Its deadline passed (or had passed on arrival) before a connection was free.
-    case timeout
+    /// The pool's own wait limit passed (or had passed on arrival) before a connection was free:
+    /// an acquire timeout.
+    case timedOut
+    /// The operation's deadline passed (or had passed on arrival) before a connection was free,
+    /// ahead of the pool's limit: the caller ran out of time, which is not an acquire timeout.
+    case deadlineReached
     /// The pool is shutting down.
     case shutdown
     /// A connect failed while no connection was open (fail-fast). Only

@@ -33,8 +33,11 @@ package struct PoolCounters: Sendable, Equatable {
     package var requests = 0
     /// Requests that got a connection.
     package var granted = 0
-    /// Requests failed because their deadline passed: the pool's acquire timeouts.
+    /// Requests failed because the pool's wait limit passed: the pool's acquire timeouts.
     package var acquireTimeouts = 0
+    /// Requests failed because their operation's deadline passed first. Not acquire timeouts: the
+    /// caller ran out of time, whatever the pool's size.
+    package var deadlinesReached = 0
     /// Requests the caller cancelled while they waited.
     package var cancelled = 0
     /// Requests failed fast because a connect failed with no connection open.
@@ -51,6 +54,21 @@ package struct PoolCounters: Sendable, Equatable {
     package var closed = 0
     /// Connections taken out of service, by reason (counted when the decision is made).
     package var closes = PoolCloseCounts()
+    /// The queue waits of all granted requests added up (an idle connection's grant adds zero),
+    /// in nanoseconds: with ``granted``, the average acquire time.
+    package var acquireWaitNanoseconds: Int64 = 0
+    /// The longest queue wait of a granted request, in nanoseconds.
+    package var maxAcquireWaitNanoseconds: Int64 = 0
+
+    /// Requests failed, whatever the reason; each failed request is counted under one reason.
+    package var failed: Int { acquireTimeouts + deadlinesReached + cancelled + failedByConnect + failedByShutdown }
+
+    /// The mean queue wait of the granted requests (zero before the first).
+    package var averageAcquireWait: Duration {
+        .nanoseconds(acquireWaitNanoseconds / Int64(Swift.max(1, granted)))
+    }
+
+    package var maxAcquireWait: Duration { .nanoseconds(maxAcquireWaitNanoseconds) }
 
     package init() {}
 }

@@ -1,12 +1,32 @@
 import ReliableDBClock
 
 extension PoolStateMachine {
+    /// When a wait ends and what ends it: the earlier of the pool's timeout and the operation's
+    /// deadline, worked out once on arrival so that the queue keeps one instant per waiter.
+    struct WaitEnd: Sendable, Equatable {
+        var at: PoolInstant
+        /// `.timedOut` or `.deadlineReached`.
+        var reason: PoolFailureReason
+
+        /// `nil` when neither instant is set: the request waits without bound. On a tie the
+        /// operation's deadline wins: its caller is out of time whatever the pool does.
+        init?(timeoutAt: PoolInstant?, deadline: PoolInstant?) {
+            switch (timeoutAt, deadline) {
+            case (nil, nil): return nil
+            case (let timeoutAt?, nil): (at, reason) = (timeoutAt, .timedOut)
+            case (nil, let deadline?): (at, reason) = (deadline, .deadlineReached)
+            case (let timeoutAt?, let deadline?):
+                (at, reason) = deadline <= timeoutAt ? (deadline, .deadlineReached) : (timeoutAt, .timedOut)
+            }
+        }
+    }
+
     /// A request waiting for a connection.
     struct Waiter: Sendable, Equatable {
         var id: RequestID
         /// The enqueue order; tells a live queue entry from a stale one for a reused request id.
         var ticket: UInt64
-        var deadline: PoolInstant?
+        var end: WaitEnd?
         var enqueuedAt: PoolInstant
         var loopKey: Int?
     }
@@ -46,7 +66,7 @@ extension PoolStateMachine {
         /// Adds a waiter at the back. Returns false (and changes nothing) when `request` is already waiting.
         mutating func enqueue(
             _ request: RequestID,
-            deadline: PoolInstant?,
+            end: WaitEnd?,
             now: PoolInstant,
             loopKey: Int?
         ) -> Bool {
@@ -56,12 +76,12 @@ extension PoolStateMachine {
             waiting[request] = Waiter(
                 id: request,
                 ticket: ticket,
-                deadline: deadline,
+                end: end,
                 enqueuedAt: now,
                 loopKey: loopKey
             )
             order.append(Slot(request: request, ticket: ticket))
-            if let deadline { deadlines.push(.init(deadline: deadline, ticket: ticket, request: request)) }
+            if let end { deadlines.push(.init(deadline: end.at, ticket: ticket, request: request)) }
             return true
         }
 
@@ -87,7 +107,7 @@ extension PoolStateMachine {
             return waiter
         }
 
-        /// Removes and returns a waiter whose deadline is at or before `now`, earliest first.
+        /// Removes and returns a waiter whose wait ends at or before `now`, earliest first.
         mutating func popExpired(now: PoolInstant) -> Waiter? {
             guard let top = liveTop(), top.deadline <= now else { return nil }
             deadlines.popTop()
@@ -96,7 +116,7 @@ extension PoolStateMachine {
             return waiter
         }
 
-        /// The earliest deadline among the waiters.
+        /// The earliest end of a wait among the waiters.
         mutating func earliestDeadline() -> PoolInstant? {
             liveTop()?.deadline
         }

@@ -5,8 +5,13 @@ extension PoolStateMachine {
     ///
     /// - Parameters:
     ///   - request: The caller's id for this request, unique among waiting requests.
-    ///   - deadline: The earlier of the pool timeout and the operation's own deadline, computed by
-    ///     the caller; `nil` waits without bound. A deadline at or before `now` fails at once.
+    ///   - timeoutAt: When the pool's own wait limit (its acquire timeout) ends the wait; a request
+    ///     still waiting then fails with `.timedOut`. `nil` sets no pool limit.
+    ///   - deadline: When the caller's operation runs out of time; a request still waiting then
+    ///     fails with `.deadlineReached`. `nil` when the operation has no deadline. The two stay
+    ///     apart so that the statistics' acquire timeouts count only the pool's limit: an operation
+    ///     that ran out of its own time says nothing about the pool's size. Whichever comes first
+    ///     ends the wait (the deadline on a tie), and one at or before `now` fails the request at once.
     ///   - now: The current time.
     ///   - preferredLoop: The caller's event loop; an idle connection on it is taken first, and a
     ///     connect started for this request is asked to open there.
@@ -18,7 +23,8 @@ extension PoolStateMachine {
     ///   neither (it waits; a connect may be started). Overdue waiters are failed on the way.
     package mutating func lease(
         request: RequestID,
-        deadline: PoolInstant?,
+        timeoutAt: PoolInstant?,
+        deadline: PoolInstant? = nil,
         now: PoolInstant,
         preferredLoop: Int? = nil,
         bypassingBackoff: Bool = false
@@ -26,12 +32,11 @@ extension PoolStateMachine {
         var actions = PoolActions()
         failOverdueWaiters(now: now, into: &actions)
         counters.requests += 1
+        let end = WaitEnd(timeoutAt: timeoutAt, deadline: deadline)
         if lifecycle != .running {
-            counters.failedByShutdown += 1
-            actions.failures.append(PoolFailure(request: request, reason: .shutdown))
-        } else if let deadline, deadline <= now {
-            counters.acquireTimeouts += 1
-            actions.failures.append(PoolFailure(request: request, reason: .timeout))
+            fail(request, reason: .shutdown, into: &actions)
+        } else if let end, end.at <= now {
+            fail(request, reason: end.reason, into: &actions)
         } else if waiters.isEmpty, let index = connections.bestIdle(preferring: preferredLoop, now: now) {
             connections[index].state = .leased(request: request, since: now)
             counters.granted += 1
@@ -40,7 +45,7 @@ extension PoolStateMachine {
                 startLocalConnect(loopKey: preferredLoop, into: &actions)
             }
         } else {
-            let enqueued = waiters.enqueue(request, deadline: deadline, now: now, loopKey: preferredLoop)
+            let enqueued = waiters.enqueue(request, end: end, now: now, loopKey: preferredLoop)
             precondition(enqueued, "request \(request) is already waiting; request ids must be unique")
             startConnects(now: now, loopKey: preferredLoop, bypassingBackoff: bypassingBackoff, into: &actions)
         }
@@ -61,6 +66,28 @@ extension PoolStateMachine {
         actions.connects.append(PoolConnect(connection: id, loopKey: loopKey))
     }
 
+    /// Opens up to `count` connections that no request asked for, within the connection limit, to
+    /// go idle once connected: for a shell whose connections exist before anyone leases them (the
+    /// SQLite writer, which GRDB opens at once). No request is counted, so the acquire figures stay
+    /// those of real callers. Nothing is opened after ``shutdown()``, nor while connects are failing
+    /// (the backoff's retry is for callers who wait).
+    package mutating func prewarm(count: Int, now: PoolInstant) -> PoolActions {
+        var actions = PoolActions()
+        failOverdueWaiters(now: now, into: &actions)
+        if lifecycle == .running && backoff.failures == 0 {
+            let room = configuration.maximumConnections - connections.count
+            for _ in 0..<Swift.max(0, Swift.min(count, room)) {
+                let id = nextConnectionID
+                nextConnectionID += 1
+                connections.add(PoolConnection(id: id, loopKey: nil, state: .connecting, expiresAt: nil))
+                counters.connectsStarted += 1
+                actions.connects.append(PoolConnect(connection: id, loopKey: nil))
+            }
+        }
+        finishEvent(now: now, into: &actions)
+        return actions
+    }
+
     /// The caller gives up on a waiting request (its task was cancelled).
     ///
     /// Returns a `.cancelled` failure for it if it was still waiting, and nothing otherwise: a
@@ -69,18 +96,17 @@ extension PoolStateMachine {
     package mutating func cancel(request: RequestID) -> PoolActions {
         var actions = PoolActions()
         if waiters.remove(request) != nil {
-            counters.cancelled += 1
-            actions.failures.append(PoolFailure(request: request, reason: .cancelled))
+            fail(request, reason: .cancelled, into: &actions)
         }
         actions.wakeAt = nextWakeAt()
         return actions
     }
 
-    /// Fails every waiter whose deadline is at or before `now`, earliest deadline first.
+    /// Fails every waiter whose wait has ended at or before `now`, earliest first, each with the
+    /// reason its end carries.
     mutating func failOverdueWaiters(now: PoolInstant, into actions: inout PoolActions) {
         while let waiter = waiters.popExpired(now: now) {
-            counters.acquireTimeouts += 1
-            actions.failures.append(PoolFailure(request: waiter.id, reason: .timeout))
+            fail(waiter.id, reason: waiter.end?.reason ?? .timedOut, into: &actions)
         }
     }
 
@@ -88,14 +114,21 @@ extension PoolStateMachine {
     mutating func failAllWaiters(reason: PoolFailureReason, into actions: inout PoolActions) {
         guard !waiters.isEmpty else { return }
         for waiter in waiters.removeAll() {
-            switch reason {
-            case .timeout: counters.acquireTimeouts += 1
-            case .shutdown: counters.failedByShutdown += 1
-            case .connectFailed: counters.failedByConnect += 1
-            case .cancelled: counters.cancelled += 1
-            }
-            actions.failures.append(PoolFailure(request: waiter.id, reason: reason))
+            fail(waiter.id, reason: reason, into: &actions)
         }
+    }
+
+    /// Answers `request` with a failure and counts it once, under its reason: the one place a
+    /// failure is counted, so the counts add up to the failures the shell saw.
+    mutating func fail(_ request: RequestID, reason: PoolFailureReason, into actions: inout PoolActions) {
+        switch reason {
+        case .timedOut: counters.acquireTimeouts += 1
+        case .deadlineReached: counters.deadlinesReached += 1
+        case .shutdown: counters.failedByShutdown += 1
+        case .connectFailed: counters.failedByConnect += 1
+        case .cancelled: counters.cancelled += 1
+        }
+        actions.failures.append(PoolFailure(request: request, reason: reason))
     }
 
     /// Hands the connection at `index`, which just became free, to the longest waiter, or makes it
@@ -117,10 +150,13 @@ extension PoolStateMachine {
             precondition(actions.grant == nil, "an event frees at most one connection")
             connections[index].state = .leased(request: waiter.id, since: now)
             counters.granted += 1
+            let waited = now.nanoseconds &- waiter.enqueuedAt.nanoseconds
+            counters.acquireWaitNanoseconds &+= waited
+            counters.maxAcquireWaitNanoseconds = Swift.max(counters.maxAcquireWaitNanoseconds, waited)
             actions.grant = PoolGrant(
                 request: waiter.id,
                 connection: connections[index].id,
-                waited: now - waiter.enqueuedAt
+                waited: .nanoseconds(waited)
             )
         } else {
             connections[index].state = .idle(since: idleSince, lastChecked: now)

@@ -3,7 +3,7 @@ import ReliableDBClock
 extension PoolStateMachine {
     /// Time passed: the shell's one timer fired at (or after) the last ``PoolActions/wakeAt``.
     ///
-    /// Fails overdue waiters with `.timeout`, closes idle connections past their idle timeout or
+    /// Fails overdue waiters (`.timedOut` or `.deadlineReached`), closes idle connections past their idle timeout or
     /// lifetime, starts due keep-alives, closes connections whose keep-alive timed out, and starts a
     /// connect whose backoff has passed. Calling it early, late or twice is harmless.
     package mutating func tick(now: PoolInstant) -> PoolActions {

@@ -17,7 +17,9 @@ import ReliableDBClock
 /// Guarantees the tests check after every event:
 /// - never more than ``PoolConfiguration/maximumConnections`` connections in any state;
 /// - every request is answered exactly once (granted, or failed with a ``PoolFailureReason``), and
-///   never granted at or after its deadline; events that take `now` fail the overdue ones first;
+///   never granted at or after the end of its wait (its pool timeout or its operation's deadline,
+///   whichever is earlier); events that take `now` fail the overdue ones first, and each failure is
+///   counted once, under its reason;
 /// - an idle connection and a waiting request never coexist;
 /// - after ``shutdown()`` nothing is granted or opened, and once every connection has reported
 ///   closed the machine is ``isShutDownComplete``.
@@ -44,6 +46,7 @@ package struct PoolStateMachine: Sendable {
         var requests = 0
         var granted = 0
         var acquireTimeouts = 0
+        var deadlinesReached = 0
         var cancelled = 0
         var failedByConnect = 0
         var failedByShutdown = 0
@@ -52,6 +55,9 @@ package struct PoolStateMachine: Sendable {
         var connectFailures = 0
         var closed = 0
         var closes = PoolCloseCounts()
+        /// Summed and largest queue waits of the granted requests, in nanoseconds.
+        var acquireWaitNanoseconds: Int64 = 0
+        var maxAcquireWaitNanoseconds: Int64 = 0
     }
 
     /// The settings in force, already ``PoolConfiguration/normalized``.
@@ -112,6 +118,7 @@ package struct PoolStateMachine: Sendable {
         statistics.requests = counters.requests
         statistics.granted = counters.granted
         statistics.acquireTimeouts = counters.acquireTimeouts
+        statistics.deadlinesReached = counters.deadlinesReached
         statistics.cancelled = counters.cancelled
         statistics.failedByConnect = counters.failedByConnect
         statistics.failedByShutdown = counters.failedByShutdown
@@ -120,6 +127,8 @@ package struct PoolStateMachine: Sendable {
         statistics.connectFailures = counters.connectFailures
         statistics.closed = counters.closed
         statistics.closes = counters.closes
+        statistics.acquireWaitNanoseconds = counters.acquireWaitNanoseconds
+        statistics.maxAcquireWaitNanoseconds = counters.maxAcquireWaitNanoseconds
         return statistics
     }
 }

@@ -1,8 +1,8 @@
 import ReliableDB
 import ReliableDBPool
 
-/// Leasing: a connection of a pool within the earlier of its wait and the attempt's deadline, and
-/// what each way a lease fails means to the caller.
+/// Leasing: a connection of a pool within its wait and the attempt's deadline, and what each way a
+/// lease fails means to the caller.
 extension PostgresBackend {
     /// A connection within the earlier of the pool timeout and the attempt's deadline.
     func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
@@ -16,10 +16,12 @@ extension PostgresBackend {
         wait: Duration
     ) async throws -> PooledPostgresConnection {
         let start = clock.now
-        var deadline = start + wait
-        if let attemptDeadline = attempt.deadline, attemptDeadline < deadline { deadline = attemptDeadline }
         do {
-            let connection = try await pool.lease(until: deadline, bypassingBackoff: attempt.isBreakerProbe)
+            let connection = try await pool.lease(
+                timeoutAt: start + wait,
+                deadline: attempt.deadline,
+                bypassingBackoff: attempt.isBreakerProbe
+            )
             if hasInstruments.load(ordering: .acquiring) {
                 instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
                     (clock.now - start).nanosecondsClamped
@@ -29,8 +31,7 @@ extension PostgresBackend {
         } catch let error as PoolLeaseError {
             let waited = clock.now - start
             switch error {
-            case .timedOut where attempt.isExpired:
-                pool.noteWaitEndedByDeadline()
+            case .deadlineReached:
                 throw AttemptDeadlineExceeded()
             case .timedOut:
                 throw DatabasePoolTimeoutError(

@@ -77,7 +77,7 @@ public func describePostgresError(_ error: any Error) -> String {
             + describePostgresError(error.underlying) + ")"
     case let error as PoolLeaseError:
         switch error {
-        case .timedOut: return "no connection was free before the deadline"
+        case .timedOut, .deadlineReached: return "no connection was free before the deadline"
         case .cancelled: return "the connection request was cancelled"
         case .shutDown: return "the connection pool is shut down"
         case .connectFailed(let cause): return describePostgresError(cause)

@@ -8,8 +8,10 @@ import Synchronization
 
 /// Why a lease was not granted.
 enum PoolLeaseError: Error {
-    /// The wait reached its deadline (the pool timeout or the operation's, whichever was earlier).
+    /// The pool timeout passed first.
     case timedOut
+    /// The operation's deadline passed first.
+    case deadlineReached
     /// The caller's task was cancelled.
     case cancelled
     case shutDown
@@ -45,12 +47,6 @@ final class PostgresPool: Sendable {
         var alarm = HeldAlarm()
         var lastConnectError: (any Error)?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-        /// Timed-out waits that ended at the operation's deadline rather than the pool timeout:
-        /// not acquire timeouts in the statistics' sense.
-        var waitsEndedByDeadline = 0
-        var acquireCount: Int64 = 0
-        var acquireTotalNanoseconds: Int64 = 0
-        var acquireMaxNanoseconds: Int64 = 0
     }
 
     /// What an event left to do outside the lock.
@@ -105,22 +101,23 @@ final class PostgresPool: Sendable {
 
     // MARK: Leasing
 
-    /// A connection, waiting at most until `deadline` (the earlier of the pool timeout and the
-    /// operation's deadline). Throws ``PoolLeaseError``. `bypassingBackoff` is for a circuit
-    /// breaker's trial (``PoolStateMachine/lease(request:deadline:now:preferredLoop:bypassingBackoff:)``).
+    /// A connection, waiting at most until `timeoutAt` (the pool timeout) or the operation's
+    /// `deadline`, whichever is earlier. Throws ``PoolLeaseError``. `bypassingBackoff` is for a
+    /// circuit breaker's trial (``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``).
     func lease(
-        until deadline: MonotonicTime?,
+        timeoutAt: MonotonicTime?,
+        deadline: MonotonicTime? = nil,
         bypassingBackoff: Bool = false
     ) async throws -> PooledPostgresConnection {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop
         let loop = Self.loopKey(eventLoop)
-        let poolDeadline = deadline
         let (request, work) = state.withLock { shell -> (Int, Work) in
             shell.nextRequest += 1
             let request = shell.nextRequest
             let actions = shell.machine.lease(
                 request: request,
-                deadline: poolDeadline,
+                timeoutAt: timeoutAt,
+                deadline: deadline,
                 now: self.now,
                 preferredLoop: loop,
                 bypassingBackoff: bypassingBackoff
@@ -280,11 +277,6 @@ final class PostgresPool: Sendable {
 
     // MARK: Statistics
 
-    /// The backend saw that a timed-out wait was ended by the operation's deadline.
-    func noteWaitEndedByDeadline() {
-        state.withLock { $0.waitsEndedByDeadline += 1 }
-    }
-
     var lastConnectError: (any Error)? {
         state.withLock { $0.lastConnectError }
     }
@@ -309,9 +301,9 @@ final class PostgresPool: Sendable {
                 opened: machine.opened,
                 closed: machine.closed,
                 connectFailures: machine.connectFailures,
-                acquireTimeouts: machine.acquireTimeouts - shell.waitsEndedByDeadline,
-                averageAcquireTime: .nanoseconds(shell.acquireTotalNanoseconds / max(1, shell.acquireCount)),
-                maxAcquireTime: .nanoseconds(shell.acquireMaxNanoseconds),
+                acquireTimeouts: machine.acquireTimeouts,
+                averageAcquireTime: machine.averageAcquireWait,
+                maxAcquireTime: machine.maxAcquireWait,
                 closesByReason: [
                     "idle": closes.idle, "lifetime": closes.lifetime, "broken": closes.broken,
                     "keepalive": closes.keepAliveFailed, "shutdown": closes.shutdown, "evicted": closes.evicted,
@@ -339,10 +331,6 @@ extension PostgresPool.Shell {
     ) -> PostgresPool.Work {
         var work = PostgresPool.Work()
         if let grant = actions.grant {
-            let nanoseconds = grant.waited.nanosecondsClamped
-            acquireCount += 1
-            acquireTotalNanoseconds &+= nanoseconds
-            acquireMaxNanoseconds = max(acquireMaxNanoseconds, nanoseconds)
             if let connection = connections[grant.connection] {
                 deliver(.success(connection), to: grant.request, own: own, into: &work)
             } else {
@@ -353,7 +341,8 @@ extension PostgresPool.Shell {
             for failure in actions.failures {
                 let error: PoolLeaseError
                 switch failure.reason {
-                case .timeout: error = .timedOut
+                case .timedOut: error = .timedOut
+                case .deadlineReached: error = .deadlineReached
                 case .cancelled: error = .cancelled
                 case .shutdown: error = .shutDown
                 case .connectFailed: error = .connectFailed(lastConnectError ?? PoolLeaseError.shutDown)

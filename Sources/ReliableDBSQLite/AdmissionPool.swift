@@ -40,24 +40,15 @@ final class AdmissionPool: Sendable {
         var waiters: [PoolStateMachine.RequestID: Waiter] = [:]
         /// Answers for requests whose continuation was not stored yet.
         var early: [PoolStateMachine.RequestID: Result<Admission, AdmissionFailure>] = [:]
-        /// The attempt deadlines of waiting requests that have one: a timeout at or after it is the
-        /// attempt's, not the pool's.
-        var attemptDeadlines: [PoolStateMachine.RequestID: PoolInstant] = [:]
         var nextRequest = 0
         /// The instant the alarm is armed for; nil while disarmed.
         var alarmAt: PoolInstant?
-        /// Timeouts that were the attempt's deadline; the machine counts them as acquire timeouts.
-        var deadlineTimeouts = 0
-        var acquisitions: Int64 = 0
-        var acquireNanoseconds: Int64 = 0
-        var maxAcquireNanoseconds: Int64 = 0
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     /// The request of the event being handled, answered by return instead of a resume.
     fileprivate struct OwnRequest {
         var id: PoolStateMachine.RequestID
-        var attemptDeadline: PoolInstant?
     }
 
     /// What an event left to do outside the lock.
@@ -80,7 +71,7 @@ final class AdmissionPool: Sendable {
         var closed: Int
         /// Waits that ended at the pool timeout (not at the attempt's deadline).
         var poolTimeouts: Int
-        var acquisitions: Int64
+        var acquisitions: Int
         var acquireNanoseconds: Int64
         var maxAcquireNanoseconds: Int64
     }
@@ -99,16 +90,9 @@ final class AdmissionPool: Sendable {
     init(limit: Int, poolTimeout: Duration, clock: any ReliabilityClock, openSlots: Int = 0) {
         var machine = PoolStateMachine(configuration: PoolConfiguration(maximumConnections: limit))
         let now = clock.now
-        var granted: [PoolStateMachine.ConnectionID] = []
-        for request in 0..<min(openSlots, machine.configuration.maximumConnections) {
-            // Negative ids never clash with callers' requests, which count up from 1.
-            for connect in machine.lease(request: -1 - request, deadline: nil, now: now).connects {
-                if let grant = machine.connected(connection: connect.connection, now: now).grant {
-                    granted.append(grant.connection)
-                }
-            }
+        for connect in machine.prewarm(count: openSlots, now: now).connects {
+            _ = machine.connected(connection: connect.connection, now: now)
         }
-        for slot in granted { _ = machine.release(connection: slot, now: now) }
         self.limit = machine.configuration.maximumConnections
         self.poolTimeout = poolTimeout
         self.clock = clock
@@ -129,17 +113,16 @@ final class AdmissionPool: Sendable {
     /// A slot, waiting at most until the earlier of the pool timeout and the attempt's deadline.
     /// Throws ``AdmissionFailure``.
     func admit(within attempt: AttemptContext) async throws -> Admission {
-        let attemptDeadline = attempt.deadline
+        let deadline = attempt.deadline
         let (request, work) = state.withLock { shell -> (PoolStateMachine.RequestID, Work) in
             let now = self.now
             // At least a nanosecond, so that a zero pool timeout still takes a free slot.
-            var deadline = now + max(poolTimeout, .nanoseconds(1))
-            if let attemptDeadline, attemptDeadline < deadline { deadline = attemptDeadline }
+            let timeoutAt = now + max(poolTimeout, .nanoseconds(1))
             shell.nextRequest += 1
-            let own = OwnRequest(id: shell.nextRequest, attemptDeadline: attemptDeadline)
+            let own = OwnRequest(id: shell.nextRequest)
             var work = Work()
-            shell.absorb(shell.machine.lease(request: own.id, deadline: deadline, now: now), now, own, &work)
-            if work.own == nil, let attemptDeadline { shell.attemptDeadlines[own.id] = attemptDeadline }
+            let actions = shell.machine.lease(request: own.id, timeoutAt: timeoutAt, deadline: deadline, now: now)
+            shell.absorb(actions, now, own, &work)
             shell.schedule(work, alarm: alarm)
             return (own.id, work)
         }
@@ -245,10 +228,10 @@ final class AdmissionPool: Sendable {
                 open: machine.open,
                 opened: machine.opened,
                 closed: machine.closed,
-                poolTimeouts: machine.acquireTimeouts - shell.deadlineTimeouts,
-                acquisitions: shell.acquisitions,
-                acquireNanoseconds: shell.acquireNanoseconds,
-                maxAcquireNanoseconds: shell.maxAcquireNanoseconds
+                poolTimeouts: machine.acquireTimeouts,
+                acquisitions: machine.granted,
+                acquireNanoseconds: machine.acquireWaitNanoseconds,
+                maxAcquireNanoseconds: machine.maxAcquireWaitNanoseconds
             )
         }
     }
@@ -266,25 +249,16 @@ extension AdmissionPool.Shell {
     ) {
         work.wakeAt = actions.wakeAt
         if let grant = actions.grant {
-            let nanoseconds = grant.waited.nanosecondsClamped
-            acquisitions += 1
-            acquireNanoseconds &+= nanoseconds
-            maxAcquireNanoseconds = max(maxAcquireNanoseconds, nanoseconds)
             deliver(.success(Admission(slot: grant.connection, waited: grant.waited)), to: grant.request, own, &work)
         }
         if !actions.listsAreEmpty {
             for failure in actions.failures {
                 let error: AdmissionFailure
                 switch failure.reason {
-                case .timeout:
-                    let attemptDeadline =
-                        failure.request == own?.id ? own?.attemptDeadline : attemptDeadlines[failure.request]
-                    if let attemptDeadline, attemptDeadline <= now {
-                        deadlineTimeouts += 1
-                        error = .deadline
-                    } else {
-                        error = .poolTimeout
-                    }
+                case .timedOut:
+                    error = .poolTimeout
+                case .deadlineReached:
+                    error = .deadline
                 case .cancelled:
                     error = .cancelled
                 case .shutdown:
@@ -321,7 +295,6 @@ extension AdmissionPool.Shell {
             work.own = result
             return
         }
-        attemptDeadlines[request] = nil
         if let continuation = waiters.removeValue(forKey: request) {
             work.resumes.append((continuation, result))
         } else {

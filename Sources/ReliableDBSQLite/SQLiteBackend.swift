@@ -145,7 +145,7 @@ public final class SQLiteBackend: DatabaseBackend {
             connectFailures: 0,
             acquireTimeouts: readers.poolTimeouts + writer.poolTimeouts,
             averageAcquireTime: .nanoseconds(
-                (readers.acquireNanoseconds &+ writer.acquireNanoseconds) / max(1, acquisitions)
+                (readers.acquireNanoseconds &+ writer.acquireNanoseconds) / Int64(max(1, acquisitions))
             ),
             maxAcquireTime: .nanoseconds(max(readers.maxAcquireNanoseconds, writer.maxAcquireNanoseconds))
         )

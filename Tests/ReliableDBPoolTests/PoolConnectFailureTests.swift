@@ -7,9 +7,9 @@ import Testing
 struct PoolConnectFailureTests {
     @Test func withNoConnectionOpenEveryWaiterFailsAtOnce() {
         var machine = makeMachine(maximumConnections: 2)
-        _ = machine.lease(request: 1, deadline: t0 + 10_000, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
-        _ = machine.lease(request: 3, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: t0 + 10_000, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: nil, now: t0)
         let failed = machine.connectFailed(connection: 0, now: t0 + 5)
         #expect(failed.failures.map(\.request) == [1, 2, 3])
         #expect(failed.failures.allSatisfy { $0.reason == .connectFailed })
@@ -22,8 +22,8 @@ struct PoolConnectFailureTests {
     @Test func withAConnectionOpenWaitersKeepWaitingForTheRetry() {
         var machine = makeMachine(maximumConnections: 2)
         let open = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        let connect = machine.lease(request: 2, deadline: nil, now: t0).connects[0].connection
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        let connect = machine.lease(request: 2, timeoutAt: nil, now: t0).connects[0].connection
         let failed = machine.connectFailed(connection: connect, now: t0 + 10)
         #expect(failed.failures.isEmpty)
         #expect(failed.wakeAt == t0 + 110)
@@ -38,8 +38,8 @@ struct PoolConnectFailureTests {
     @Test func aServerReachedAnotherWayEndsTheBackoffAtOnce() {
         var machine = makeMachine(maximumConnections: 2)
         let open = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        var connect = machine.lease(request: 2, deadline: nil, now: t0).connects[0].connection
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        var connect = machine.lease(request: 2, timeoutAt: nil, now: t0).connects[0].connection
         var now = t0
         for _ in 0..<5 {  // the backoff grows to its 2 s cap
             now = now + 10
@@ -59,8 +59,8 @@ struct PoolConnectFailureTests {
     @Test func backoffDoublesUpToItsCap() {
         var machine = makeMachine(maximumConnections: 2)
         _ = machine.warmUp(1, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        var connect = machine.lease(request: 2, deadline: nil, now: t0).connectIDs[0]
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        var connect = machine.lease(request: 2, timeoutAt: nil, now: t0).connectIDs[0]
         var now = t0
         var delays: [Duration] = []
         for _ in 0..<7 {
@@ -76,15 +76,15 @@ struct PoolConnectFailureTests {
     @Test func whileFailingOnlyOneConnectIsInFlight() {
         var machine = makeMachine(maximumConnections: 5)
         _ = machine.warmUp(1, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        let first = machine.lease(request: 2, deadline: nil, now: t0).connectIDs[0]
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        let first = machine.lease(request: 2, timeoutAt: nil, now: t0).connectIDs[0]
         _ = machine.connectFailed(connection: first, now: t0)
         for request in 3...6 {
-            #expect(machine.lease(request: request, deadline: nil, now: t0 + 1).connects.isEmpty)
+            #expect(machine.lease(request: request, timeoutAt: nil, now: t0 + 1).connects.isEmpty)
         }
         let retry = machine.tick(now: t0 + 100)
         #expect(retry.connects.count == 1)
-        #expect(machine.lease(request: 7, deadline: nil, now: t0 + 101).connects.isEmpty)
+        #expect(machine.lease(request: 7, timeoutAt: nil, now: t0 + 101).connects.isEmpty)
         // Success ends the backoff: the remaining waiters get their connects (up to the limit).
         let connected = machine.connected(connection: retry.connectIDs[0], now: t0 + 102)
         #expect(connected.grant?.request == 2)
@@ -94,12 +94,12 @@ struct PoolConnectFailureTests {
 
     @Test func aLeaseAfterTheBackoffConnectsAtOnce() {
         var machine = makeMachine(maximumConnections: 2)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.connectFailed(connection: 0, now: t0)
-        #expect(machine.lease(request: 2, deadline: nil, now: t0 + 50).connects.isEmpty)
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0 + 50).connects.isEmpty)
         #expect(machine.tick(now: t0 + 100).connects.count == 1)
         _ = machine.connectFailed(connection: 1, now: t0 + 100)
-        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 300).connects.count == 1)
+        #expect(machine.lease(request: 3, timeoutAt: nil, now: t0 + 300).connects.count == 1)
     }
 
     /// A circuit breaker's trial tries the database at once: waiting out a 2 s backoff would time
@@ -107,19 +107,19 @@ struct PoolConnectFailureTests {
     /// connect while one is in flight.
     @Test func aBreakerTrialStartsTheRetryBeforeTheBackoffEnds() {
         var machine = makeMachine(maximumConnections: 3)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         var now = t0
         for connection in 0..<5 {  // the backoff grows to its 2 s cap
             _ = machine.connectFailed(connection: connection, now: now)
             now = now + 1_000
-            _ = machine.lease(request: 10 + connection, deadline: nil, now: now, bypassingBackoff: true)
+            _ = machine.lease(request: 10 + connection, timeoutAt: nil, now: now, bypassingBackoff: true)
         }
         _ = machine.connectFailed(connection: 5, now: now)
-        let ordinary = machine.lease(request: 2, deadline: now + 800, now: now + 10)
+        let ordinary = machine.lease(request: 2, timeoutAt: now + 800, now: now + 10)
         #expect(ordinary.connects.isEmpty, "an ordinary caller waits")
-        let trial = machine.lease(request: 3, deadline: now + 810, now: now + 10, bypassingBackoff: true)
+        let trial = machine.lease(request: 3, timeoutAt: now + 810, now: now + 10, bypassingBackoff: true)
         #expect(trial.connects.count == 1, "the trial connects now, 2 s before the backoff ends")
-        let second = machine.lease(request: 4, deadline: now + 810, now: now + 10, bypassingBackoff: true)
+        let second = machine.lease(request: 4, timeoutAt: now + 810, now: now + 10, bypassingBackoff: true)
         #expect(second.connects.isEmpty, "one connect in flight at a time")
         let connected = machine.connected(connection: trial.connectIDs[0], now: now + 20)
         #expect(connected.grant?.request == 2, "the longest waiter is served first")
@@ -128,7 +128,7 @@ struct PoolConnectFailureTests {
 
     @Test func aConnectingConnectionThatClosesCountsAsAFailedConnect() {
         var machine = makeMachine()
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         let closed = machine.closed(connection: 0, now: t0 + 1)
         #expect(closed.failures == [PoolFailure(request: 1, reason: .connectFailed)])
         #expect(machine.statistics.connectFailures == 1 && machine.statistics.total == 0)
@@ -155,14 +155,14 @@ struct PoolEvictionTests {
         #expect(machine.tick(now: t0 + 100).keepAlives.sorted() == ids.sorted())
         _ = machine.keepAliveDone(connection: ids[0], alive: true, now: t0 + 100)
         _ = machine.keepAliveDone(connection: ids[1], alive: true, now: t0 + 100)
-        let leased = machine.lease(request: 1, deadline: nil, now: t0 + 100).grant!.connection
+        let leased = machine.lease(request: 1, timeoutAt: nil, now: t0 + 100).grant!.connection
         let idle = [ids[0], ids[1]].first { $0 != leased }!
         let probing = ids[2]
-        let connect = machine.lease(request: 2, deadline: nil, now: t0 + 100).connectIDs
+        let connect = machine.lease(request: 2, timeoutAt: nil, now: t0 + 100).connectIDs
         #expect(connect.isEmpty, "the idle one serves it")
         _ = machine.release(connection: idle, now: t0 + 100)
-        _ = machine.lease(request: 3, deadline: nil, now: t0 + 100)
-        _ = machine.lease(request: 4, deadline: nil, now: t0 + 100)
+        _ = machine.lease(request: 3, timeoutAt: nil, now: t0 + 100)
+        _ = machine.lease(request: 4, timeoutAt: nil, now: t0 + 100)
         let connecting = machine.connectionStates.first { $0.value == .connecting }!.key
 
         let evicted = machine.evictAll(refused: leased, now: t0 + 101)
@@ -181,22 +181,22 @@ struct PoolEvictionTests {
         let evicted = machine.evictAll(refused: ids[0], now: t0 + 1)
         #expect(evicted.closed == Dictionary(uniqueKeysWithValues: ids.map { ($0, .evicted) }))
         _ = machine.closed(connection: ids[0], now: t0 + 2)
-        #expect(machine.lease(request: 1, deadline: nil, now: t0 + 3).connects.count == 1)
+        #expect(machine.lease(request: 1, timeoutAt: nil, now: t0 + 3).connects.count == 1)
     }
 
     @Test func aRefusalByAConnectionAlreadyRetiredKeepsTheConnectionsOpenedSince() {
         var machine = makeMachine(maximumConnections: 3)
         let old = machine.warmUp(2, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0 + 1)  // holds one old connection
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0 + 1)  // holds one old connection
         let held = old.first { if case .leased = machine.state(of: $0) { true } else { false } }!
         let first = machine.evictAll(refused: held, now: t0 + 2)
         #expect(first.closed.count == 1, "the idle old one")
-        let fresh = machine.lease(request: 2, deadline: nil, now: t0 + 3).connectIDs[0]
+        let fresh = machine.lease(request: 2, timeoutAt: nil, now: t0 + 3).connectIDs[0]
         _ = machine.connected(connection: fresh, now: t0 + 4)
         _ = machine.release(connection: fresh, now: t0 + 5)
         // The held old connection is refused too, later: the new one stays.
         #expect(machine.evictAll(refused: held, now: t0 + 6).closed.isEmpty)
-        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 7).grant?.connection == fresh)
+        #expect(machine.lease(request: 3, timeoutAt: nil, now: t0 + 7).grant?.connection == fresh)
         // A refusal by a connection opened after the eviction is a new demotion.
         #expect(machine.evictAll(refused: fresh, now: t0 + 8).closed.isEmpty, "leased: retired on release")
         #expect(machine.release(connection: fresh, now: t0 + 9).closed == [fresh: .evicted])

@@ -8,8 +8,8 @@ struct PoolConnectionTests {
     @Test func discardedConnectionClosesAndItsSlotServesAWaiterOnceClosed() {
         var machine = makeMachine(maximumConnections: 1)
         let id = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        #expect(machine.lease(request: 2, deadline: nil, now: t0).connects.isEmpty)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0).connects.isEmpty)
         let release = machine.release(connection: id, discard: true, now: t0 + 1)
         #expect(release.closes == [PoolClose(connection: id, reason: .broken)])
         #expect(release.grant == nil && release.connects.isEmpty, "closing still holds the only slot")
@@ -31,7 +31,7 @@ struct PoolConnectionTests {
     @Test func idleConnectionClosesAfterTheIdleTimeout() {
         var machine = makeMachine(idleTimeout: .seconds(30))
         let id = machine.warmUp(1, now: t0)[0]
-        let lease = machine.lease(request: 1, deadline: nil, now: t0 + 1_000)
+        let lease = machine.lease(request: 1, timeoutAt: nil, now: t0 + 1_000)
         #expect(lease.wakeAt == nil, "a leased connection has no idle timer")
         let release = machine.release(connection: id, now: t0 + 2_000)
         #expect(release.wakeAt == t0 + 32_000)
@@ -44,7 +44,7 @@ struct PoolConnectionTests {
 
     @Test func zeroIdleTimeoutClosesOnReleaseWhenNobodyWaits() {
         var machine = makeMachine(idleTimeout: .zero)
-        let actions = machine.lease(request: 1, deadline: nil, now: t0)
+        let actions = machine.lease(request: 1, timeoutAt: nil, now: t0)
         let connected = machine.connected(connection: actions.connects[0].connection, now: t0)
         #expect(connected.grant != nil)
         let release = machine.release(connection: 0, now: t0 + 1)
@@ -90,7 +90,7 @@ struct PoolConnectionTests {
         var machine = makeMachine(maximumConnections: 1, keepAliveAfter: .seconds(1))
         let id = machine.warmUp(1, now: t0)[0]
         _ = machine.tick(now: t0 + 1_000)
-        let lease = machine.lease(request: 1, deadline: nil, now: t0 + 1_001)
+        let lease = machine.lease(request: 1, timeoutAt: nil, now: t0 + 1_001)
         #expect(lease.grant == nil && lease.connects.isEmpty)
         let done = machine.keepAliveDone(connection: id, alive: true, now: t0 + 1_005)
         #expect(done.grant == PoolGrant(request: 1, connection: id, waited: .milliseconds(4)))
@@ -100,8 +100,8 @@ struct PoolConnectionTests {
         var machine = makeMachine(maximumConnections: 1, maxLifetime: .seconds(60))
         let id = machine.warmUp(1, now: t0)[0]
         #expect(machine.tick(now: t0).wakeAt == t0 + 60_000)
-        _ = machine.lease(request: 1, deadline: nil, now: t0 + 59_000)
-        _ = machine.lease(request: 2, deadline: nil, now: t0 + 59_000)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0 + 59_000)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0 + 59_000)
         let release = machine.release(connection: id, now: t0 + 61_000)
         #expect(release.closes == [PoolClose(connection: id, reason: .lifetime)])
         #expect(release.grant == nil)
@@ -110,7 +110,7 @@ struct PoolConnectionTests {
 
     @Test func lifetimeRetiresAnIdleConnectionOnTime() {
         var machine = makeMachine(maxLifetime: .seconds(10), lifetimeJitterFraction: 0.5)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.connected(connection: 0, now: t0, lifetimeJitter: 1)
         let release = machine.release(connection: 0, now: t0 + 1_000)
         #expect(release.wakeAt == t0 + 5_000, "10 s less half of it at full jitter")
@@ -120,7 +120,7 @@ struct PoolConnectionTests {
     @Test func anExpiredIdleConnectionIsNeverHandedOut() {
         var machine = makeMachine(maximumConnections: 2, maxLifetime: .seconds(10))
         _ = machine.warmUp(1, now: t0)
-        let lease = machine.lease(request: 1, deadline: nil, now: t0 + 10_000)
+        let lease = machine.lease(request: 1, timeoutAt: nil, now: t0 + 10_000)
         #expect(lease.grant == nil)
         #expect(lease.closes == [PoolClose(connection: 0, reason: .lifetime)])
         #expect(lease.connects.count == 1)
@@ -128,8 +128,8 @@ struct PoolConnectionTests {
 
     @Test func zeroLifetimeMeansOneUsePerConnection() {
         var machine = makeMachine(maximumConnections: 1, maxLifetime: .zero)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
         #expect(machine.connected(connection: 0, now: t0).grant?.request == 1)
         let release = machine.release(connection: 0, now: t0)
         #expect(release.closes == [PoolClose(connection: 0, reason: .lifetime)] && release.grant == nil)
@@ -140,7 +140,7 @@ struct PoolConnectionTests {
     @Test func aConnectionClosingOnItsOwnCountsAsBroken() {
         var machine = makeMachine(maximumConnections: 2)
         let ids = machine.warmUp(2, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         let leased = machine.connectionStates.first { if case .leased = $0.value { true } else { false } }!.key
         let idle = ids.first { $0 != leased }!
         #expect(machine.closed(connection: leased, now: t0 + 1).closes.isEmpty)
@@ -153,8 +153,8 @@ struct PoolConnectionTests {
     @Test func aClosedSlotStartsAConnectForAWaiter() {
         var machine = makeMachine(maximumConnections: 1)
         let id = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
         let closed = machine.closed(connection: id, now: t0 + 1)
         #expect(closed.connectIDs == [1])
     }

@@ -8,7 +8,7 @@ struct PoolLeaseTests {
     @Test func leaseTakesAnIdleConnectionAtOnce() {
         var machine = makeMachine()
         let ids = machine.warmUp(1, now: t0)
-        let actions = machine.lease(request: 1, deadline: t0 + 1_000, now: t0 + 5)
+        let actions = machine.lease(request: 1, timeoutAt: t0 + 1_000, now: t0 + 5)
         #expect(actions.grant == PoolGrant(request: 1, connection: ids[0], waited: .zero))
         #expect(actions.failures.isEmpty && actions.connects.isEmpty && actions.closes.isEmpty)
         #expect(actions.wakeAt == nil)
@@ -17,7 +17,7 @@ struct PoolLeaseTests {
 
     @Test func leaseWithoutIdleConnectionConnectsAndIsGrantedWithItsWaitTime() {
         var machine = makeMachine()
-        let lease = machine.lease(request: 1, deadline: t0 + 1_000, now: t0, preferredLoop: 7)
+        let lease = machine.lease(request: 1, timeoutAt: t0 + 1_000, now: t0, preferredLoop: 7)
         #expect(lease.grant == nil && lease.failures.isEmpty)
         #expect(lease.connects == [PoolConnect(connection: 0, loopKey: 7)])
         #expect(lease.wakeAt == t0 + 1_000)
@@ -31,9 +31,9 @@ struct PoolLeaseTests {
 
     @Test func startsOneConnectPerUnservedWaiterUpToTheLimit() {
         var machine = makeMachine(maximumConnections: 2)
-        #expect(machine.lease(request: 1, deadline: nil, now: t0).connectIDs == [0])
-        #expect(machine.lease(request: 2, deadline: nil, now: t0).connectIDs == [1])
-        #expect(machine.lease(request: 3, deadline: nil, now: t0).connectIDs.isEmpty)
+        #expect(machine.lease(request: 1, timeoutAt: nil, now: t0).connectIDs == [0])
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0).connectIDs == [1])
+        #expect(machine.lease(request: 3, timeoutAt: nil, now: t0).connectIDs.isEmpty)
         #expect(machine.statistics.total == 2 && machine.statistics.waiting == 3)
         // One connection frees a slot for nobody: the two connecting still serve two of three waiters.
         let first = machine.connected(connection: 0, now: t0 + 1)
@@ -42,8 +42,8 @@ struct PoolLeaseTests {
 
     @Test func waitersAreServedFirstInFirstOut() {
         var machine = makeMachine(maximumConnections: 1)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        for request in 2...5 { _ = machine.lease(request: request, deadline: nil, now: t0 + request) }
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        for request in 2...5 { _ = machine.lease(request: request, timeoutAt: nil, now: t0 + request) }
         #expect(machine.connected(connection: 0, now: t0 + 10).grant?.request == 1)
         var order: [Int] = []
         for step in 0..<4 {
@@ -57,8 +57,8 @@ struct PoolLeaseTests {
     @Test(arguments: [-1_000, -1, 0])
     func deadlineAtOrBeforeNowFailsAtOnceWithoutConnecting(offset: Int) {
         var machine = makeMachine()
-        let actions = machine.lease(request: 1, deadline: t0 + offset, now: t0)
-        #expect(actions.failures == [PoolFailure(request: 1, reason: .timeout)])
+        let actions = machine.lease(request: 1, timeoutAt: t0 + offset, now: t0)
+        #expect(actions.failures == [PoolFailure(request: 1, reason: .timedOut)])
         #expect(actions.connects.isEmpty && actions.grant == nil)
         #expect(machine.statistics.acquireTimeouts == 1 && machine.statistics.waiting == 0)
     }
@@ -66,39 +66,39 @@ struct PoolLeaseTests {
     @Test func pastDeadlineFailsEvenWhenAConnectionIsIdle() {
         var machine = makeMachine()
         _ = machine.warmUp(1, now: t0)
-        let actions = machine.lease(request: 1, deadline: t0, now: t0)
-        #expect(actions.failures == [PoolFailure(request: 1, reason: .timeout)])
+        let actions = machine.lease(request: 1, timeoutAt: t0, now: t0)
+        #expect(actions.failures == [PoolFailure(request: 1, reason: .timedOut)])
         #expect(machine.statistics.idle == 1)
     }
 
     @Test func tickFailsOverdueWaitersAndWakesForTheNextDeadline() {
         var machine = makeMachine(maximumConnections: 1)
-        _ = machine.lease(request: 1, deadline: t0 + 300, now: t0)
-        _ = machine.lease(request: 2, deadline: t0 + 100, now: t0)
-        let third = machine.lease(request: 3, deadline: t0 + 200, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: t0 + 300, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: t0 + 100, now: t0)
+        let third = machine.lease(request: 3, timeoutAt: t0 + 200, now: t0)
         #expect(third.wakeAt == t0 + 100)
         #expect(machine.tick(now: t0 + 99).failures.isEmpty)
         let tick = machine.tick(now: t0 + 200)
-        #expect(tick.failed == [2: .timeout, 3: .timeout])
+        #expect(tick.failed == [2: .timedOut, 3: .timedOut])
         #expect(tick.wakeAt == t0 + 300)
         #expect(machine.waitingRequests == [1])
     }
 
     @Test func anyEventFailsOverdueWaitersBeforeGranting() {
         var machine = makeMachine(maximumConnections: 1)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.connected(connection: 0, now: t0)
-        _ = machine.lease(request: 2, deadline: t0 + 50, now: t0)
-        _ = machine.lease(request: 3, deadline: t0 + 500, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: t0 + 50, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: t0 + 500, now: t0)
         let release = machine.release(connection: 0, now: t0 + 50)
-        #expect(release.failures == [PoolFailure(request: 2, reason: .timeout)])
+        #expect(release.failures == [PoolFailure(request: 2, reason: .timedOut)])
         #expect(release.grant?.request == 3)
     }
 
     @Test func cancelAnswersAWaitingRequestOnce() {
         var machine = makeMachine(maximumConnections: 1)
-        _ = machine.lease(request: 1, deadline: t0 + 100, now: t0)
-        _ = machine.lease(request: 2, deadline: t0 + 200, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: t0 + 100, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: t0 + 200, now: t0)
         let cancel = machine.cancel(request: 1)
         #expect(cancel.failures == [PoolFailure(request: 1, reason: .cancelled)])
         #expect(cancel.wakeAt == t0 + 200)
@@ -110,57 +110,110 @@ struct PoolLeaseTests {
 
     @Test func requestIDsMayBeReusedOnceAnswered() {
         var machine = makeMachine(maximumConnections: 1)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.cancel(request: 1)
-        _ = machine.lease(request: 1, deadline: t0 + 10, now: t0)
-        #expect(machine.tick(now: t0 + 10).failures == [PoolFailure(request: 1, reason: .timeout)])
+        _ = machine.lease(request: 1, timeoutAt: t0 + 10, now: t0)
+        #expect(machine.tick(now: t0 + 10).failures == [PoolFailure(request: 1, reason: .timedOut)])
         #expect(machine.waitingRequests.isEmpty)
     }
 
     @Test func prefersAnIdleConnectionOnTheCallersLoop() {
         var machine = makeMachine(maximumConnections: 3)
         let ids = machine.warmUp(loops: [1, 2, 1], now: t0)
-        #expect(machine.lease(request: 1, deadline: nil, now: t0 + 2, preferredLoop: 2).grant?.connection == ids[1])
+        #expect(machine.lease(request: 1, timeoutAt: nil, now: t0 + 2, preferredLoop: 2).grant?.connection == ids[1])
         _ = machine.release(connection: ids[2], now: t0 + 3)  // not leased: ignored
-        let onOne = machine.lease(request: 2, deadline: nil, now: t0 + 4, preferredLoop: 1).grant?.connection
+        let onOne = machine.lease(request: 2, timeoutAt: nil, now: t0 + 4, preferredLoop: 1).grant?.connection
         #expect(onOne == ids[0] || onOne == ids[2])
-        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 4, preferredLoop: 2).grant != nil, "else any")
+        #expect(machine.lease(request: 3, timeoutAt: nil, now: t0 + 4, preferredLoop: 2).grant != nil, "else any")
     }
 
     @Test func takesTheMostRecentlyReleasedConnection() {
         var machine = makeMachine(maximumConnections: 3)
         _ = machine.warmUp(3, now: t0, loop: 1)
-        let held = machine.lease(request: 1, deadline: nil, now: t0 + 1).grant!.connection
+        let held = machine.lease(request: 1, timeoutAt: nil, now: t0 + 1).grant!.connection
         _ = machine.release(connection: held, now: t0 + 9)
-        #expect(machine.lease(request: 2, deadline: nil, now: t0 + 10, preferredLoop: 5).grant?.connection == held)
-        let sameLoop = machine.lease(request: 3, deadline: nil, now: t0 + 10, preferredLoop: 1).grant!.connection
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0 + 10, preferredLoop: 5).grant?.connection == held)
+        let sameLoop = machine.lease(request: 3, timeoutAt: nil, now: t0 + 10, preferredLoop: 1).grant!.connection
         _ = machine.release(connection: sameLoop, now: t0 + 20)
-        #expect(machine.lease(request: 4, deadline: nil, now: t0 + 21, preferredLoop: 1).grant?.connection == sameLoop)
+        #expect(machine.lease(request: 4, timeoutAt: nil, now: t0 + 21, preferredLoop: 1).grant?.connection == sameLoop)
     }
 
     @Test func connectedMayReportTheLoopTheShellChose() {
         var machine = makeMachine(maximumConnections: 2)
         #expect(
-            machine.lease(request: 1, deadline: nil, now: t0).connects == [PoolConnect(connection: 0, loopKey: nil)]
+            machine.lease(request: 1, timeoutAt: nil, now: t0).connects == [PoolConnect(connection: 0, loopKey: nil)]
         )
-        #expect(machine.lease(request: 2, deadline: nil, now: t0, preferredLoop: 9).connects.first?.loopKey == 9)
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0, preferredLoop: 9).connects.first?.loopKey == 9)
         _ = machine.connected(connection: 0, loop: 4, now: t0)
         _ = machine.connected(connection: 1, now: t0)
         _ = machine.release(connection: 0, now: t0)
         _ = machine.release(connection: 1, now: t0)
-        #expect(machine.lease(request: 3, deadline: nil, now: t0 + 2, preferredLoop: 4).grant?.connection == 0)
-        #expect(machine.lease(request: 4, deadline: nil, now: t0 + 2, preferredLoop: 9).grant?.connection == 1)
+        #expect(machine.lease(request: 3, timeoutAt: nil, now: t0 + 2, preferredLoop: 4).grant?.connection == 0)
+        #expect(machine.lease(request: 4, timeoutAt: nil, now: t0 + 2, preferredLoop: 9).grant?.connection == 1)
     }
 
     @Test func anIdleConnectionAndAWaiterNeverCoexist() {
         var machine = makeMachine(maximumConnections: 2)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
         _ = machine.connected(connection: 0, now: t0)
         _ = machine.connected(connection: 1, now: t0)
-        _ = machine.lease(request: 3, deadline: nil, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: nil, now: t0)
         let release = machine.release(connection: 0, now: t0 + 1)
         #expect(release.grant == PoolGrant(request: 3, connection: 0, waited: .milliseconds(1)))
         #expect(machine.statistics.idle == 0 && machine.statistics.waiting == 0)
+    }
+
+    @Test func theEarlierOfTheTwoEndsEndsTheWaitAndEachIsCountedApart() {
+        var machine = makeMachine(maximumConnections: 1)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.connected(connection: 0, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: t0 + 100, deadline: t0 + 300, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: t0 + 300, deadline: t0 + 200, now: t0)
+        let tied = machine.lease(request: 4, timeoutAt: t0 + 400, deadline: t0 + 400, now: t0)
+        _ = machine.lease(request: 5, timeoutAt: nil, deadline: t0 + 500, now: t0)
+        #expect(tied.wakeAt == t0 + 100)
+        #expect(machine.tick(now: t0 + 100).failed == [2: .timedOut])
+        #expect(machine.tick(now: t0 + 200).failed == [3: .deadlineReached])
+        #expect(machine.tick(now: t0 + 400).failed == [4: .deadlineReached], "on a tie, the deadline")
+        #expect(machine.tick(now: t0 + 500).failed == [5: .deadlineReached])
+        let statistics = machine.statistics
+        #expect(statistics.acquireTimeouts == 1, "only the pool's own limit is an acquire timeout")
+        #expect(statistics.deadlinesReached == 3 && statistics.failed == 4)
+    }
+
+    @Test func aDeadlineAlreadyPassedFailsAtOnceAsTheDeadline() {
+        var machine = makeMachine()
+        _ = machine.warmUp(1, now: t0)
+        let actions = machine.lease(request: 1, timeoutAt: t0 + 1_000, deadline: t0, now: t0)
+        #expect(actions.failures == [PoolFailure(request: 1, reason: .deadlineReached)])
+        #expect(machine.statistics.deadlinesReached == 1 && machine.statistics.acquireTimeouts == 0)
+        #expect(machine.statistics.idle == 1)
+    }
+
+    @Test func acquireWaitsAreSummedOverEveryGrant() {
+        var machine = makeMachine(maximumConnections: 1)
+        _ = machine.warmUp(1, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: nil, now: t0 + 10)
+        _ = machine.release(connection: 0, now: t0 + 30)
+        _ = machine.release(connection: 0, now: t0 + 40)
+        let statistics = machine.statistics
+        #expect(statistics.granted == 4, "the warm-up's lease and three more")
+        #expect(statistics.acquireWaitNanoseconds == Duration.milliseconds(60).nanosecondsClamped)
+        #expect(statistics.maxAcquireWait == .milliseconds(30))
+        #expect(statistics.averageAcquireWait == .milliseconds(15))
+    }
+
+    @Test func prewarmOpensIdleConnectionsWithoutARequest() {
+        var machine = makeMachine(maximumConnections: 2)
+        let prewarm = machine.prewarm(count: 5, now: t0)
+        #expect(prewarm.connectIDs == [0, 1], "no more than the limit")
+        #expect(machine.connected(connection: 0, now: t0).grant == nil)
+        #expect(machine.state(of: 0) == .idle(since: t0, lastChecked: t0))
+        #expect(machine.statistics.requests == 0 && machine.statistics.granted == 0)
+        _ = machine.shutdown()
+        #expect(machine.prewarm(count: 1, now: t0).connects.isEmpty)
     }
 }

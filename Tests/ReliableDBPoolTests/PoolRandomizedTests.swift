@@ -29,7 +29,8 @@ struct PoolRandomizedTests {
         }
         // The runs must reach every path, or passing says little.
         #expect(coverage.grants > 1_000 && coverage.queuedGrants > 100)
-        #expect(coverage.timeouts > 100 && coverage.cancels > 100 && coverage.failFast > 10)
+        #expect(coverage.timeouts > 100 && coverage.deadlines > 100)
+        #expect(coverage.cancels > 100 && coverage.failFast > 10)
         #expect(coverage.keepAlives > 10 && coverage.shutdowns > 10 && coverage.fullPool > 100)
         #expect(PoolCloseReason.allCases.allSatisfy { coverage.closes[$0, default: 0] > 0 }, "\(coverage.closes)")
     }
@@ -49,6 +50,7 @@ extension PoolSimulation.Coverage {
         grants += other.grants
         queuedGrants += other.queuedGrants
         timeouts += other.timeouts
+        deadlines += other.deadlines
         cancels += other.cancels
         failFast += other.failFast
         shutdowns += other.shutdowns

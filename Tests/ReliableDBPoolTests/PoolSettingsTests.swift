@@ -14,7 +14,7 @@ struct PoolSettingsTests {
         var connects = 0
         let requests = Swift.min(maximum, 500) + 3
         for request in 0..<requests {
-            connects += machine.lease(request: request, deadline: nil, now: t0).connects.count
+            connects += machine.lease(request: request, timeoutAt: nil, now: t0).connects.count
         }
         #expect(connects == Swift.min(requests, maximum))
         #expect(machine.statistics.total == connects && machine.statistics.waiting == requests)
@@ -24,8 +24,8 @@ struct PoolSettingsTests {
     func aMaximumBelowOneMeansOne(maximum: Int) {
         var machine = makeMachine(maximumConnections: maximum)
         #expect(machine.configuration.maximumConnections == 1)
-        #expect(machine.lease(request: 1, deadline: nil, now: t0).connects.count == 1)
-        #expect(machine.lease(request: 2, deadline: nil, now: t0).connects.isEmpty)
+        #expect(machine.lease(request: 1, timeoutAt: nil, now: t0).connects.count == 1)
+        #expect(machine.lease(request: 2, timeoutAt: nil, now: t0).connects.isEmpty)
     }
 
     @Test(arguments: [Duration?.none, .zero, .nanoseconds(1), .seconds(30), huge, .seconds(-5)])
@@ -49,7 +49,7 @@ struct PoolSettingsTests {
     @Test(arguments: [Duration?.none, .zero, .seconds(1), huge])
     func lifetimeAcrossItsRange(lifetime: Duration?) {
         var machine = makeMachine(maximumConnections: 1, maxLifetime: lifetime, lifetimeJitterFraction: 0.2)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         #expect(machine.connected(connection: 0, now: t0, lifetimeJitter: 0.5).grant?.request == 1)
         let release = machine.release(connection: 0, now: t0 + 500)
         if let lifetime, lifetime == .zero {
@@ -78,14 +78,14 @@ struct PoolSettingsTests {
     func deadlinesAcrossTheTimeline(deadline: PoolInstant) {
         var machine = makeMachine(maximumConnections: 1)
         let id = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        let lease = machine.lease(request: 2, deadline: deadline, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        let lease = machine.lease(request: 2, timeoutAt: deadline, now: t0)
         if deadline <= t0 {
-            #expect(lease.failures == [PoolFailure(request: 2, reason: .timeout)])
+            #expect(lease.failures == [PoolFailure(request: 2, reason: .timedOut)])
         } else {
             #expect(lease.failures.isEmpty && lease.wakeAt == deadline)
             let later = machine.tick(now: deadline)
-            #expect(later.failures == [PoolFailure(request: 2, reason: .timeout)])
+            #expect(later.failures == [PoolFailure(request: 2, reason: .timedOut)])
             #expect(machine.release(connection: id, now: deadline).grant == nil)
         }
     }
@@ -108,8 +108,8 @@ struct PoolSettingsTests {
     @Test func zeroBackoffRetriesOnTheSameEvent() {
         var machine = makeMachine(maximumConnections: 2, connectBackoffInitial: .zero, connectBackoffMaximum: .zero)
         _ = machine.warmUp(1, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
         #expect(machine.connectFailed(connection: 1, now: t0).connects.count == 1)
     }
 

@@ -8,10 +8,10 @@ struct PoolShutdownTests {
     @Test func shutdownFailsWaitersAndClosesTheRestAsTheyComeBack() {
         var machine = makeMachine(maximumConnections: 3)
         let ids = machine.warmUp(2, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
-        let connecting = machine.lease(request: 3, deadline: nil, now: t0).connectIDs
-        _ = machine.lease(request: 4, deadline: t0 + 100, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
+        let connecting = machine.lease(request: 3, timeoutAt: nil, now: t0).connectIDs
+        _ = machine.lease(request: 4, timeoutAt: t0 + 100, now: t0)
         #expect(connecting.count == 1 && machine.statistics.waiting == 2)
 
         let shutdown = machine.shutdown()
@@ -21,7 +21,7 @@ struct PoolShutdownTests {
         #expect(machine.isShuttingDown && !machine.isShutDownComplete)
 
         #expect(
-            machine.lease(request: 5, deadline: nil, now: t0 + 1).failures == [
+            machine.lease(request: 5, timeoutAt: nil, now: t0 + 1).failures == [
                 PoolFailure(request: 5, reason: .shutdown)
             ]
         )
@@ -60,7 +60,7 @@ struct PoolShutdownTests {
 
     @Test func aFailedConnectDuringShutdownCompletesItWithoutBackoff() {
         var machine = makeMachine()
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.shutdown()
         let failed = machine.connectFailed(connection: 0, now: t0 + 1)
         #expect(failed.shutDownCompleted && failed.failures.isEmpty && failed.wakeAt == nil)
@@ -79,7 +79,7 @@ struct PoolShutdownTests {
     @Test func discardDuringShutdownStillCountsAsBroken() {
         var machine = makeMachine()
         let id = machine.warmUp(1, now: t0)[0]
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         _ = machine.shutdown()
         #expect(
             machine.release(connection: id, discard: true, now: t0).closes == [

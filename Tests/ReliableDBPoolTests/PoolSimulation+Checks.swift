@@ -18,13 +18,20 @@ extension PoolSimulation {
             holders[connection] = nil
         case .keepAliveDone(let connection, _):
             pendingKeepAlives.remove(connection)
-        case .lease, .cancel, .tick, .serverReachable, .evictAll, .shutdown:
+        case .lease, .prewarm, .cancel, .tick, .serverReachable, .evictAll, .shutdown:
             break
         }
         if let grant = actions.grant { applyGrant(grant, for: event, before: before) }
+        if case .prewarm(let count) = event {
+            let room = machine.configuration.maximumConnections - before.count
+            let failing = machine.consecutiveConnectFailures > 0
+            let expected = shutdownCalled || failing ? 0 : Swift.max(0, Swift.min(count, room))
+            // At least that many: the event also starts the connects waiters still need.
+            expect(actions.connects.count >= expected, "prewarm \(count) started \(actions.connects.count)")
+        }
         for failure in actions.failures { applyFailure(failure, for: event, before: before, hasNow: hasNow) }
         if case .lease(let request, _) = event, !answered.contains(request) {
-            waiting[request] = leaseDeadline
+            waiting[request] = leaseWait
         }
         for connect in actions.connects {
             expect(!shutdownCalled, "connect \(connect.connection) after shutdown")
@@ -67,15 +74,18 @@ extension PoolSimulation {
         expect(!evicted.contains(grant.connection), "granted \(grant.connection), evicted before")
         if case .lease(grant.request, _) = event {
             expect(grant.waited == .zero, "immediate grant waited \(grant.waited)")
-            expect(leaseDeadline.map { now < $0 } ?? true, "immediate grant at or after its deadline")
-        } else if let deadline = waiting[grant.request] {
+            expect(leaseWait.end.map { now < $0 } ?? true, "immediate grant at or after the end of its wait")
+        } else if let wait = waiting[grant.request] {
             coverage.queuedGrants += 1
-            expect(deadline.map { now < $0 } ?? true, "grant to \(grant.request) at or after its deadline \(deadline!)")
+            expect(wait.end.map { now < $0 } ?? true, "grant to \(grant.request) at or after its end \(wait.end!)")
+            expect(grant.waited == now - wait.enqueuedAt, "grant to \(grant.request) waited \(grant.waited)")
             waiting[grant.request] = nil
         } else {
             expect(false, "grant to \(grant.request), which is not waiting")
         }
         expect(answered.insert(grant.request).inserted, "request \(grant.request) answered twice")
+        waitedTotal += grant.waited.nanosecondsClamped
+        waitedMax = Swift.max(waitedMax, grant.waited.nanosecondsClamped)
         let prior = before[grant.connection]
         let fromIdle: Bool
         switch prior {
@@ -104,21 +114,23 @@ extension PoolSimulation {
         before: [Int: PoolConnectionState],
         hasNow: Bool
     ) {
-        let deadline: PoolInstant?
+        let wait: Wait
         if case .lease(failure.request, _) = event {
-            deadline = leaseDeadline
+            wait = leaseWait
         } else if let waited = waiting[failure.request] {
-            deadline = waited
+            wait = waited
             waiting[failure.request] = nil
         } else {
             expect(false, "failure for \(failure.request), which is not waiting")
             return
         }
         expect(answered.insert(failure.request).inserted, "request \(failure.request) answered twice")
+        failuresSeen[failure.reason, default: 0] += 1
         switch failure.reason {
-        case .timeout:
-            coverage.timeouts += 1
-            expect(hasNow && deadline.map { $0 <= now } ?? false, "timeout of \(failure.request) before its deadline")
+        case .timedOut, .deadlineReached:
+            if failure.reason == .timedOut { coverage.timeouts += 1 } else { coverage.deadlines += 1 }
+            expect(hasNow && wait.end.map { $0 <= now } ?? false, "\(failure) before the end of its wait")
+            expect(failure.reason == wait.endReason, "\(failure), but \(wait) ends by \(wait.endReason)")
         case .shutdown:
             expect(shutdownCalled, "shutdown failure without shutdown")
         case .cancelled:
@@ -224,10 +236,10 @@ extension PoolSimulation {
 
     private mutating func checkTimers(_ statistics: PoolCounters) {
         var due: PoolInstant?
-        for (request, deadline) in waiting {
-            if let deadline {
-                expect(deadline > now, "request \(request) still waiting past its deadline \(deadline)")
-                due = earliest(due, deadline)
+        for (request, wait) in waiting {
+            if let end = wait.end {
+                expect(end > now, "request \(request) still waiting past the end of its wait \(end)")
+                due = earliest(due, end)
             }
         }
         for connection in machine.connections.all {
@@ -247,12 +259,27 @@ extension PoolSimulation {
         }
     }
 
-    private mutating func checkCounters(_ statistics: PoolCounters, states: [Int: PoolConnectionState])
-    {
-        let answeredOrWaiting =
-            statistics.granted + statistics.acquireTimeouts + statistics.cancelled + statistics.failedByConnect
-            + statistics.failedByShutdown + statistics.waiting
+    private mutating func checkCounters(_ statistics: PoolCounters, states: [Int: PoolConnectionState]) {
+        let answeredOrWaiting = statistics.granted + statistics.failed + statistics.waiting
         expect(statistics.requests == answeredOrWaiting, "requests \(statistics.requests) != \(answeredOrWaiting)")
+        // Every failed request is counted exactly once, under the reason it was answered with.
+        let counted: [PoolFailureReason: Int] = [
+            .timedOut: statistics.acquireTimeouts, .deadlineReached: statistics.deadlinesReached,
+            .cancelled: statistics.cancelled, .connectFailed: statistics.failedByConnect,
+            .shutdown: statistics.failedByShutdown,
+        ]
+        for reason in PoolFailureReason.allCases {
+            let seen = failuresSeen[reason, default: 0]
+            expect(counted[reason] == seen, "\(reason): counted \(String(describing: counted[reason])), seen \(seen)")
+        }
+        expect(
+            statistics.acquireWaitNanoseconds == waitedTotal,
+            "acquire wait total \(statistics.acquireWaitNanoseconds)"
+        )
+        expect(
+            statistics.maxAcquireWaitNanoseconds == waitedMax,
+            "acquire wait max \(statistics.maxAcquireWaitNanoseconds)"
+        )
         expect(statistics.requests == requestsMade, "requests \(statistics.requests), made \(requestsMade)")
         expect(statistics.granted == grants, "granted \(statistics.granted), seen \(grants)")
         expect(answered.count + waiting.count == requestsMade, "a request is neither answered nor waiting")

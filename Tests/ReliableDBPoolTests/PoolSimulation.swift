@@ -10,8 +10,9 @@ import ReliableDB
 /// and carry the seed, so a failure replays exactly.
 struct PoolSimulation {
     enum Event: Equatable {
-        /// A request; `trial` when it stands for a circuit breaker's trial (``PoolStateMachine/lease(request:deadline:now:preferredLoop:bypassingBackoff:)``).
+        /// A request; `trial` when it stands for a circuit breaker's trial (``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``).
         case lease(Int, trial: Bool = false)
+        case prewarm(Int)
         case cancel(Int)
         case release(Int, discard: Bool)
         case connected(Int)
@@ -30,6 +31,7 @@ struct PoolSimulation {
         var grants = 0
         var queuedGrants = 0
         var timeouts = 0
+        var deadlines = 0
         var cancels = 0
         var failFast = 0
         var shutdowns = 0
@@ -58,7 +60,28 @@ struct PoolSimulation {
     var pendingCloses: Set<Int> = []
     var pendingKeepAlives: Set<Int> = []
     var holders: [Int: Int] = [:]
-    var waiting: [Int: PoolInstant?] = [:]
+    /// The two ends of one request's wait, as the shell passed them.
+    struct Wait {
+        var timeoutAt: PoolInstant?
+        var deadline: PoolInstant?
+        var enqueuedAt: PoolInstant
+
+        /// When the wait ends: the earlier of the two.
+        var end: PoolInstant? { earliest(timeoutAt, deadline) }
+
+        /// What ends it: the operation's deadline when it is not later than the pool timeout.
+        var endReason: PoolFailureReason {
+            guard let deadline else { return .timedOut }
+            return timeoutAt.map { deadline <= $0 } ?? true ? .deadlineReached : .timedOut
+        }
+    }
+
+    var waiting: [Int: Wait] = [:]
+    /// Failures seen, by reason, to check the machine counts each failed request exactly once.
+    var failuresSeen: [PoolFailureReason: Int] = [:]
+    /// The queue waits of the grants seen, summed and largest, in nanoseconds.
+    var waitedTotal: Int64 = 0
+    var waitedMax: Int64 = 0
     var answered: Set<Int> = []
     var requestsMade = 0
     var knownConnections: Set<Int> = []
@@ -66,7 +89,7 @@ struct PoolSimulation {
     var completions = 0
     var wakeAt: PoolInstant?
     var grants = 0
-    var leaseDeadline: PoolInstant?
+    var leaseWait = Wait(enqueuedAt: t0)
     /// Connections that were open at an `evictAll`: none may be granted again.
     var evicted: Set<Int> = []
     /// The model's own `evictedBelow`: a refusal by a connection older than the last eviction
@@ -179,6 +202,9 @@ struct PoolSimulation {
         default:
             if !shutdownCalled && chance(0.3) {
                 shutdown()
+            } else if chance(0.1) {
+                let count = Int.random(in: 0...3, using: &rng)
+                perform(.prewarm(count)) { $0.prewarm(count: count, now: $1) }
             } else if chance(0.5) {
                 perform(.serverReachable) { $0.serverReachable(now: $1) }
             } else if chance(0.4) {
@@ -202,12 +228,27 @@ struct PoolSimulation {
     private mutating func lease() {
         let request = requestsMade
         requestsMade += 1
-        leaseDeadline = randomDeadline()
-        let deadline = leaseDeadline
+        // Half the requests carry an operation deadline besides the pool timeout, so either may
+        // end the wait first (or both at once).
+        let timeoutAt = randomDeadline()
+        let deadline: PoolInstant? =
+            switch Int.random(in: 0..<6, using: &rng) {
+            case 0, 1, 2: nil
+            case 3: timeoutAt
+            default: randomDeadline()
+            }
+        leaseWait = Wait(timeoutAt: timeoutAt, deadline: deadline, enqueuedAt: now)
         let loop: Int? = chance(0.2) ? nil : Int.random(in: 0...3, using: &rng)
         let trial = chance(0.1)
         perform(.lease(request, trial: trial)) {
-            $0.lease(request: request, deadline: deadline, now: $1, preferredLoop: loop, bypassingBackoff: trial)
+            $0.lease(
+                request: request,
+                timeoutAt: timeoutAt,
+                deadline: deadline,
+                now: $1,
+                preferredLoop: loop,
+                bypassingBackoff: trial
+            )
         }
     }
 

@@ -8,12 +8,12 @@ struct PoolStatisticsTests {
     @Test func gaugesFollowTheConnectionStates() {
         var machine = makeMachine(maximumConnections: 4, keepAliveAfter: .seconds(1))
         let ids = machine.warmUp(3, now: t0)
-        _ = machine.lease(request: 1, deadline: nil, now: t0)
+        _ = machine.lease(request: 1, timeoutAt: nil, now: t0)
         let leased = machine.connectionStates.filter { if case .leased = $0.value { true } else { false } }.keys.first!
         _ = machine.release(connection: leased, discard: true, now: t0)
-        _ = machine.lease(request: 2, deadline: nil, now: t0)
-        _ = machine.lease(request: 3, deadline: nil, now: t0)
-        _ = machine.lease(request: 4, deadline: nil, now: t0)
+        _ = machine.lease(request: 2, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 3, timeoutAt: nil, now: t0)
+        _ = machine.lease(request: 4, timeoutAt: nil, now: t0)
         var statistics = machine.statistics
         #expect(statistics.idle == 0 && statistics.active == 2 && statistics.closing == 1)
         #expect(statistics.connecting == 1 && statistics.waiting == 1 && statistics.total == 4)

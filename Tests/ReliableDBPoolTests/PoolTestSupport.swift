@@ -70,7 +70,7 @@ extension PoolStateMachine {
     mutating func warmUp(loops: [Int?], now: PoolInstant, firstRequest: Int = 1_000) -> [Int] {
         var ids: [Int] = []
         for (offset, loop) in loops.enumerated() {
-            let connect = lease(request: firstRequest + offset, deadline: nil, now: now, preferredLoop: loop).connects[
+            let connect = lease(request: firstRequest + offset, timeoutAt: nil, now: now, preferredLoop: loop).connects[
                 0
             ]
             ids.append(connected(connection: connect.connection, now: now).grant!.connection)

@@ -104,6 +104,28 @@ extension PostgresBackendTests {
         #expect(try await eventually { backendsPool == nil })
     }
 
+    /// The pool timeout and the attempt's deadline reach the pool as two instants: a wait the
+    /// attempt's deadline ends is the attempt's time running out, not an acquire timeout.
+    @Test func aWaitEndedByTheAttemptsDeadlineIsNotAnAcquireTimeout() async throws {
+        let backend = try PostgresBackend(url: try TestServer.url(), connectionLimit: 1, poolTimeout: .seconds(10))
+        let held = try await backend.pool.lease(timeoutAt: nil)
+        let scheduler = DeadlineScheduler(clock: SystemClock())
+        await #expect(throws: AttemptDeadlineExceeded.self) {
+            try await scheduler.bounded(until: SystemClock().now + .milliseconds(100)) { attempt in
+                _ = try await backend.lease(within: attempt)
+            }
+        }
+        #expect(backend.pool.statistics().acquireTimeouts == 0)
+
+        await #expect(throws: DatabasePoolTimeoutError.self) {
+            _ = try await backend.lease(from: backend.pool, within: .unbounded, wait: .milliseconds(50))
+        }
+        #expect(backend.pool.statistics().acquireTimeouts == 1, "the pool's own limit still counts")
+        backend.pool.release(held, discard: false)
+        scheduler.stop()
+        try await backend.shutdown()
+    }
+
     struct InjectedConnectFailure: Error {}
 
     final class HeldCount: Sendable {
@@ -138,6 +160,6 @@ extension PostgresBackendTests {
     }
 
     static func lease(_ id: Int, from pool: PostgresPool) async throws -> PooledPostgresConnection {
-        try await pool.lease(until: nil)
+        try await pool.lease(timeoutAt: nil)
     }
 }
