@@ -24,6 +24,15 @@ package struct HeldAlarm: Sendable {
         alarm.arm(at: instant)
     }
 
+    /// Disarms the alarm if it is armed, for an owner with nothing left due. Called under the
+    /// owner's lock like ``arm(notLaterThan:)``: outside it, the disarm could undo the arming of an
+    /// event that came in between.
+    package mutating func disarm() {
+        guard let alarm, armedAt != nil else { return }
+        armedAt = nil
+        alarm.disarm()
+    }
+
     /// The alarm fired: the next ``arm(notLaterThan:)`` arms it whatever the instant.
     package mutating func fired() {
         armedAt = nil

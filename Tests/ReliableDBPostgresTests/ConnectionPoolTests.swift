@@ -116,6 +116,7 @@ extension PostgresBackendTests {
             }
         }
         #expect(backend.pool.statistics().acquireTimeouts == 0)
+        #expect(backend.pool.shell.statistics.deadlinesReached == 1)
 
         await #expect(throws: DatabasePoolTimeoutError.self) {
             _ = try await backend.lease(from: backend.pool, within: .unbounded, wait: .milliseconds(50))
