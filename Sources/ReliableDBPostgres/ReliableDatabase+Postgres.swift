@@ -39,7 +39,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
         )
     }
 
-    /// Runs `body` on a pooled connection through the pipeline (the seed's `query`). Mark reads
+    /// Runs `body` on a pooled connection through the pipeline. Mark reads
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
     ///
     /// `body` runs in a task of its own, so that its caller can be released at the deadline even

@@ -26,7 +26,7 @@ func quickStart() async throws {
         try conn.execute(sql: "CREATE TABLE IF NOT EXISTS profile (userId INTEGER, name TEXT)")
     }
 
-    // A read through the pipeline (the seed's reliablePrisma.query). Results cross tasks: Sendable.
+    // A read through the pipeline. Results cross tasks: Sendable.
     let emails = try await db.query(.read("get-users", table: "user", timeout: .seconds(5))) { conn in
         try String.fetchAll(conn, sql: "SELECT email FROM user ORDER BY id")
     }
@@ -45,7 +45,7 @@ func quickStart() async throws {
     db.circuitBreaker.reset()
     print(db.metrics())                // successful/failed/slow queries, avg/p50/p95/p99, timeouts, active, pool
     print(await db.healthCheck())      // true when a probe succeeds within the health-check timeout
-    print(db.raw.pool)                 // the GRDB DatabasePool, outside the pipeline (the seed's .raw)
+    print(db.raw.pool)                 // the GRDB DatabasePool, outside the pipeline
 }
 
 /// The timeout helpers.

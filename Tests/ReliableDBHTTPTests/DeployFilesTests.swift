@@ -20,7 +20,7 @@ struct DeployFilesTests {
         try String(contentsOf: deploy.appendingPathComponent(path), encoding: .utf8)
     }
 
-    @Test func theKubernetesDeploymentUsesTheSeedsProbes() throws {
+    @Test func theKubernetesDeploymentUsesTheDocumentedProbes() throws {
         let documents = try Yams.load_all(yaml: try Self.text("kubernetes/deployment.yaml")).map {
             $0 as? [String: Any]
         }
@@ -41,7 +41,7 @@ struct DeployFilesTests {
         #expect((container["args"] as? [String])?.first == "serve")
     }
 
-    @Test func thePrometheusScrapeConfigIsTheSeeds() throws {
+    @Test func thePrometheusScrapeConfigScrapesTheDocumentedPath() throws {
         let config = try #require(try Yams.load(yaml: try Self.text("prometheus/prometheus.yml")) as? [String: Any])
         let job = try #require((config["scrape_configs"] as? [[String: Any]])?.first)
         #expect(job["job_name"] as? String == "carmen-database")

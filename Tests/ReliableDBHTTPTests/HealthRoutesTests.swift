@@ -12,7 +12,7 @@ import Testing
 
 /// The `/api/health` shape clients rely on: a response must have exactly these fields, nested the
 /// same way, with the same JSON types.
-let seedHealthExample = """
+let documentedHealthExample = """
     {
       "status": "healthy",
       "timestamp": "2024-01-01T00:00:00.000Z",
@@ -130,7 +130,7 @@ func readyStatus(_ client: any TestClientProtocol) async throws -> HTTPResponse.
 
 @Suite("Health endpoints (router)")
 struct HealthRoutesTests {
-    @Test func healthMatchesTheSeedShapeFieldByField() async throws {
+    @Test func healthMatchesTheDocumentedShapeFieldByField() async throws {
         let stack = try Stack()
         _ = try await stack.db.query(.read("warm-up")) { try Int.fetchOne($0, sql: "SELECT 1") }
         await stack.monitor.checkNow()
@@ -141,7 +141,7 @@ struct HealthRoutesTests {
                 #expect(response.headers[.cacheControl] == "no-store")
                 expectSameShape(
                     try JSONValue.parse(Data(buffer: response.body)),
-                    try JSONValue.parse(Data(seedHealthExample.utf8))
+                    try JSONValue.parse(Data(documentedHealthExample.utf8))
                 )
                 let report = try JSONDecoder().decode(HealthReport.self, from: Data(buffer: response.body))
                 #expect(report.status == "healthy")

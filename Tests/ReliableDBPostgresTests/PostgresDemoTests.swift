@@ -5,7 +5,7 @@ import ReliableDBTestSupport
 import Testing
 
 extension PostgresBackendTests {
-    /// The seed's graceful degradation, as a user of `serve --demo` sees it: with the database
+    /// Graceful degradation, as a user of `serve --demo` sees it: with the database
     /// down and the breaker open, a read answers with its last good result, marked degraded.
     @Test func theDemoAnswersFromItsLastGoodReadWhileTheBreakerIsOpen() async throws {
         let server = try Self.demoServer(["DB_CB_FAILURE_THRESHOLD": "2", "DB_CB_TIMEOUT": "600000"])

@@ -6,17 +6,17 @@ import Testing
 @Suite("PrometheusExporter")
 struct PrometheusExporterTests {
     /// Every gauge family the exporter owns, with its TYPE.
-    static let seedGauges = [
+    static let documentedGauges = [
         "db_connections_total", "db_connections_active", "db_connections_idle", "db_pool_utilization_percent",
         "db_query_duration_avg_ms", "db_health_score", "db_circuit_breaker_state", "db_circuit_breaker_failures",
         "db_operations_active",
     ]
-    static let seedCounters = [
+    static let documentedCounters = [
         "db_queries_slow_total", "db_queries_successful_total", "db_queries_failed_total", "db_timeouts_total",
     ]
 
     @Test("A real pipeline's scrape is valid 0.0.4 and carries every documented metric with the pipeline's numbers")
-    func scrapeCarriesSeedMetrics() async throws {
+    func scrapeCarriesEveryDocumentedMetric() async throws {
         let pool = PoolStatistics(total: 10, active: 3, idle: 7, waiting: 2, max: 10)
         let fixture = Fixture(pool: pool)
         for _ in 0..<4 { try await fixture.succeed(taking: .milliseconds(3)) }
@@ -39,11 +39,11 @@ struct PrometheusExporterTests {
         let text = fixture.exporter.render(metrics: snapshot, health: health)
         let scrape = try Exposition(parsing: text)
 
-        for name in Self.seedGauges {
+        for name in Self.documentedGauges {
             #expect(scrape.families[name]?.type == "gauge", "\(name)")
             #expect(scrape.families[name]?.help?.isEmpty == false, "\(name) has a help text")
         }
-        for name in Self.seedCounters {
+        for name in Self.documentedCounters {
             #expect(scrape.families[name]?.type == "counter", "\(name)")
         }
 
@@ -357,8 +357,8 @@ struct PrometheusExporterTests {
     @Test("Content type and owned names")
     func contentTypeAndNames() {
         #expect(PrometheusExporter.contentType == "text/plain; version=0.0.4; charset=utf-8")
-        #expect(Set(Self.seedGauges).isSubset(of: PrometheusExporter.ownedMetricNames))
-        #expect(Set(PrometheusExporter.ownedMetricNames).isDisjoint(with: Self.seedCounters))
+        #expect(Set(Self.documentedGauges).isSubset(of: PrometheusExporter.ownedMetricNames))
+        #expect(Set(PrometheusExporter.ownedMetricNames).isDisjoint(with: Self.documentedCounters))
         #expect(PrometheusExporter.durationBuckets == PrometheusExporter.durationBuckets.sorted())
     }
 }

@@ -29,7 +29,7 @@ struct ConfigurationTests {
         }
     }
 
-    @Test func defaultsAreTheSeeds() async throws {
+    @Test func defaultsAreTheDocumentedOnes() async throws {
         let config = try await load([:])
         #expect(config.database == .sqlite(path: "reliabledb.sqlite"))
         #expect(config.connectionLimit == 10)
