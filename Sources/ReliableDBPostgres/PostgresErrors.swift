@@ -115,7 +115,7 @@ func describeNetworkError(_ error: any Error) -> String {
     return String(describing: error)
 }
 
-/// Maps PostgreSQL errors to the pipeline's classes (DESIGN.md's classification table).
+/// Maps PostgreSQL errors to the pipeline's classes.
 struct PostgresErrorClassifier {
     /// - Parameter sent: whether the statement had been handed to the connection. Errors while
     ///   leasing or connecting are never "sent".
