@@ -110,13 +110,15 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
 
     // MARK: Leasing
 
-    /// A connection, waiting at most until `timeoutAt` (the pool timeout: ``PoolLeaseFailure/timedOut``)
-    /// or the operation's `deadline` (``PoolLeaseFailure/deadlineReached``), whichever is earlier.
-    /// Throws ``PoolLeaseFailure``. See ``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``
+    /// A connection, waiting at most `timeout` (the pool timeout: ``PoolLeaseFailure/timedOut``;
+    /// `nil` for none) or until the operation's `deadline` (``PoolLeaseFailure/deadlineReached``),
+    /// whichever ends first. Throws ``PoolLeaseFailure``. The timeout runs from the time read under
+    /// the lock, so a timeout of a nanosecond still takes a free connection. See
+    /// ``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``
     /// for `preferredLoop` and `bypassingBackoff`.
     @inlinable
     package func lease(
-        timeoutAt: PoolInstant?,
+        timeout: Duration?,
         deadline: PoolInstant?,
         preferredLoop: Int? = nil,
         bypassingBackoff: Bool = false
@@ -127,7 +129,7 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
             let now = clock.now
             let actions = state.machine.lease(
                 request: request,
-                timeoutAt: timeoutAt,
+                timeoutAt: timeout.map { now + $0 },
                 deadline: deadline,
                 now: now,
                 preferredLoop: preferredLoop,

@@ -18,7 +18,7 @@ extension PostgresBackend {
         let start = clock.now
         do {
             let connection = try await pool.lease(
-                timeoutAt: start + wait,
+                timeout: wait,
                 deadline: attempt.deadline,
                 bypassingBackoff: attempt.isBreakerProbe
             )

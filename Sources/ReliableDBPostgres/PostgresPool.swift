@@ -62,17 +62,17 @@ final class PostgresPool: Sendable {
 
     // MARK: Leasing
 
-    /// A connection, waiting at most until `timeoutAt` (the pool timeout) or the operation's
-    /// `deadline`, whichever is earlier. Throws ``PoolLeaseError``. `bypassingBackoff` is for a
-    /// circuit breaker's trial (``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``).
+    /// A connection, waiting at most `timeout` (the pool timeout; `nil` for none) or until the
+    /// operation's `deadline`, whichever ends first. Throws ``PoolLeaseError``. `bypassingBackoff`
+    /// is for a circuit breaker's trial (``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``).
     func lease(
-        timeoutAt: MonotonicTime?,
+        timeout: Duration?,
         deadline: MonotonicTime? = nil,
         bypassingBackoff: Bool = false
     ) async throws -> PooledPostgresConnection {
         do {
             return try await shell.lease(
-                timeoutAt: timeoutAt,
+                timeout: timeout,
                 deadline: deadline,
                 preferredLoop: PostgresConnections.loopKey(MultiThreadedEventLoopGroup.currentEventLoop),
                 bypassingBackoff: bypassingBackoff

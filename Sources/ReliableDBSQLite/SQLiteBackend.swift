@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import GRDBSQLite
 import ReliableDB
+import ReliableDBPool
 import Synchronization
 
 /// The embedded default backend: a GRDB `DatabasePool` (WAL mode, one writer, concurrent readers).
@@ -131,23 +132,25 @@ public final class SQLiteBackend: DatabaseBackend {
     /// connections on the same demand: the writer at once, a reader when every open one is busy),
     /// `active` the slots in use and `waiting` the queued callers, all read under their locks.
     public func poolStatistics() -> PoolStatistics {
-        let readers = readers.statistics()
-        let writer = writer.statistics()
-        let acquisitions = readers.acquisitions + writer.acquisitions
+        let readerLimit = self.readers.limit
+        let writerLimit = self.writer.limit
+        let readers = self.readers.statistics()
+        let writer = self.writer.statistics()
+        let acquisitions = readers.granted + writer.granted
         return PoolStatistics(
             total: readers.open + writer.open,
             active: readers.active + writer.active,
-            idle: readers.idle + writer.idle,
+            idle: readers.idle + readers.keepAlive + writer.idle + writer.keepAlive,
             waiting: readers.waiting + writer.waiting,
-            max: readers.limit + writer.limit,
+            max: readerLimit + writerLimit,
             opened: readers.opened + writer.opened,
             closed: readers.closed + writer.closed,
             connectFailures: 0,
-            acquireTimeouts: readers.poolTimeouts + writer.poolTimeouts,
+            acquireTimeouts: readers.acquireTimeouts + writer.acquireTimeouts,
             averageAcquireTime: .nanoseconds(
-                (readers.acquireNanoseconds &+ writer.acquireNanoseconds) / Int64(max(1, acquisitions))
+                (readers.acquireWaitNanoseconds &+ writer.acquireWaitNanoseconds) / Int64(max(1, acquisitions))
             ),
-            maxAcquireTime: .nanoseconds(max(readers.maxAcquireNanoseconds, writer.maxAcquireNanoseconds))
+            maxAcquireTime: .nanoseconds(max(readers.maxAcquireWaitNanoseconds, writer.maxAcquireWaitNanoseconds))
         )
     }
 

@@ -108,7 +108,7 @@ extension PostgresBackendTests {
     /// attempt's deadline ends is the attempt's time running out, not an acquire timeout.
     @Test func aWaitEndedByTheAttemptsDeadlineIsNotAnAcquireTimeout() async throws {
         let backend = try PostgresBackend(url: try TestServer.url(), connectionLimit: 1, poolTimeout: .seconds(10))
-        let held = try await backend.pool.lease(timeoutAt: nil)
+        let held = try await backend.pool.lease(timeout: nil)
         let scheduler = DeadlineScheduler(clock: SystemClock())
         await #expect(throws: AttemptDeadlineExceeded.self) {
             try await scheduler.bounded(until: SystemClock().now + .milliseconds(100)) { attempt in
@@ -161,6 +161,6 @@ extension PostgresBackendTests {
     }
 
     static func lease(_ id: Int, from pool: PostgresPool) async throws -> PooledPostgresConnection {
-        try await pool.lease(timeoutAt: nil)
+        try await pool.lease(timeout: nil)
     }
 }
