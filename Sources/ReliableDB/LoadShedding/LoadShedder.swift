@@ -80,6 +80,10 @@ public struct LoadSheddingSnapshot: Sendable, Equatable, Codable {
 
 /// The shell around ``BulkheadStateMachine`` and ``AdaptiveConcurrencyLimit``: a lock, the
 /// waiting callers' continuations, and one clock alarm at the earliest wait's end.
+///
+/// The alarm is a ``HeldAlarm`` in the locked state, armed under the lock by the event that queued
+/// a waiter or found the next one: armed after the lock, a caller could be seen waiting (and the
+/// clock moved past its wait's end) before its alarm was set.
 final class LoadShedder: Sendable {
     private struct State {
         var bulkhead: BulkheadStateMachine
@@ -90,6 +94,8 @@ final class LoadShedder: Sendable {
         var nextID: UInt64 = 0
         var admitted = 0
         var shed = 0
+        /// At the earliest wait's end while anyone waits. Its action holds the shedder weakly.
+        var alarm = HeldAlarm()
 
         /// Resumes `id`'s caller, or records the decision for when it suspends.
         mutating func decide(_ id: UInt64, admitted: Bool) -> (CheckedContinuation<Void, any Error>, Bool)? {
@@ -106,7 +112,6 @@ final class LoadShedder: Sendable {
 
     private let state: Mutex<State>
     private let clock: any ReliabilityClock
-    private let alarm: Mutex<(any ClockAlarm)?> = Mutex(nil)
 
     init(_ configuration: LoadSheddingConfiguration, clock: any ReliabilityClock) {
         var adaptive: AdaptiveConcurrencyLimit?
@@ -128,7 +133,12 @@ final class LoadShedder: Sendable {
             )
         )
         self.clock = clock
-        alarm.withLock { $0 = clock.makeAlarm { [weak self] in self?.expireDue() } }
+        let alarm = clock.makeAlarm { [weak self] in self?.expireDue() }
+        state.withLock { $0.alarm.hold(alarm) }
+    }
+
+    deinit {
+        state.withLock { $0.alarm.detach() }?.disarm()
     }
 
     var snapshot: LoadSheddingSnapshot {
@@ -146,15 +156,15 @@ final class LoadShedder: Sendable {
     /// A slot now, after a wait of at most `maxWait`, or ``DatabaseOverloadedError``.
     func acquire(_ operation: String) async throws -> Permit {
         let start = clock.now
-        let (decision, id, nextDeadline) = state.withLock { state in
+        let (decision, id) = state.withLock { state in
             state.nextID &+= 1
             let decision = state.bulkhead.admit(id: state.nextID, at: start)
             switch decision {
             case .admitted: state.admitted += 1
             case .rejected: state.shed += 1
-            case .queued: break
+            case .queued: if let next = state.bulkhead.nextDeadline { state.alarm.arm(notLaterThan: next) }
             }
-            return (decision, state.nextID, state.bulkhead.nextDeadline)
+            return (decision, state.nextID)
         }
         switch decision {
         case .admitted:
@@ -162,7 +172,6 @@ final class LoadShedder: Sendable {
         case .rejected:
             throw overloaded(operation, waited: .zero)
         case .queued:
-            if let nextDeadline { alarm.withLock { $0?.arm(at: nextDeadline) } }
             do {
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -218,15 +227,17 @@ final class LoadShedder: Sendable {
         return DatabaseOverloadedError(operation: operation, limit: limit, inFlight: inFlight, waited: waited)
     }
 
-    /// The alarm: sheds the waiters whose wait has ended and re-arms for the next.
+    /// The alarm: sheds the waiters whose wait has ended and re-arms for the next. A spare or
+    /// early call (the earliest waiter left before its wait ended) sheds no one and re-arms.
     private func expireDue() {
         let now = clock.now
-        let (expired, next) = state.withLock { state in
+        let expired = state.withLock { state in
+            state.alarm.fired()
             let ids = state.bulkhead.expire(at: now)
             state.shed += ids.count
-            return (ids.compactMap { state.decide($0, admitted: false) }, state.bulkhead.nextDeadline)
+            if let next = state.bulkhead.nextDeadline { state.alarm.arm(notLaterThan: next) }
+            return ids.compactMap { state.decide($0, admitted: false) }
         }
-        if let next { alarm.withLock { $0?.arm(at: next) } }
         for (continuation, _) in expired { continuation.resume(throwing: Shed()) }
     }
 }
