@@ -92,6 +92,9 @@ public struct FluentReliabilityOverrides: Sendable, Equatable {
     public var idempotent: Bool?
     /// False turns retries off.
     public var retries: Bool?
+    /// Replaces the operation's kind: the statements of an enum change are a migration, whatever
+    /// their SQL keyword.
+    var kind: OperationKind?
 
     public init(name: String? = nil, timeout: Duration? = nil, idempotent: Bool? = nil, retries: Bool? = nil) {
         self.name = name
@@ -106,6 +109,7 @@ public struct FluentReliabilityOverrides: Sendable, Equatable {
         if let timeout { options.timeout = timeout }
         if let idempotent { options.idempotent = idempotent }
         if let retries { options.retries = retries }
+        if let kind { options.kind = kind }
         return options
     }
 }

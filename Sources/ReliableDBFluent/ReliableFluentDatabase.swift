@@ -130,9 +130,11 @@ extension ReliableFluentDatabase: Database {
     }
 
     func execute(enum: DatabaseEnum) -> EventLoopFuture<Void> {
-        // The enum's statements go through SQLKit's builders; they carry the enum's name.
+        // The enum's statements go through SQLKit's builders; they carry the enum's name and run
+        // as a migration, as a schema change does.
         var named = overrides
         named.name = named.name ?? "\(`enum`.name).enum"
+        named.kind = .migration
         let database = with(named)
         switch `enum`.action {
         case .create:
