@@ -275,6 +275,26 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // ReliableDBFluent's own behaviour against real PostgreSQL and PgBouncer (scripts/test).
+        .testTarget(
+            name: "ReliableDBFluentTests",
+            dependencies: [
+                "ReliableDBFluent",
+                "ReliableDB",
+                "ReliableDBPostgres",
+                "ReliableDBTestSupport",
+                .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentSQL", package: "fluent-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // Examples/: apps that use the products as a user would, built and tested with the rest.
         .target(
             name: "VaporERP",
