@@ -67,15 +67,9 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         let exporter = PrometheusExporter(registry: registry)
         let instruments = ReliabilityInstruments(factory: exporter.metricsFactory)
-        let reliability = configuration.reliability
         switch configuration.database {
-        case .sqlite(let path):
-            let backend = try SQLiteBackend(
-                path: path,
-                connectionLimit: configuration.connectionLimit,
-                poolTimeout: configuration.poolTimeout
-            )
-            let db = try ReliableDatabase(backend: backend, configuration: reliability, instruments: instruments)
+        case .sqlite:
+            let db = try ReliableDatabase.sqlite(configuration: configuration, instruments: instruments)
             let demoRoutes: DemoRoutes? =
                 demo ? DemoRoutes(database: db, store: try await SQLiteDemoStore(database: db)) : nil
             try await serve(db, configuration, exporter, address, demoRoutes, logger)
@@ -118,28 +112,21 @@ struct ServeCommand: AsyncParsableCommand {
         _ demoRoutes: DemoRoutes?,
         _ logger: Logger
     ) async throws {
-        // First, so it stops last: the server and the monitor finish before the connections close.
-        var services: [any Service] = [db]
-        var sinks: [any AlertSink] = []
-        if let webhook = configuration.alertWebhookURL {
-            let sink = WebhookAlertSink(
-                url: webhook,
+        let webhook = configuration.alertWebhookURL.map { url in
+            WebhookAlertSink(
+                url: url,
                 format: configuration.alertWebhookFormat,
                 metricsFactory: exporter.metricsFactory,
                 logger: Logger(label: "reliabledb.webhook")
             )
-            sinks.append(sink)
-            services.append(WebhookSinkService(sink))
         }
         let monitor = HealthMonitor(
             database: db,
             configuration: .init(configuration),
-            sinks: sinks,
+            sinks: webhook.map { [$0] } ?? [],
             logger: Logger(label: "reliabledb.monitor")
         )
-        if configuration.monitoringEnabled {
-            services.insert(monitor, at: 1)
-        } else {
+        if !configuration.monitoringEnabled {
             await monitor.checkNow()  // one check so readiness and /api/health have a status
         }
         let endpoints = HealthEndpoints(
@@ -164,11 +151,14 @@ struct ServeCommand: AsyncParsableCommand {
             },
             logger: Logger(label: "reliabledb.http")
         )
-        services.append(app)
-        // Last in the list, so first to hear of a graceful shutdown: readiness turns 503 while the
-        // server still answers, then the server stops accepting and finishes in-flight requests.
-        services.append(
-            ReadinessDrainService(readiness: readiness, drainFor: .milliseconds(Int64(drainSeconds * 1000)))
+        // The helper orders the shutdown: readiness turns 503 while the server still answers, the
+        // server finishes its requests, the monitor stops, the webhook sends what is queued, and
+        // the connections close last.
+        let services = endpoints.services(
+            database: db,
+            around: app,
+            alertSinks: webhook.map { [WebhookSinkService($0)] } ?? [],
+            drainFor: .milliseconds(Int64(drainSeconds * 1000))
         )
         let group = ServiceGroup(
             configuration: .init(
