@@ -6,6 +6,7 @@ import ReliableDB
 import ReliableDBPostgres
 import ReliableDBSQLite
 import Synchronization
+import _ConnectionPoolModule
 
 /// Reads, writes or a custom statement on a table of its own, through ReliableDB or a plain GRDB
 /// `DatabasePool` with the same number of readers.
@@ -168,8 +169,6 @@ package final class PostgresLoadWorkload: LoadWorkload {
     package let statement: CustomStatement?
     package let logger: Logger
     package let name: String
-    /// Classifies the raw client's own errors (its pool's), which only the caller can name.
-    private let rawErrorClass: @Sendable (any Error) -> ErrorClass?
     private let readOptions: OperationOptions
     private let writeOptions: OperationOptions
     private let executors = EventLoopExecutor.forDefaultEventLoops
@@ -180,10 +179,8 @@ package final class PostgresLoadWorkload: LoadWorkload {
         table: String,
         statement: CustomStatement?,
         logger: Logger,
-        name: String,
-        rawErrorClass: @escaping @Sendable (any Error) -> ErrorClass? = { _ in nil }
+        name: String
     ) {
-        self.rawErrorClass = rawErrorClass
         self.access = access
         self.table = table
         self.statement = statement
@@ -216,7 +213,9 @@ package final class PostgresLoadWorkload: LoadWorkload {
     package func classify(_ error: any Error) -> ErrorClass? {
         access.classify(error) {
             if $0 is PSQLError || $0 is PostgresError { return PostgresBackend.classify($0).errorClass }
-            return rawErrorClass($0)
+            // PostgresClient turns its pool's cancelled and shut-down requests into PSQLError; what
+            // its pool still throws as is says no connection could be made.
+            return $0 is ConnectionPoolError ? .connection : nil
         }
     }
 

@@ -42,7 +42,7 @@ struct LoadTestCommand: AsyncParsableCommand {
         case mixed
     }
 
-    @Option(help: "Concurrent workers (the seed's concurrentConnections).")
+    @Option(help: "Concurrent workers (concurrentConnections in the JSON report).")
     var connections = 10
 
     @Option(help: "Operations per connection (ignored with --duration).")
@@ -256,12 +256,7 @@ struct LoadTestCommand: AsyncParsableCommand {
                 try pool.close()
             }
         }
-        let backend = try SQLiteBackend(
-            path: path,
-            connectionLimit: configuration.connectionLimit,
-            poolTimeout: configuration.poolTimeout
-        )
-        let database = try ReliableDatabase(backend: backend, configuration: configuration.reliability)
+        let database = try ReliableDatabase.sqlite(configuration: configuration)
         let workload = SQLiteLoadWorkload(
             access: .reliable(database),
             table: table,
@@ -298,13 +293,7 @@ struct LoadTestCommand: AsyncParsableCommand {
                 table: table,
                 statement: statement,
                 logger: logger,
-                name: "postgresql \(url) (raw PostgresClient)\(suffix)",
-                rawErrorClass: { error in
-                    // PostgresClient turns its pool's cancelled and shut-down requests into
-                    // PSQLError; what its pool still throws as is says no connection could be made.
-                    String(reflecting: Swift.type(of: error)) == "_ConnectionPoolModule.ConnectionPoolError"
-                        ? .connection : nil
-                }
+                name: "postgresql \(url) (raw PostgresClient)\(suffix)"
             )
             return try await execute(workload, table: table, poolSize: configuration.connectionLimit, output) {
                 runner.cancel()
