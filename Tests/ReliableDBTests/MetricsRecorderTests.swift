@@ -46,4 +46,21 @@ struct MetricsRecorderTests {
         #expect(snapshot.successfulQueries + snapshot.failedQueries == 0)
         #expect(snapshot.activeOperations == 0)
     }
+
+    @Test func aRetryOfANamesFirstOperationIsCountedUnderThatName() {
+        let recorder = OperationMetricsRecorder(maxOperationNames: 2)
+        recorder.operationStarted()
+        recorder.retryScheduled("first")
+        recorder.operationFinished("first", duration: .milliseconds(1), outcome: .success)
+        recorder.retryScheduled("second")
+        // Past the bound, retries go where the name's operations will: the overflow entry.
+        recorder.retryScheduled("third")
+        let snapshot = recorder.snapshot()
+        #expect(snapshot.retries == 3)
+        #expect(snapshot.operations["first"]?.retries == 1)
+        #expect(snapshot.operations["first"]?.successes == 1)
+        #expect(snapshot.operations["second"]?.retries == 1)
+        #expect(snapshot.operations["second"]?.successes == 0)
+        #expect(snapshot.operations[OperationMetricsRecorder.overflowName]?.retries == 1)
+    }
 }

@@ -141,11 +141,16 @@ public final class OperationMetricsRecorder: Sendable {
         state.withLock { $0.degraded += 1 }
     }
 
+    /// Counts a retry under its operation's name, also before that name's first operation has
+    /// finished (a retried first call is counted like any other).
     func retryScheduled(_ name: String) {
         state.withLock { state in
             state.overall.retries += 1
-            if state.operations[name] != nil {
-                state.operations[name]!.retries += 1
+            if let index = state.operations.index(forKey: name) {
+                state.operations.values[index].retries += 1
+            } else {
+                let key = state.operations.count < maxOperationNames ? name : Self.overflowName
+                state.operations[key, default: Accumulator(digits: .two)].retries += 1
             }
         }
     }
