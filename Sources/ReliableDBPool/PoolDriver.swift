@@ -1,5 +1,15 @@
 import ReliableDBClock
 
+/// A pooled connection as the shell holds it: an object its backend's adapter casts back to its
+/// own type (`unsafeDowncast`, no check) when it leases one.
+package typealias PoolConnectionObject = AnyObject & Sendable
+
+/// What a slot of a pool whose connections need no I/O is (``PoolSlots``): one shared object,
+/// since such a pool's callers need only the slot's id.
+package final class PoolSlot: Sendable {
+    package static let shared = PoolSlot()
+}
+
 /// What differs between the pools a ``PoolShell`` runs: how a connection is opened, closed and
 /// checked. Everything else (who waits, until when, the alarm, the figures) is the shell's.
 ///
@@ -12,7 +22,7 @@ import ReliableDBClock
 /// answers those actions to the machine itself, under the same lock, so that a caller who finds
 /// no open slot is still admitted without waiting for a second event.
 package protocol PoolDriver: Sendable {
-    associatedtype Connection: Sendable
+    typealias Connection = PoolConnectionObject
 
     /// True when opening, closing and checking a connection take no I/O. Read on every connect,
     /// close and keep-alive action, never on the lease path.
@@ -24,13 +34,13 @@ package protocol PoolDriver: Sendable {
     /// Starts opening connection `id`, preferably on the event loop `loopKey` names (the caller
     /// that asked for it runs there). Reports `connected` or `connectFailed`, and later `closed`
     /// once the connection's socket is gone.
-    func open(_ id: PoolStateMachine.ConnectionID, loopKey: Int?, for pool: PoolShell<Self>)
+    func open(_ id: PoolStateMachine.ConnectionID, loopKey: Int?, for pool: PoolShell)
 
     /// Closes `connection`; its `closed` report follows when the socket is gone.
     func close(_ connection: Connection)
 
     /// Checks that the idle `connection` still answers, then reports `keepAliveDone`.
-    func keepAlive(_ connection: Connection, id: PoolStateMachine.ConnectionID, for pool: PoolShell<Self>)
+    func keepAlive(_ connection: Connection, id: PoolStateMachine.ConnectionID, for pool: PoolShell)
 }
 
 extension PoolDriver {
@@ -47,17 +57,17 @@ package struct PoolSlots: PoolDriver {
 
     package var opensInstantly: Bool { true }
 
-    package func instantConnection(_ id: PoolStateMachine.ConnectionID) -> PoolStateMachine.ConnectionID { id }
+    package func instantConnection(_ id: PoolStateMachine.ConnectionID) -> Connection { PoolSlot.shared }
 
-    package func open(_ id: PoolStateMachine.ConnectionID, loopKey: Int?, for pool: PoolShell<Self>) {
+    package func open(_ id: PoolStateMachine.ConnectionID, loopKey: Int?, for pool: PoolShell) {
         preconditionFailure("slots open instantly")
     }
 
-    package func close(_ connection: PoolStateMachine.ConnectionID) {
+    package func close(_ connection: Connection) {
         preconditionFailure("slots close instantly")
     }
 
-    package func keepAlive(_ connection: PoolStateMachine.ConnectionID, id: Int, for pool: PoolShell<Self>) {
+    package func keepAlive(_ connection: Connection, id: Int, for pool: PoolShell) {
         preconditionFailure("slots need no keep-alive")
     }
 }
@@ -76,14 +86,12 @@ package enum PoolLeaseFailure: Error {
 }
 
 /// A connection granted to one caller, and how long the caller queued for it.
-package struct PoolLease<Connection: Sendable>: Sendable {
-    package let connection: Connection
+package struct PoolLease: Sendable {
+    package let connection: PoolConnectionObject
     package let id: PoolStateMachine.ConnectionID
     /// `.zero` when an idle connection was free.
     package let waited: Duration
-
-    @inlinable
-    package init(connection: Connection, id: PoolStateMachine.ConnectionID, waited: Duration) {
+    package init(connection: PoolConnectionObject, id: PoolStateMachine.ConnectionID, waited: Duration) {
         self.connection = connection
         self.id = id
         self.waited = waited

@@ -12,18 +12,20 @@ import Synchronization
 /// busy, and a ``ManualClock`` drives every timeout in tests. The acquire figures are the
 /// machine's (``PoolCounters``), so every backend reports them the same way.
 ///
-/// A lease that finds an idle connection costs one lock, no suspension and no allocation. That
-/// path, and release, are `@inlinable` so that each backend's module specializes them for its
-/// connection type, as postgres-nio's `ConnectionPool` is: unspecialized, every dictionary lookup
-/// and result on them would go through generic metadata.
+/// A lease that finds an idle connection costs one lock, no suspension and no allocation. The
+/// shell is not generic: connections are objects (``PoolConnectionObject``) that each backend's
+/// adapter casts back to its own type, and the driver is an existential called only off the fast
+/// path. A generic shell would need every backend's module to specialize it, and `@inlinable`
+/// `package` code is not specialized across modules: its unspecialized lease and release went
+/// through generic metadata on every call, 30% of a pooled statement's CPU.
 ///
 /// The alarm's action holds the shell strongly (a weak reference would give the shell a side table
 /// and slow every retain of it); ``detachAlarm()`` ends that cycle, and its owner must call it (on
 /// shutdown, or in its own deinit).
-package final class PoolShell<Driver: PoolDriver>: Sendable {
-    package typealias Connection = Driver.Connection
-    @usableFromInline typealias Answer = Result<PoolLease<Connection>, PoolLeaseFailure>
-    @usableFromInline typealias Waiter = CheckedContinuation<PoolLease<Connection>, any Error>
+package final class PoolShell: Sendable {
+    package typealias Connection = PoolConnectionObject
+    @usableFromInline typealias Answer = Result<PoolLease, PoolLeaseFailure>
+    @usableFromInline typealias Waiter = CheckedContinuation<PoolLease, any Error>
 
     @usableFromInline
     struct State {
@@ -47,7 +49,6 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
         /// for a pool whose idle timers come and go with every lease and release, re-arming a
         /// system timer each time would cost a syscall, and an alarm that fires early only ticks
         /// the machine, which re-arms it.
-        @inlinable
         mutating func schedule(_ wakeAt: PoolInstant?, disarmsWhenIdle: Bool) {
             if let wakeAt {
                 alarm.arm(notLaterThan: wakeAt)
@@ -76,7 +77,7 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
     @usableFromInline let state: Mutex<State>
     @usableFromInline let clock: any ReliabilityClock
     @usableFromInline let disarmsWhenIdle: Bool
-    package let driver: Driver
+    package let driver: any PoolDriver
     /// The most connections at once, as the machine clamped it.
     package let limit: Int
 
@@ -86,7 +87,7 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
     ///     `State.schedule`); worth it only where idle connections have no timers.
     package init(
         configuration: PoolConfiguration,
-        driver: Driver,
+        driver: any PoolDriver,
         clock: any ReliabilityClock,
         prewarm: Int = 0,
         disarmsWhenIdle: Bool = false
@@ -116,14 +117,13 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
     /// the lock, so a timeout of a nanosecond still takes a free connection. See
     /// ``PoolStateMachine/lease(request:timeoutAt:deadline:now:preferredLoop:bypassingBackoff:)``
     /// for `preferredLoop` and `bypassingBackoff`.
-    @inlinable
     package func lease(
         timeout: Duration?,
         deadline: PoolInstant?,
         preferredLoop: Int? = nil,
         bypassingBackoff: Bool = false
-    ) async throws -> PoolLease<Connection> {
-        let (request, fast, work) = state.withLock { state -> (Int, PoolLease<Connection>?, Work?) in
+    ) async throws -> PoolLease {
+        let (request, fast, work) = state.withLock { state -> (Int, PoolLease?, Work?) in
             state.nextRequest += 1
             let request = state.nextRequest
             let now = clock.now
@@ -151,7 +151,7 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
     /// Carries out what the lease's event decided, then returns its answer, suspending until it
     /// comes if it has not yet.
     @usableFromInline
-    func answer(_ request: PoolStateMachine.RequestID, after work: Work) async throws -> PoolLease<Connection> {
+    func answer(_ request: PoolStateMachine.RequestID, after work: Work) async throws -> PoolLease {
         carryOut(work)
         if let own = work.own { return try own.get() }
         return try await withTaskCancellationHandler {
@@ -169,7 +169,6 @@ package final class PoolShell<Driver: PoolDriver>: Sendable {
     }
 
     /// Returns a leased connection; with `discard` it is closed and its slot freed for a new one.
-    @inlinable
     package func release(_ id: PoolStateMachine.ConnectionID, discard: Bool = false) {
         let work = state.withLock { state -> Work? in
             let now = clock.now

@@ -36,7 +36,7 @@ final class PostgresPool: Sendable {
     /// Opens a connection without a task: the pool starts no task or thread of its own.
     typealias Connect = @Sendable (_ id: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<PooledPostgresConnection>
 
-    let shell: PoolShell<PostgresConnections>
+    let shell: PoolShell
 
     var limit: Int { shell.limit }
 
@@ -71,12 +71,14 @@ final class PostgresPool: Sendable {
         bypassingBackoff: Bool = false
     ) async throws -> PooledPostgresConnection {
         do {
-            return try await shell.lease(
+            let lease = try await shell.lease(
                 timeout: timeout,
                 deadline: deadline,
                 preferredLoop: PostgresConnections.loopKey(MultiThreadedEventLoopGroup.currentEventLoop),
                 bypassingBackoff: bypassingBackoff
-            ).connection
+            )
+            // The shell holds only what PostgresConnections opened.
+            return unsafeDowncast(lease.connection, to: PooledPostgresConnection.self)
         } catch let failure as PoolLeaseFailure {
             throw PoolLeaseError(failure)
         }
@@ -158,7 +160,7 @@ struct PostgresConnections: PoolDriver {
     /// Opened on the loop of the caller it is for when that caller is running this (a lease's
     /// connect is started on its caller's thread), so that caller reads its replies without a
     /// thread hop; otherwise on the group's next loop.
-    func open(_ id: Int, loopKey: Int?, for pool: PoolShell<Self>) {
+    func open(_ id: Int, loopKey: Int?, for pool: PoolShell) {
         let current = MultiThreadedEventLoopGroup.currentEventLoop
         let eventLoop: any EventLoop
         if let current, loopKey != nil, Self.loopKey(current) == loopKey {
@@ -177,14 +179,15 @@ struct PostgresConnections: PoolDriver {
         }
     }
 
-    func close(_ connection: PooledPostgresConnection) {
-        connection.close()
+    func close(_ connection: Connection) {
+        unsafeDowncast(connection, to: PooledPostgresConnection.self).close()
     }
 
     /// Runs `SELECT 1` on an idle connection; the machine closes it if the answer does not come
     /// within the keep-alive timeout.
-    func keepAlive(_ connection: PooledPostgresConnection, id: Int, for pool: PoolShell<Self>) {
-        connection.underlying.simpleQuery("SELECT 1").whenComplete { result in
+    func keepAlive(_ connection: Connection, id: Int, for pool: PoolShell) {
+        unsafeDowncast(connection, to: PooledPostgresConnection.self).underlying.simpleQuery("SELECT 1").whenComplete {
+            result in
             let alive: Bool
             if case .success = result { alive = true } else { alive = false }
             pool.keepAliveDone(id: id, alive: alive)

@@ -30,7 +30,7 @@ struct Admission: Sendable {
 /// answers its connects and closes under the same lock. The alarm is disarmed while no one waits,
 /// since slots have no idle timers. An admission with a free slot costs one lock and no suspension.
 final class AdmissionPool: Sendable {
-    private let shell: PoolShell<PoolSlots>
+    private let shell: PoolShell
     let poolTimeout: Duration
 
     var limit: Int { shell.limit }
