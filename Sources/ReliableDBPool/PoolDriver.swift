@@ -2,7 +2,7 @@ import ReliableDBClock
 
 /// A pooled connection as the shell holds it: an object its backend's adapter casts back to its
 /// own type (`unsafeDowncast`, no check) when it leases one.
-package typealias PoolConnectionObject = AnyObject & Sendable
+package typealias PoolConnectionObject = any AnyObject & Sendable
 
 /// What a slot of a pool whose connections need no I/O is (``PoolSlots``): one shared object,
 /// since such a pool's callers need only the slot's id.
