@@ -240,6 +240,14 @@ struct FailoverTests {
         let reference = LibpqWriter(url: url, table: workload.table)
         let referenceTask = Task { await reference.run() }
         let promoted = Locked<ContinuousClock.Instant?>(nil)
+        // The primary breaker's transitions, printed against the promotion for the report.
+        let transitions = Locked<[(ContinuousClock.Instant, CircuitTransition)]>([])
+        let watching = Task {
+            for await transition in workload.db.circuitBreaker.transitions.subscribe() {
+                transitions.withLock { $0.append((ContinuousClock.now, transition)) }
+            }
+        }
+        defer { watching.cancel() }
         try await workload.run(settle: .seconds(10)) {
             try await Task.sleep(for: .milliseconds(800))
             // fast: a clean shutdown sends every committed transaction to the standby first.
@@ -296,6 +304,14 @@ struct FailoverTests {
 
         let report = try await workload.finish(newPrimary, applicationName: url.applicationName)
         try await newPrimary.close()
+        if let at = promoted.withLock({ $0 }) {
+            let lines = transitions.withLock { $0 }.map { time, transition in
+                "\(transition.from)→\(transition.to) (\(transition.reason)) at \(time - at)"
+            }
+            print(
+                "fault report: failover: primary breaker, relative to the promotion: \(lines.joined(separator: "; "))"
+            )
+        }
         let unavailable = promoted.withLock { $0 }.flatMap { _ in report.writeRecovery }
         let libpqGap = promoted.withLock { $0 }.flatMap { at in reference.firstSuccess(after: at).map { $0 - at } }
         print(

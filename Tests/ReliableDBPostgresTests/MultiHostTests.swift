@@ -191,6 +191,27 @@ struct MultiHostTests {
         }
     }
 
+    /// The failover's moment: the primary is gone and the standby not promoted yet. Each server is
+    /// tried once and reported for what it did itself, so the prober sees a standby waiting to be
+    /// promoted (and probes every 200 ms), and the standby is not skipped as failing once promoted.
+    @Test(arguments: [[Server.closed, .standby], [Server.standby, .closed]])
+    func withNoPrimaryEachServerIsReportedForWhatItDidAndTheStandbyIsNotEjected(_ servers: [Server]) async throws {
+        let backend = try PostgresBackend(url: try Self.url(servers, target: .readWrite), connectionLimit: 1)
+        defer { Task { try? await backend.shutdown() } }
+        do {
+            try await backend.probeServer(within: .unbounded)
+            Issue.record("a probe for read-write succeeded with no primary")
+        } catch let error as PostgresNoMatchingServerError {
+            let outcomes = error.outcomes.map(\.outcome)
+            #expect(outcomes.count == 2, "each server once: \(outcomes)")
+            let standbyOutcome = servers[0] == .standby ? outcomes.first : outcomes.last
+            #expect(standbyOutcome?.hasPrefix("is ") == true, "\(outcomes)")
+            #expect(backend.awaitsPromotion(error), "\(error)")
+            let standby = backend.servers().first { $0.role == "standby" }
+            #expect(standby?.state != "ejected", "\(backend.servers())")
+        }
+    }
+
     @Test func aFailedAuthenticationEndsTheWalk() async throws {
         // The standby would accept the connection, but a wrong password is wrong everywhere.
         let url = try Self.url([.primary, .standby], password: "wrong-password")

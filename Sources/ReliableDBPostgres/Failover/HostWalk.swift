@@ -187,40 +187,59 @@ final class HostWalk: Sendable {
             )
         }
         let (target, logger) = (self.target, self.logger)
-        return server.connect(id, eventLoop).flatMap { connection -> EventLoopFuture<PooledPostgresConnection> in
+        // What this server did, decided by its own connect and role query only: the rest of the
+        // walk runs after, outside these error handlers, so a later server's failure is never
+        // taken for this one's.
+        let attempt = server.connect(id, eventLoop).flatMap { connection -> EventLoopFuture<StepResult> in
             guard target.needsRole else {
                 self.last.withLock { $0 = order[position] }
-                return eventLoop.makeSucceededFuture(connection)
+                return eventLoop.makeSucceededFuture(.accepted(connection))
             }
-            return Self.role(of: connection, logger: logger).flatMap { role in
-                if target.accepts(role, relaxed: relaxed) {
-                    self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
-                    self.accepted(order[position], role: role)
-                    return eventLoop.makeSucceededFuture(connection)
-                }
+            return Self.role(of: connection, logger: logger).map { role -> StepResult in
                 self.ejection.withLock { $0.reached(order[position], role: role, outcome: "is \(role)") }
+                if target.accepts(role, relaxed: relaxed) {
+                    self.accepted(order[position], role: role)
+                    return .accepted(connection)
+                }
                 connection.close()
-                return next("is \(role)", nil)
-            }.flatMapError { error in
+                return .moveOn("is \(role)", nil)
+            }.recover { error -> StepResult in
                 connection.close()
                 let outcome = "did not say its role (\(describePostgresError(error)))"
                 let now = self.clock.now
                 self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }
-                return next(outcome, error)
+                return .moveOn(outcome, error)
             }
-        }.flatMapError { error -> EventLoopFuture<PooledPostgresConnection> in
+        }.recover { error -> StepResult in
             if let state = sqlState(of: error), state.hasPrefix("28") {
                 // A wrong password or user is wrong on every server: libpq stops here too.
                 self.ejection.withLock { $0.reached(order[position], role: nil, outcome: "refused the credentials") }
-                return eventLoop.makeFailedFuture(error)
+                return .stop(error)
             }
             let outcome = "refused: \(describePostgresError(error))"
             if self.servers.count > 1 {
                 let now = self.clock.now
                 self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }
             }
-            return next(outcome, error)
+            return .moveOn(outcome, error)
         }
+        return attempt.flatMap { result in
+            switch result {
+            case .accepted(let connection): eventLoop.makeSucceededFuture(connection)
+            case .moveOn(let outcome, let error): next(outcome, error)
+            case .stop(let error): eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    /// What one server of a walk did.
+    private enum StepResult: Sendable {
+        /// It serves the target: the walk ends with its connection.
+        case accepted(PooledPostgresConnection)
+        /// It does not (wrong role, refused, no answer): the walk goes on.
+        case moveOn(String, (any Error)?)
+        /// It refused the credentials, which every server would: the walk ends with that error.
+        case stop(any Error)
     }
 
     static func role(of connection: PooledPostgresConnection, logger: Logger) -> EventLoopFuture<ServerRole> {
