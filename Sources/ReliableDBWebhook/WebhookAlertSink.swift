@@ -18,7 +18,8 @@ import Synchronization
 /// Run the sender for as long as alerts may be raised, in a task of your own:
 ///
 /// ```swift
-/// let sink = WebhookAlertSink(url: config.alertWebhookURL!, logger: logger)
+/// let webhook = try await WebhookConfiguration.fromEnvironment()!
+/// let sink = WebhookAlertSink(url: webhook.url, format: webhook.format, logger: logger)
 /// let sender = Task { await sink.run() }
 /// // ... on shutdown:
 /// sink.finish()          // stop accepting, let run() send what is queued and return
@@ -154,6 +155,28 @@ public final class WebhookAlertSink: AlertSink {
             bufferingPolicy: .bufferingNewest(self.queueCapacity)
         )
     }
+
+    /// Creates a sink in the payload shape of the deprecated core format type.
+    @available(*, deprecated, message: "Pass a WebhookFormat (WebhookConfiguration reads it)")
+    @_disfavoredOverload
+    public convenience init(
+        url: Secret<String>,
+        format: AlertWebhookFormat,
+        httpClient: HTTPClient = .shared,
+        metricsFactory: (any MetricsFactory)? = nil,
+        logger: Logger
+    ) {
+        self.init(
+            url: url,
+            format: WebhookFormat(rawValue: format.rawValue) ?? .slack,
+            httpClient: httpClient,
+            metricsFactory: metricsFactory,
+            logger: logger
+        )
+    }
+
+    /// The format's: a minute for Alertmanager, which expires alerts that are not repeated.
+    public var repeatInterval: Duration? { format.repeatInterval }
 
     /// A snapshot of the counters.
     public var statistics: Statistics {

@@ -8,9 +8,22 @@ import ReliableDB
 /// OnCall) so routing, silencing and paging stay in the tool operators already use. An Alertmanager
 /// alert carries `endsAt` always: in the future while firing (the monitor re-sends it before then),
 /// now when resolved, so it stays active exactly as long as the condition holds.
-public typealias WebhookFormat = AlertWebhookFormat
+public enum WebhookFormat: String, Sendable, CaseIterable {
+    /// A Slack incoming-webhook message (the default).
+    case slack
+    /// An Alertmanager API v2 `POST /api/v2/alerts` body.
+    case alertmanager
 
-extension AlertWebhookFormat {
+    /// How often a firing alert must be sent again for the receiver to keep it. Alertmanager ends
+    /// an alert at its `endsAt` (four repeats ahead), so a minute, as Prometheus re-sends; chat
+    /// keeps every message, so no need (the monitor's hour applies).
+    public var repeatInterval: Duration? {
+        switch self {
+        case .slack: nil
+        case .alertmanager: .seconds(60)
+        }
+    }
+
     /// The request body for `notification` in this format.
     public func body(for notification: AlertNotification) throws -> Data {
         let encoder = JSONEncoder()

@@ -43,23 +43,12 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "reliabledb")
         logger.logLevel = .info
-        var configuration: ReliableDBConfiguration
+        let configuration: ReliableDBConfiguration
+        let webhook: WebhookConfiguration?
         let address: (host: String, port: Int)
         do {
-            configuration = try await ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+            (configuration, webhook) = try await readConfiguration()
             address = try listenAddress()
-            if let alertFormat {
-                guard let format = AlertWebhookFormat(rawValue: alertFormat.lowercased()) else {
-                    throw ConfigurationError(problems: [
-                        .init(
-                            variable: "--alert-format",
-                            value: alertFormat,
-                            expected: "one of \(AlertWebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
-                        )
-                    ])
-                }
-                configuration.alertWebhookFormat = format
-            }
         } catch {
             printError("\(error)")
             throw ExitCode(2)
@@ -72,7 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
             let db = try ReliableDatabase.sqlite(configuration: configuration, instruments: instruments)
             let demoRoutes: DemoRoutes? =
                 demo ? DemoRoutes(database: db, store: try await SQLiteDemoStore(database: db)) : nil
-            try await serve(db, configuration, exporter, address, demoRoutes, logger)
+            try await serve(db, configuration, webhook, exporter, address, demoRoutes, logger)
         case .postgres:
             let db = try ReliableDatabase.postgres(
                 configuration: configuration,
@@ -81,8 +70,44 @@ struct ServeCommand: AsyncParsableCommand {
             )
             let demoRoutes: DemoRoutes? =
                 demo ? DemoRoutes(database: db, store: try await PostgresDemoStore(database: db)) : nil
-            try await serve(db, configuration, exporter, address, demoRoutes, logger)
+            try await serve(db, configuration, webhook, exporter, address, demoRoutes, logger)
         }
+    }
+
+    /// The core settings and the webhook, with every problem of both (and of `--alert-format`)
+    /// in one error.
+    private func readConfiguration() async throws(ConfigurationError) -> (
+        ReliableDBConfiguration, WebhookConfiguration?
+    ) {
+        var problems: [ConfigurationError.Problem] = []
+        var configuration = ReliableDBConfiguration()
+        var webhook: WebhookConfiguration?
+        do {
+            configuration = try await ReliableDBConfiguration.fromEnvironment(dotEnvPath: envFile)
+        } catch {
+            problems += error.problems
+        }
+        do {
+            webhook = try await WebhookConfiguration.fromEnvironment(dotEnvPath: envFile)
+        } catch {
+            // Both read the URL and the `.env` file: report a shared problem once.
+            problems += error.problems.filter { !problems.contains($0) }
+        }
+        if let alertFormat {
+            if let format = WebhookFormat(rawValue: alertFormat.lowercased()) {
+                webhook?.format = format
+            } else {
+                problems.append(
+                    .init(
+                        variable: "--alert-format",
+                        value: alertFormat,
+                        expected: "one of \(WebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
+                )
+            }
+        }
+        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+        return (configuration, webhook)
     }
 
     private func listenAddress() throws(ConfigurationError) -> (host: String, port: Int) {
@@ -107,15 +132,16 @@ struct ServeCommand: AsyncParsableCommand {
     private func serve<Backend: DatabaseBackend>(
         _ db: ReliableDatabase<Backend>,
         _ configuration: ReliableDBConfiguration,
+        _ webhook: WebhookConfiguration?,
         _ exporter: PrometheusExporter,
         _ address: (host: String, port: Int),
         _ demoRoutes: DemoRoutes?,
         _ logger: Logger
     ) async throws {
-        let webhook = configuration.alertWebhookURL.map { url in
+        let webhook = webhook.map { webhook in
             WebhookAlertSink(
-                url: url,
-                format: configuration.alertWebhookFormat,
+                url: webhook.url,
+                format: webhook.format,
                 metricsFactory: exporter.metricsFactory,
                 logger: Logger(label: "reliabledb.webhook")
             )

@@ -87,8 +87,8 @@ func healthService() async throws {
     )
     var sinks: [any AlertSink] = []
     var services: [any Service] = [db]   // first: services stop in reverse order, the database last
-    if let webhook = config.alertWebhookURL {
-        let sink = WebhookAlertSink(url: webhook, format: config.alertWebhookFormat, logger: logger)
+    if let webhook = try await WebhookConfiguration.fromEnvironment() {   // DB_ALERT_WEBHOOK_URL, _FORMAT
+        let sink = WebhookAlertSink(url: webhook.url, format: webhook.format, logger: logger)
         sinks.append(sink)
         services.append(WebhookSinkService(sink))
     }

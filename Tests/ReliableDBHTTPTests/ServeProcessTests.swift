@@ -97,23 +97,29 @@ struct ServeProcessTests {
         #expect(await server.exitStatus() == 0)
     }
 
+    /// The core variables, the webhook's (read by ReliableDBWebhook) and the flags, in one error.
     @Test func aBadConfigurationExitsNonZeroListingEveryProblem() async throws {
         let server = try ServerProcess(
             binary: Self.binary,
-            arguments: ["serve", "--port", "0", "--env-file", "/nonexistent/.env"],
+            arguments: ["serve", "--port", "0", "--env-file", "/nonexistent/.env", "--alert-format", "teams"],
             environment: [
                 "DATABASE_URL": "mysql://root:hunter2@localhost/db",
                 "DB_CONNECTION_LIMIT": "lots",
                 "DB_CB_TIMEOUT": "-1",
+                "DB_ALERT_WEBHOOK_URL": "hooks.example.com/SECRETTOKEN",
+                "DB_ALERT_WEBHOOK_FORMAT": "pagerduty",
             ]
         )
         let status = await server.exitStatus()
-        #expect(status != 0)
+        #expect(status == 2)
         let errors = server.standardError
-        #expect(errors.contains("DATABASE_URL"))
-        #expect(errors.contains("DB_CONNECTION_LIMIT"))
-        #expect(errors.contains("DB_CB_TIMEOUT"))
-        #expect(!errors.contains("hunter2"))
+        #expect(errors.contains("Invalid configuration (6 problems)"), "the URL's problem once, not twice: \(errors)")
+        for name in ["DATABASE_URL", "DB_CONNECTION_LIMIT", "DB_CB_TIMEOUT", "DB_ALERT_WEBHOOK_URL"] {
+            #expect(errors.contains(name))
+        }
+        #expect(errors.contains("DB_ALERT_WEBHOOK_FORMAT=\"pagerduty\": expected one of slack, alertmanager"))
+        #expect(errors.contains("--alert-format=\"teams\""))
+        #expect(!errors.contains("hunter2") && !errors.contains("SECRETTOKEN"))
     }
 }
 

@@ -38,7 +38,7 @@ struct ConfigurationTests {
         #expect(config.circuitBreakerFailureThreshold == 5)
         #expect(config.circuitBreakerTimeout == .seconds(60))
         #expect(config.healthCheckInterval == .seconds(30))
-        #expect(config.alertWebhookURL == nil)
+        #expect(config.webhookURL == nil)
         #expect(
             config.alertThresholds
                 == AlertThresholds(healthScore: 70, poolUtilization: 80, queryTime: .seconds(1), errorRate: 5)
@@ -77,7 +77,7 @@ struct ConfigurationTests {
         #expect(config.circuitBreakerFailureThreshold == 3)
         #expect(config.circuitBreakerTimeout == .seconds(30))
         #expect(config.healthCheckInterval == .seconds(5))
-        #expect(config.alertWebhookURL?.value == "https://hooks.slack.com/services/T000/B000/XXXX")
+        #expect(config.webhookURL?.value == "https://hooks.slack.com/services/T000/B000/XXXX")
         #expect(
             config.alertThresholds
                 == AlertThresholds(healthScore: 80, poolUtilization: 70, queryTime: .milliseconds(500), errorRate: 2.5)
@@ -172,7 +172,7 @@ struct ConfigurationTests {
         #expect(!printed.contains("p%40ss"))
         #expect(!printed.contains("SECRETTOKEN"))
         #expect(config.database.description == "postgres://app:***@db:5432/carmen?sslmode=prefer")
-        #expect(config.alertWebhookURL?.description == "https://hooks.slack.com/…")
+        #expect(config.webhookURL?.description == "https://hooks.slack.com/…")
     }
 
     @Test(arguments: [
@@ -204,7 +204,7 @@ struct ConfigurationTests {
         )
         #expect(config.connectionLimit == 7, "the process environment wins")
         #expect(config.circuitBreakerFailureThreshold == 9)
-        #expect(config.alertWebhookURL?.value == "https://example.com/hook?a=b", "only the first = separates")
+        #expect(config.webhookURL?.value == "https://example.com/hook?a=b", "only the first = separates")
         #expect(config.poolTimeout == .seconds(4))
     }
 
@@ -235,7 +235,7 @@ struct ConfigurationTests {
 
     @Test func emptyValuesCountAsUnset() async throws {
         let config = try await load(["DB_ALERT_WEBHOOK_URL": "", "DB_CONNECTION_LIMIT": " "])
-        #expect(config.alertWebhookURL == nil)
+        #expect(config.webhookURL == nil)
         #expect(config.connectionLimit == 10)
     }
 }
@@ -258,7 +258,7 @@ struct ConfigReaderConfigurationTests {
         let viaEnvironment = try await ReliableDBConfiguration.fromEnvironment(Self.environment, dotEnvPath: nil)
         #expect(viaReader == viaEnvironment)
         #expect(viaReader.connectionLimit == 25)
-        #expect(viaReader.alertWebhookFormat == .alertmanager)
+        #expect(viaReader.webhookFormatName == "alertmanager", "kept for the deprecated alertWebhookFormat")
     }
 
     @Test func aDotEnvFileThroughTheProvidersEnvironmentFilePath() async throws {
@@ -278,7 +278,7 @@ struct ConfigReaderConfigurationTests {
         var environment = Self.environment
         environment["DATABASE_URL"] = "mysql://app:s3cret-pw@db/erp"
         environment["DB_CONNECTION_LIMIT"] = "zero"
-        environment["DB_ALERT_WEBHOOK_FORMAT"] = "pagerduty"
+        environment["DB_HEALTH_CHECK_INTERVAL"] = "5"
         let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
         do {
             _ = try ReliableDBConfiguration(config: reader)
@@ -286,7 +286,7 @@ struct ConfigReaderConfigurationTests {
         } catch {
             #expect(
                 error.problems.map(\.variable).sorted() == [
-                    "DATABASE_URL", "DB_ALERT_WEBHOOK_FORMAT", "DB_CONNECTION_LIMIT",
+                    "DATABASE_URL", "DB_CONNECTION_LIMIT", "DB_HEALTH_CHECK_INTERVAL",
                 ]
             )
             #expect(!error.description.contains("s3cret-pw"))

@@ -8,6 +8,11 @@ import Testing
 
 final class RecordingSink: AlertSink {
     private let received = Mutex<[AlertNotification]>([])
+    let repeatInterval: Duration?
+
+    init(repeatInterval: Duration? = nil) {
+        self.repeatInterval = repeatInterval
+    }
 
     func deliver(_ notification: AlertNotification) {
         received.withLock { $0.append(notification) }
@@ -25,7 +30,7 @@ struct HealthMonitorTests {
     struct Fixture {
         let clock = ManualClock()
         let backend = ScriptedBackend()
-        let sink = RecordingSink()
+        let sink: RecordingSink
         let db: ReliableDatabase<ScriptedBackend>
         let monitor: HealthMonitor
 
@@ -33,7 +38,12 @@ struct HealthMonitorTests {
 
         /// Alerts fire and resolve at the first check by default here (`.immediate`): these tests
         /// are about the monitor, not hysteresis (AlertHysteresisTests).
-        init(timings: AlertTimings = .immediate, repeatInterval: Duration = .seconds(600)) {
+        init(
+            timings: AlertTimings = .immediate,
+            repeatInterval: Duration = .seconds(600),
+            sinkRepeatInterval: Duration? = nil
+        ) {
+            sink = RecordingSink(repeatInterval: sinkRepeatInterval)
             db = try! ReliableDatabase(
                 backend: backend,
                 configuration: .init(
@@ -212,6 +222,30 @@ struct HealthMonitorTests {
         let resolved = fixture.sink.of(.databaseUnreachable).last
         #expect(resolved?.status == .resolved)
         #expect(resolved.flatMap { $0.endsAt.map { abs($0.timeIntervalSinceNow) < 5 } } == true)
+    }
+
+    /// Alertmanager expires an alert that is not sent again before its `endsAt`: its sink asks for
+    /// a minute, and the monitor repeats at the shortest interval asked for.
+    @Test(arguments: [
+        (configured: 3600, sink: Int?.some(60), effective: 60),
+        (configured: 3600, sink: nil, effective: 3600),
+        (configured: 30, sink: 60, effective: 30),
+    ])
+    func firingAlertsRepeatAsOftenAsTheMostDemandingSinkAsks(configured: Int, sink: Int?, effective: Int) async {
+        let fixture = Fixture(repeatInterval: .seconds(configured), sinkRepeatInterval: sink.map { .seconds($0) })
+        #expect(fixture.monitor.configuration.alerts.repeatInterval == .seconds(effective))
+        fixture.backend.reachable = false
+        await fixture.monitor.checkNow()
+        let first = fixture.sink.of(.databaseUnreachable)
+        #expect(first.count == 1)
+        let lapse = first.last.flatMap { notice in notice.endsAt.map { $0.timeIntervalSince(notice.startsAt) } }
+        #expect(lapse == Double(4 * effective), "endsAt is four of the repeat intervals used ahead")
+        fixture.clock.advance(by: .seconds(effective) - .milliseconds(1))
+        await fixture.monitor.checkNow()
+        #expect(fixture.sink.of(.databaseUnreachable).count == 1, "not repeated early")
+        fixture.clock.advance(by: .milliseconds(1))
+        await fixture.monitor.checkNow()
+        #expect(fixture.sink.of(.databaseUnreachable).filter(\.isRepeat).count == 1, "repeated on time")
     }
 
     @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore, .databaseUnreachable])

@@ -28,10 +28,22 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     public var circuitBreakerTimeout: Duration
     /// `DB_HEALTH_CHECK_INTERVAL` (milliseconds).
     public var healthCheckInterval: Duration
-    /// `DB_ALERT_WEBHOOK_URL`; the URL is a secret (it embeds the token).
-    public var alertWebhookURL: Secret<String>?
-    /// `DB_ALERT_WEBHOOK_FORMAT`: `slack` (default) or `alertmanager`.
-    public var alertWebhookFormat: AlertWebhookFormat = .slack
+    /// `DB_ALERT_WEBHOOK_URL`, validated as an http(s) URL; the URL is a secret (it embeds the
+    /// token).
+    @available(*, deprecated, message: "Read the webhook with ReliableDBWebhook's WebhookConfiguration")
+    public var alertWebhookURL: Secret<String>? {
+        get { webhookURL }
+        set { webhookURL = newValue }
+    }
+    /// `DB_ALERT_WEBHOOK_FORMAT` as read, not validated: the webhook module owns the formats.
+    @available(*, deprecated, message: "Read the webhook with ReliableDBWebhook's WebhookConfiguration")
+    public var alertWebhookFormat: AlertWebhookFormat {
+        get { webhookFormatName.flatMap { AlertWebhookFormat(rawValue: $0.lowercased()) } ?? .slack }
+        set { webhookFormatName = newValue.rawValue }
+    }
+    /// Storage of the two deprecated webhook settings, kept for one release.
+    var webhookURL: Secret<String>?
+    var webhookFormatName: String?
     public var alertThresholds: AlertThresholds
     /// `DB_ALERT_FOR` (milliseconds): how long a threshold alert's condition (`error_rate`,
     /// `slow_queries`, `pool_utilization`, `health_score`, `database_overloaded`) must hold before
@@ -72,7 +84,7 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
         self.circuitBreakerFailureThreshold = circuitBreakerFailureThreshold
         self.circuitBreakerTimeout = circuitBreakerTimeout
         self.healthCheckInterval = healthCheckInterval
-        self.alertWebhookURL = alertWebhookURL
+        self.webhookURL = alertWebhookURL
         self.alertThresholds = alertThresholds
         self.healthAuthToken = healthAuthToken
     }
@@ -150,37 +162,16 @@ extension ReliableDBConfiguration {
         _ environment: [String: String] = ProcessInfo.processInfo.environment,
         dotEnvPath: String? = ".env"
     ) async throws(ConfigurationError) -> ReliableDBConfiguration {
-        let secrets = SecretsSpecifier<String, String>.specific(secretVariableNames)
-        var providers: [any ConfigProvider] = [
-            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: secrets)
-        ]
-        var problems: [ConfigurationError.Problem] = []
-        var misread: Set<String> = []
-        if let dotEnvPath, FileManager.default.fileExists(atPath: dotEnvPath) {
-            do {
-                let contents = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
-                let check = EnvironmentFileCheck.problems(
-                    in: contents,
-                    path: dotEnvPath,
-                    names: Set(variableNames + additionalVariableNames)
-                )
-                problems = check.problems
-                // A misread line's value is already reported by its line, unless the environment wins.
-                misread = check.misread.filter { environment[$0, default: ""].isEmpty }
-                providers.append(
-                    try await EnvironmentVariablesProvider(
-                        environmentFilePath: .init(dotEnvPath),
-                        secretsSpecifier: secrets
-                    )
-                )
-            } catch {
-                problems.append(.init(variable: dotEnvPath, value: "", expected: "a readable UTF-8 file (\(error))"))
-            }
-        }
+        let source = await EnvironmentSource.open(
+            environment,
+            dotEnvPath: dotEnvPath,
+            names: variableNames + additionalVariableNames,
+            secretNames: secretVariableNames
+        )
         do {
-            return try Self(config: ConfigReader(providers: providers), problems: problems)
+            return try Self(config: source.config, problems: source.problems)
         } catch {
-            throw ConfigurationError(problems: error.problems.filter { !misread.contains($0.variable) })
+            throw source.dropMisread(error)
         }
     }
 
@@ -206,13 +197,10 @@ extension ReliableDBConfiguration {
 
     /// Reads through `config`, reporting `problems` (found while reading its sources) first.
     init(config: ConfigReader, problems: [ConfigurationError.Problem]) throws(ConfigurationError) {
-        var values: [String: String] = [:]
-        for name in Self.variableNames + Self.additionalVariableNames {
-            let key = Self.configKey(for: name)
-            if let value = config.string(forKey: key, isSecret: Self.secretVariableNames.contains(name)) {
-                values[name] = value
-            }
-        }
+        let values = config.values(
+            of: Self.variableNames + Self.additionalVariableNames,
+            secrets: Self.secretVariableNames
+        )
         self = try Self.parse(values, problems: problems)
     }
 
@@ -249,20 +237,8 @@ extension ReliableDBConfiguration {
             in: 100...86_400_000,
             default: .seconds(30)
         )
-        config.alertWebhookURL = reader.webhookURL("DB_ALERT_WEBHOOK_URL")
-        if let format = reader.string("DB_ALERT_WEBHOOK_FORMAT") {
-            if let known = AlertWebhookFormat(rawValue: format.lowercased()) {
-                config.alertWebhookFormat = known
-            } else {
-                reader.problems.append(
-                    .init(
-                        variable: "DB_ALERT_WEBHOOK_FORMAT",
-                        value: format,
-                        expected: "one of \(AlertWebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                )
-            }
-        }
+        config.webhookURL = reader.webhookURL("DB_ALERT_WEBHOOK_URL")
+        config.webhookFormatName = reader.string("DB_ALERT_WEBHOOK_FORMAT")
         config.alertThresholds = AlertThresholds(
             healthScore: reader.number("DB_ALERT_HEALTH_SCORE_THRESHOLD", in: 0...100, default: 70),
             poolUtilization: reader.number("DB_ALERT_POOL_UTILIZATION_THRESHOLD", in: 0...100, default: 80),
@@ -312,7 +288,7 @@ extension ReliableDBConfiguration {
 // MARK: - Validating each variable
 
 /// Reads typed values and collects every problem instead of stopping at the first.
-struct EnvironmentReader {
+package struct EnvironmentReader {
     enum Unit {
         case seconds
         case milliseconds
@@ -321,13 +297,14 @@ struct EnvironmentReader {
     }
 
     let values: [String: String]
-    var problems: [ConfigurationError.Problem] = []
+    package var problems: [ConfigurationError.Problem] = []
 
-    init(values: [String: String]) {
+    package init(values: [String: String]) {
         self.values = values
     }
 
-    func string(_ name: String) -> String? {
+    /// The value of `name` without surrounding blanks; nil when unset or empty.
+    package func string(_ name: String) -> String? {
         guard let value = values[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
         return value
     }
@@ -394,7 +371,8 @@ struct EnvironmentReader {
         }
     }
 
-    mutating func webhookURL(_ name: String) -> Secret<String>? {
+    /// An http(s) URL with a host, kept secret: only its scheme and host are ever shown.
+    package mutating func webhookURL(_ name: String) -> Secret<String>? {
         guard let raw = string(name) else { return nil }
         let redacted = Self.redactWebhook(raw)
         guard let url = URL(string: raw), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",

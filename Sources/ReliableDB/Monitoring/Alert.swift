@@ -25,6 +25,7 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
 }
 
 /// The payload shape of alert webhooks (`DB_ALERT_WEBHOOK_FORMAT`).
+@available(*, deprecated, message: "Use WebhookFormat from ReliableDBWebhook, which posts the payloads")
 public enum AlertWebhookFormat: String, Sendable, CaseIterable {
     /// A Slack incoming-webhook message (the default).
     case slack
@@ -99,4 +100,15 @@ public struct AlertNotification: Sendable, Codable, Equatable {
 /// background): it is called from the health monitor and must never hold up a query.
 public protocol AlertSink: Sendable {
     func deliver(_ notification: AlertNotification)
+
+    /// How often this receiver needs a firing alert sent again to keep it, if it expires alerts:
+    /// Alertmanager ends an alert at its `endsAt`, four repeats ahead, so its sink asks for a
+    /// minute. The monitor repeats at the shortest interval any of its sinks asks for, or at
+    /// ``AlertConfiguration/repeatInterval`` when that is shorter. Nil (the default): no need.
+    var repeatInterval: Duration? { get }
+}
+
+extension AlertSink {
+    /// No need: the monitor's ``AlertConfiguration/repeatInterval`` applies.
+    public var repeatInterval: Duration? { nil }
 }

@@ -46,7 +46,7 @@ public final class HealthMonitor: Service, Sendable {
                         thresholdFor: configuration.alertFor,
                         keepFiringFor: configuration.alertKeepFiringFor
                     ),
-                    repeatInterval: configuration.alertWebhookFormat == .alertmanager ? .seconds(60) : .seconds(3600),
+                    repeatInterval: .seconds(3600),
                     labels: Self.alertLabels(configuration, service: service)
                 )
             )
@@ -103,7 +103,8 @@ public final class HealthMonitor: Service, Sendable {
     ///   - configuration: the interval, thresholds and alert settings; by default those of
     ///     the environment's configuration the database was built from
     ///     (``ReliableDatabase/environmentConfiguration``), else the defaults.
-    ///   - sinks: where alert notifications go.
+    ///   - sinks: where alert notifications go. Firing alerts are repeated at least as often as
+    ///     any of them asks (``AlertSink/repeatInterval``): every minute for Alertmanager.
     ///   - logger: where changes of the database's health are logged.
     public init<Backend: DatabaseBackend>(
         database: ReliableDatabase<Backend>,
@@ -111,7 +112,10 @@ public final class HealthMonitor: Service, Sendable {
         sinks: [any AlertSink] = [],
         logger: Logger = Logger(label: "reliabledb.monitor")
     ) {
-        let configuration = configuration ?? database.environmentConfiguration.map { Configuration($0) } ?? .init()
+        var configuration = configuration ?? database.environmentConfiguration.map { Configuration($0) } ?? .init()
+        if let needed = sinks.compactMap(\.repeatInterval).min(), needed < configuration.alerts.repeatInterval {
+            configuration.alerts.repeatInterval = needed
+        }
         self.configuration = configuration
         probe = { await database.probe().mapError { DescribedError(database.raw.describe($0)) } }
         snapshot = { database.metrics() }
