@@ -123,7 +123,7 @@ final class PooledPostgresConnection: Sendable {
         guard let address = key.serverAddress else { return }
         let sent = startCancelRequest(to: address, key: key, timeout: Self.cancelDeliveryTimeout, on: eventLoop)
         sent.whenFailure { error in
-            logger.debug("cancel request not delivered", metadata: ["error": "\(error)"])
+            logger.debug("cancel request not delivered", metadata: ["error": "\(describePostgresError(error))"])
         }
     }
 

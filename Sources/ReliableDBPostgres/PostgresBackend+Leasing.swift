@@ -42,11 +42,7 @@ extension PostgresBackend {
             case .cancelled:
                 throw CancellationError()
             case .connectFailed(let cause):
-                throw PostgresUnavailableError(
-                    target: url.description,
-                    cause: describePostgresError(cause),
-                    sqlState: sqlState(of: cause)
-                )
+                throw PostgresUnavailableError(url: url, cause: cause)
             case .shutDown:
                 throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
             }

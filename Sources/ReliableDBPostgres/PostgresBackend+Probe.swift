@@ -26,7 +26,16 @@ extension PostgresBackend {
             }
             return ProbeResult(serverVersion: version, roundTrip: ContinuousClock.now - start)
         } catch is DatabasePoolTimeoutError where poolStatistics().total == 0 {
-            try await diagnoseConnect(within: attempt)
+            if url.endpoints.count == 1, url.targetSessionAttributes == .any {
+                try await diagnoseConnect(within: attempt)
+            } else {
+                // The walk says what each server answered (the first server alone would not).
+                do {
+                    try await probe(through: hostWalk, within: attempt)
+                } catch let error as PostgresNoMatchingServerError {
+                    throw PostgresUnavailableError(url: url, cause: error)
+                }
+            }
             throw PostgresUnavailableError(target: url.description, cause: "no connection could be made in time")
         }
     }
@@ -123,11 +132,7 @@ extension PostgresBackend {
             pool.serverReachable()
         } catch {
             if attempt.isExpired { throw AttemptDeadlineExceeded() }
-            throw PostgresUnavailableError(
-                target: url.description,
-                cause: describePostgresError(error),
-                sqlState: sqlState(of: error)
-            )
+            throw PostgresUnavailableError(url: url, cause: error)
         }
     }
 }

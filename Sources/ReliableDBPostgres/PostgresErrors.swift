@@ -17,11 +17,32 @@ public struct PostgresUnavailableError: Error, CustomStringConvertible, Sendable
     }
 }
 
+extension PostgresUnavailableError {
+    /// `url` could not be reached because of `cause`. A cause that names each server with its own
+    /// answer (a multi-host walk) is not preceded by the servers again.
+    init(url: PostgresURL, cause: any Error) {
+        let namesServers = cause is PostgresNoMatchingServerError
+        self.init(
+            target: url.description(namingServers: !namesServers),
+            cause: describePostgresError(cause),
+            sqlState: ReliableDBPostgres.sqlState(of: cause)
+        )
+    }
+}
+
 /// A readable, secret-free account of a PostgresNIO error.
 ///
 /// `PSQLError.description` is deliberately generic; this names the SQLSTATE and server message,
 /// or the network-level cause.
 public func describePostgresError(_ error: any Error) -> String {
+    describePostgresError(error, namingHost: true)
+}
+
+/// - Parameter namingHost: false where the text already names the server (a multi-host walk's
+///   "host:port refused: ..."), so a network cause does not repeat it.
+func describePostgresError(_ error: any Error, namingHost: Bool) -> String {
+    let network = { (error: any Error) in describeNetworkError(error, namingHost: namingHost) }
+    let nested = { (error: any Error) in describePostgresError(error, namingHost: namingHost) }
     switch error {
     case let error as PSQLError:
         switch error.code {
@@ -32,7 +53,7 @@ public func describePostgresError(_ error: any Error) -> String {
         case .sslUnsupported:
             return "the server does not support TLS, but sslmode requires it"
         case .connectionError:
-            return "connection failed: \(error.underlying.map(describeNetworkError) ?? "unknown cause")"
+            return "connection failed: \(error.underlying.map(network) ?? "unknown cause")"
         case .serverClosedConnection:
             return "the server closed the connection"
         case .clientClosedConnection:
@@ -46,7 +67,7 @@ public func describePostgresError(_ error: any Error) -> String {
         case .unsupportedAuthMechanism:
             return "the server asked for an authentication method PostgresNIO does not support"
         case .saslError:
-            return "SCRAM authentication failed: \(error.underlying.map(describeNetworkError) ?? "unknown cause")"
+            return "SCRAM authentication failed: \(error.underlying.map(network) ?? "unknown cause")"
         default:
             return "PostgreSQL client error (\(error.code))"
         }
@@ -62,11 +83,12 @@ public func describePostgresError(_ error: any Error) -> String {
             return "protocol error: \(detail)"
         }
     case let error as PostgresTransactionError:
-        if let inner = error.beginError { return "BEGIN failed: \(describePostgresError(inner))" }
-        if let inner = error.closureError { return describePostgresError(inner) }
-        if let inner = error.commitError { return "COMMIT failed: \(describePostgresError(inner))" }
+        if let inner = error.beginError { return "BEGIN failed: \(nested(inner))" }
+        if let inner = error.closureError { return nested(inner) }
+        if let inner = error.commitError { return "COMMIT failed: \(nested(inner))" }
         return "transaction failed"
     case let error as KeyedConnectError:
+        if case .connectFailed(let cause) = error { return network(cause) }
         return error.description
     case let error as PostgresConnectionLostError:
         return error.description
@@ -74,24 +96,28 @@ public func describePostgresError(_ error: any Error) -> String {
         return error.description
     case let error as TransactionNotCommittedError:
         return "the transaction did not commit: its connection was lost before COMMIT was sent ("
-            + describePostgresError(error.underlying) + ")"
+            + nested(error.underlying) + ")"
+    case let error as CommitOutcomeUnknownError:
+        return "the connection was lost while COMMIT was in flight; the transaction may have committed ("
+            + nested(error.underlying) + ")"
     case let error as PoolLeaseError:
         switch error {
         case .timedOut, .deadlineReached: return "no connection was free before the deadline"
         case .cancelled: return "the connection request was cancelled"
         case .shutDown: return "the connection pool is shut down"
-        case .connectFailed(let cause): return describePostgresError(cause)
+        case .connectFailed(let cause): return nested(cause)
         }
     default:
-        return describeNetworkError(error)
+        return network(error)
     }
 }
 
 /// A socket error in plain words ("connection refused"), without NIO's internal notation.
-func describeNetworkError(_ error: any Error) -> String {
+func describeNetworkError(_ error: any Error, namingHost: Bool = true) -> String {
     if let error = error as? NIOConnectionError {
         if let first = error.connectionErrors.first {
-            return "\(describeNetworkError(first.error)) (\(error.host):\(error.port))"
+            let cause = describeNetworkError(first.error)
+            return namingHost ? "\(cause) (\(error.host):\(error.port))" : cause
         }
         if let dns = error.dnsAAAAError ?? error.dnsAError {
             return "cannot resolve \(error.host): \(dns)"
@@ -112,7 +138,7 @@ func describeNetworkError(_ error: any Error) -> String {
         default: return String(cString: strerror(error.errnoCode))
         }
     }
-    return String(describing: error)
+    return plainDescription(of: error)
 }
 
 /// Maps PostgreSQL errors to the pipeline's classes.

@@ -84,9 +84,9 @@ extension ReliableDatabase where Backend == PostgresBackend {
                     try await backend.transaction(on: connection, within: attempt, commit: commit, body)
                 }
             } catch  where commit.isInFlight {
-                throw CommitOutcomeUnknownError(underlying: error)
+                throw CommitOutcomeUnknownError(underlying: error, underlyingDescription: backend.describe(error))
             } catch  where !commit.wasSent && backend.classify(error).connectionScoped {
-                throw TransactionNotCommittedError(underlying: error)
+                throw TransactionNotCommittedError(underlying: error, underlyingDescription: backend.describe(error))
             }
         }
     }

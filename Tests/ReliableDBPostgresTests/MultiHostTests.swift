@@ -191,6 +191,43 @@ struct MultiHostTests {
         }
     }
 
+    /// An unreachable cluster in words an operator reads once: each server named once with its own
+    /// reason, no cause nested in another, no driver type's debug form, on the first walk and on
+    /// later ones that skip the servers already failing.
+    @Test func aFailureNamesEachServerOnceWithItsOwnReason() async throws {
+        var url = try Self.url([.closed, .standby], target: .readWrite)
+        url.endpoints.insert(PostgresURL.Endpoint(host: "127.0.0.1", port: 2), at: 1)
+        let standby = url.endpoints[2].description
+        // No breaker: it would answer the later calls itself, without naming any server.
+        let db = try TestServer.open(
+            url,
+            connectionLimit: 2,
+            poolTimeout: .seconds(2),
+            reliability: .init(circuitBreakerEnabled: false)
+        )
+        defer { Task { try? await db.shutdown() } }
+        let monitor = HealthMonitor(database: db)
+        for walk in 1...3 {
+            var texts: [String] = []
+            do {
+                _ = try await db.query(.read("which-server")) { _ in 1 }
+                Issue.record("connected although no server is read-write")
+            } catch {
+                texts.append("\(error)")
+            }
+            texts.append(await monitor.checkNow().lastError ?? "")
+            for text in texts {
+                for server in ["127.0.0.1:1", "127.0.0.1:2", standby] {
+                    #expect(text.components(separatedBy: server).count == 2, "walk \(walk): \(server) once in \(text)")
+                }
+                #expect(text.components(separatedBy: "no server is").count == 2, "walk \(walk), nested: \(text)")
+                #expect(text.contains("is a standby"), "walk \(walk): \(text)")
+                #expect(!text.contains("file: \""), "walk \(walk), a debug form: \(text)")
+                #expect(!text.contains(try TestServer.password))
+            }
+        }
+    }
+
     /// The failover's moment: the primary is gone and the standby not promoted yet. Each server is
     /// tried once and reported for what it did itself, so the prober sees a standby waiting to be
     /// promoted (and probes every 200 ms), and the standby is not skipped as failing once promoted.

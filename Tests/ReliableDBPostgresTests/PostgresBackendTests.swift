@@ -188,6 +188,37 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    /// A transaction whose connection dies on every attempt ends with the retries spent. Its message
+    /// says each cause in words, once: never a driver type's debug form with a source path
+    /// (`PostgresTransactionError(file: ...`), which an HTTP body would otherwise carry.
+    @Test func aTransactionLostOnEveryAttemptIsReportedInWords() async throws {
+        let db = try TestServer.open(
+            try TestServer.url(),
+            connectionLimit: 2,
+            reliability: .init(
+                circuitBreakerEnabled: false,
+                retry: .init(attempts: 3, initialDelay: .milliseconds(10))
+            )
+        )
+        let logger = Logger(label: "test")
+        do {
+            try await db.transaction(.init("doomed")) { connection in
+                _ = try await connection.query("SELECT pg_terminate_backend(pg_backend_pid())", logger: logger)
+                    .collect()
+            }
+            Issue.record("a transaction whose connection was terminated committed")
+        } catch let error as DatabaseRetryError {
+            let text = "\(error)"
+            #expect(error.attempts == 3, "\(text)")
+            #expect(text.contains("the transaction did not commit"), "\(text)")
+            #expect(!text.contains("file: \"") && !text.contains("PostgresTransactionError"), "\(text)")
+            #expect(text.components(separatedBy: "did not commit").count == 2, "one cause, said once: \(text)")
+        } catch {
+            Issue.record("expected the retries to be spent, got \(error)")
+        }
+        try await db.shutdown()
+    }
+
     @Test func aTerminatedBackendIsDiscardedAndIdempotentReadsAreRetried() async throws {
         let url = try TestServer.url()
         let db = try TestServer.open(

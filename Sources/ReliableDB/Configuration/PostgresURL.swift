@@ -123,8 +123,12 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         self.pgbouncer = pgbouncer
     }
 
-    public var description: String {
-        let hosts = endpoints.map(\.description).joined(separator: ",")
+    public var description: String { description(namingServers: true) }
+
+    /// The URL as ``description`` shows it; with `namingServers` false its servers are one `…`,
+    /// for a message that goes on to name each server with what it answered.
+    package func description(namingServers: Bool) -> String {
+        let hosts = namingServers ? endpoints.map(\.description).joined(separator: ",") : "…"
         let user = username + (password == nil ? "" : ":***")
         var parameters = "sslmode=\(sslMode.rawValue)"
         if pgbouncer { parameters += "&pgbouncer=true" }

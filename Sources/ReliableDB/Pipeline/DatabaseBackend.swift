@@ -60,7 +60,7 @@ extension DatabaseBackend {
 
     public func awaitsPromotion(_ probeError: any Error) -> Bool { false }
 
-    public func describe(_ error: any Error) -> String { "\(error)" }
+    public func describe(_ error: any Error) -> String { plainDescription(of: error) }
 
     public var spanTarget: DatabaseSpanTarget { DatabaseSpanTarget(system: backendName) }
 

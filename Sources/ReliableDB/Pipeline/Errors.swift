@@ -65,13 +65,20 @@ public struct DatabaseTimeoutError: Error, CustomStringConvertible, Sendable {
 /// is idempotent, and reports a timeout with ``DatabaseTimeoutError/commitOutcomeUnknown``.
 public struct CommitOutcomeUnknownError: Error, CustomStringConvertible, Sendable {
     public var underlying: any Error
+    /// `underlying` in words, as its backend describes it.
+    public var underlyingDescription: String
 
-    public init(underlying: any Error) {
+    /// - Parameters:
+    ///   - underlying: the error the connection was lost with.
+    ///   - underlyingDescription: `underlying` in words (the backend's
+    ///     ``DatabaseBackend/describe(_:)``); by default its own description.
+    public init(underlying: any Error, underlyingDescription: String? = nil) {
         self.underlying = underlying
+        self.underlyingDescription = underlyingDescription ?? "\(underlying)"
     }
 
     public var description: String {
-        "the connection was lost while COMMIT was in flight; the transaction may have committed (\(underlying))"
+        "the connection was lost while COMMIT was in flight; the transaction may have committed (\(underlyingDescription))"
     }
 }
 
@@ -80,13 +87,20 @@ public struct CommitOutcomeUnknownError: Error, CustomStringConvertible, Sendabl
 /// a whole, as it does a serialization failure.
 public struct TransactionNotCommittedError: Error, CustomStringConvertible, Sendable {
     public var underlying: any Error
+    /// `underlying` in words, as its backend describes it.
+    public var underlyingDescription: String
 
-    public init(underlying: any Error) {
+    /// - Parameters:
+    ///   - underlying: the error the connection was lost with.
+    ///   - underlyingDescription: `underlying` in words (the backend's
+    ///     ``DatabaseBackend/describe(_:)``); by default its own description.
+    public init(underlying: any Error, underlyingDescription: String? = nil) {
         self.underlying = underlying
+        self.underlyingDescription = underlyingDescription ?? "\(underlying)"
     }
 
     public var description: String {
-        "the transaction did not commit: its connection was lost before COMMIT was sent (\(underlying))"
+        "the transaction did not commit: its connection was lost before COMMIT was sent (\(underlyingDescription))"
     }
 }
 
@@ -105,9 +119,12 @@ public struct DatabaseRetryError: Error, CustomStringConvertible, Sendable {
     public var reason: Reason
     public var lastError: any Error
     public var lastErrorClass: ErrorClass
+    /// `lastError` in words, as the backend describes it (SQLSTATE and message, or the network
+    /// cause), never a driver type's debug form.
+    public var lastErrorDescription: String
 
     public var description: String {
-        "Operation '\(operation)' failed after \(attempts) attempts (\(reason.rawValue)); last error (\(lastErrorClass.rawValue)): \(lastError)"
+        "Operation '\(operation)' failed after \(attempts) attempts (\(reason.rawValue)); last error (\(lastErrorClass.rawValue)): \(lastErrorDescription)"
     }
 }
 
@@ -137,6 +154,14 @@ public struct DatabasePoolTimeoutError: Error, CustomStringConvertible, Sendable
             + "the connections were in use by statements still running (a slow or unreachable server holds them too); "
             + "if the server answers quickly, raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT"
     }
+}
+
+/// `error`'s own description, unless that is Swift's debug form of a type that has none, which
+/// for a driver's error carries a source file and line (`PostgresTransactionError(file: "...`):
+/// then only its type's name, so a log line or an HTTP body never shows the dump.
+package func plainDescription(of error: any Error) -> String {
+    let text = String(describing: error)
+    return text.contains("file: \"") ? "\(type(of: error))" : text
 }
 
 func formatDuration(_ duration: Duration) -> String {

@@ -344,7 +344,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
                         attempts: attempt,
                         reason: reason,
                         lastError: error,
-                        lastErrorClass: errorClass
+                        lastErrorClass: errorClass,
+                        lastErrorDescription: raw.describe(error)
                     )
                 }
                 trace.retryScheduled(attempt: attempt, delay: delay, errorClass: errorClass)

@@ -205,7 +205,7 @@ final class HostWalk: Sendable {
                 return .moveOn("is \(role)", nil)
             }.recover { error -> StepResult in
                 connection.close()
-                let outcome = "did not say its role (\(describePostgresError(error)))"
+                let outcome = "did not say its role (\(describePostgresError(error, namingHost: false)))"
                 let now = self.clock.now
                 self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }
                 return .moveOn(outcome, error)
@@ -216,7 +216,7 @@ final class HostWalk: Sendable {
                 self.ejection.withLock { $0.reached(order[position], role: nil, outcome: "refused the credentials") }
                 return .stop(error)
             }
-            let outcome = "refused: \(describePostgresError(error))"
+            let outcome = "refused: \(describePostgresError(error, namingHost: false))"
             if self.servers.count > 1 {
                 let now = self.clock.now
                 self.ejection.withLock { $0.failed(order[position], outcome: outcome, at: now) }

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import PostgresNIO
+import ReliableDB
 import Synchronization
 
 // MARK: - Errors
@@ -38,7 +39,7 @@ enum KeyedConnectError: Error, CustomStringConvertible {
         case .sslUnsupported: "the server does not support TLS, but sslmode requires it"
         case .unexpectedSSLResponse(let byte): "unexpected answer to the SSL request (byte \(byte))"
         case .unencryptedDataAfterSSLResponse: "the server sent unencrypted data after agreeing to TLS"
-        case .tlsHandshakeFailed(let error): "TLS handshake failed: \(error)"
+        case .tlsHandshakeFailed(let error): "TLS handshake failed: \(plainDescription(of: error))"
         case .timedOut(let amount): "no answer within the connect timeout (\(amount.nanoseconds / 1_000_000) ms)"
         case .closedDuringNegotiation: "the server closed the connection during TLS negotiation"
         case .unsupportedEventLoop: "the event loop cannot open sockets with ClientBootstrap"
