@@ -184,7 +184,16 @@ package final class PostgresLoadWorkload: LoadWorkload {
         self.access = access
         self.table = table
         self.statement = statement
-        preparedStatements = statement.flatMap { $0.prepared ? PreparedStatements(sql: $0.sql) : nil }
+        let behindPooler: @Sendable () -> Bool
+        if case .reliable(let database) = access {
+            let backend = database.raw
+            behindPooler = { backend.behindPooler }
+        } else {
+            behindPooler = { false }
+        }
+        preparedStatements = statement.flatMap {
+            $0.prepared ? PreparedStatements(sql: $0.sql, behindPooler: behindPooler, logger: logger) : nil
+        }
         self.logger = logger
         self.name = name
         readOptions = .read("loadtest-read", table: table)
@@ -308,11 +317,21 @@ package final class PostgresLoadWorkload: LoadWorkload {
 /// executed. It runs through PostgresNIO's EventLoopFuture API, which hands the rows to a callback
 /// on the event loop: 1.07-1.21 times the throughput of iterating a `PostgresPreparedStatement`'s
 /// async rows (Benchmarks/PostgresAPIs, 10 callers on 2 cores).
+///
+/// Behind a transaction-pooling PgBouncer a statement prepared on one server connection is missing
+/// on the next (26000), so once the backend has found a pooler, or a prepared statement goes
+/// missing here, the statement is sent unnamed from then on (the missing one never ran, so it is
+/// sent again at once).
 package final class PreparedStatements: Sendable {
     package let sql: String
     /// By connection id, striped so that workers on different cores rarely take the same lock; a
     /// replaced connection gets a new id and is prepared anew.
     private let stripes = (0..<16).map { _ in Stripe() }
+    private let unnamed: PostgresQuery
+    private let behindPooler: @Sendable () -> Bool
+    /// Set once a pooler is known: no statement is prepared by name after it.
+    private let poolerFound = Atomic<Bool>(false)
+    private let logger: Logger
 
     private final class Stripe: Sendable {
         let byConnection = Mutex<[Int: Prepared]>([:])
@@ -327,12 +346,24 @@ package final class PreparedStatements: Sendable {
         }
     }
 
-    package init(sql: String) {
+    /// - Parameter behindPooler: whether the backend has found a transaction-pooling PgBouncer.
+    package init(sql: String, behindPooler: @escaping @Sendable () -> Bool = { false }, logger: Logger) {
         self.sql = sql
+        unnamed = PostgresQuery(unsafeSQL: sql)
+        self.behindPooler = behindPooler
+        self.logger = logger
     }
+
+    /// Whether the statement is sent unnamed, a pooler being known.
+    package var sendsUnnamed: Bool { poolerFound.load(ordering: .relaxed) }
 
     @inline(__always)
     package func execute(on connection: PostgresConnection) async throws {
+        if poolerFound.load(ordering: .relaxed) || behindPooler() {
+            poolerFound.store(true, ordering: .relaxed)
+            try await connection.query(unnamed, logger: logger).drain()
+            return
+        }
         let stripe = stripes[connection.id & (stripes.count - 1)]
         let statement: Prepared
         if let prepared = stripe.byConnection.withLock({ $0[connection.id] }) {
@@ -341,7 +372,17 @@ package final class PreparedStatements: Sendable {
             statement = Prepared(try await connection.prepare(query: sql).get())
             stripe.byConnection.withLock { $0[connection.id] = statement }
         }
-        try await statement.query.execute([]) { _ in }.get()
+        do {
+            try await statement.query.execute([]) { _ in }.get()
+        } catch let error as PostgresError where error.code.raw == "26000" {
+            // Prepared on another server connection of the pooler: it did not run here.
+            if !poolerFound.exchange(true, ordering: .relaxed) {
+                logger.warning(
+                    "a statement prepared by name went missing, as behind a transaction-pooling PgBouncer: sending it unnamed from now on"
+                )
+            }
+            try await connection.query(unnamed, logger: logger).drain()
+        }
     }
 }
 

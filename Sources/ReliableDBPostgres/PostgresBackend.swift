@@ -24,6 +24,13 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     let hostWalk: HostWalk
     /// The server-side `statement_timeout` and when a statement or transaction needs its own.
     let backstop: ServerBackstop
+    /// Whether connections go through a transaction-pooling PgBouncer, which hands each
+    /// transaction to any of its server connections: `pgbouncer=true` in the URL, or found when the
+    /// pooler refused a startup parameter. Behind one, prepare nothing by name
+    /// (`PostgresPreparedStatement`, `prepare(query:)`): the statement would be missing (26000)
+    /// on the server connection the next transaction gets. Statements ReliableDB sends itself are
+    /// never prepared by name.
+    public var behindPooler: Bool { backstop.pooler.isDetected }
     let pool: PostgresPool
     /// Connections to standbys for reads (with several servers, ``standbyReads``), else nil; none
     /// is opened until a read needs one.
@@ -78,7 +85,8 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         self.connectionLimit = connectionLimit
         self.poolTimeout = poolTimeout
         self.cancelGrace = cancelGrace
-        let backstop = ServerBackstop(connectionDefault: statementTimeout, perTransactionOnly: url.pgbouncer)
+        let pooler = PoolerDetection(declared: url.pgbouncer, logger: logger)
+        let backstop = ServerBackstop(connectionDefault: statementTimeout, pooler: pooler)
         self.backstop = backstop
         self.clock = clock
         self.logger = logger
@@ -101,7 +109,7 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
                 configuration.options.connectTimeout,
                 TimeAmount(max(poolTimeout, .milliseconds(100)))
             )
-            let connector = Connector(configuration: poolConnectConfiguration, logger: logger)
+            let connector = Connector(configuration: poolConnectConfiguration, pooler: pooler, logger: logger)
             let connect: HostWalk.Connect = { id, eventLoop in connector.connect(id: id, on: eventLoop) }
             return (endpoint, connect)
         }

@@ -234,6 +234,11 @@ struct PostgresErrorClassifier {
             return .lostConnection(sent: sent)
         case "57P03":
             return ErrorClassification(.connection, mayHaveReachedServer: sent, discardConnection: true)
+        case "26000":
+            // A statement prepared by name is missing: behind a transaction-pooling PgBouncer this
+            // transaction went to another server connection. The statement did not run; on a fresh
+            // connection the driver prepares it again, so the attempt is retried there once.
+            return .lostConnection(sent: sent)
         case "57014":
             // Cancelled on the server: by our deadline (the pipeline reports the timeout) or by the
             // statement_timeout backstop.

@@ -1,3 +1,4 @@
+import Logging
 import PostgresNIO
 import ReliableDB
 
@@ -13,9 +14,24 @@ struct ServerBackstop: Sendable {
 
     /// The setting every connection starts with (a startup parameter); nil leaves the server's.
     let connectionDefault: Duration?
+    /// Whether a transaction-pooling PgBouncer is in between (declared or found).
+    let pooler: PoolerDetection
+
+    init(connectionDefault: Duration?, pooler: PoolerDetection) {
+        self.connectionDefault = connectionDefault
+        self.pooler = pooler
+    }
+
+    init(connectionDefault: Duration?, perTransactionOnly: Bool) {
+        self.init(
+            connectionDefault: connectionDefault,
+            pooler: PoolerDetection(declared: perTransactionOnly, logger: Logger(label: "reliabledb.postgres"))
+        )
+    }
+
     /// Behind PgBouncer in transaction pooling a session setting would stay on a server connection
     /// other clients share: the backstop is set per transaction (`SET LOCAL`) and never per session.
-    let perTransactionOnly: Bool
+    var perTransactionOnly: Bool { pooler.isDetected }
 
     /// The backstop for a pipeline's timeouts: the longest an operation may run (any kind's
     /// timeout, the batch cap) plus ``margin``; nil when timeouts are disabled.

@@ -149,23 +149,93 @@ struct PgBouncerTests {
         try await db.shutdown()
     }
 
-    /// The CLI as a user runs it behind PgBouncer: `check --all` and `loadtest --sql`.
-    @Test(.timeLimit(.minutes(2)))
-    func checkAndLoadtestWorkThroughIt() async throws {
+    /// The CLI as a user runs it behind PgBouncer, with and without `pgbouncer=true`: `check --all`,
+    /// `loadtest` (built-in reads and writes), `loadtest --sql` (prepared by name on a direct server)
+    /// and the same through the plain driver (`--raw`), each with no failed operation.
+    @Test(.timeLimit(.minutes(3)), arguments: [true, false])
+    func checkAndLoadtestWorkThroughIt(pgbouncer: Bool) async throws {
         let url = try Self.bouncerURL()
         let password = try FaultServers.environment("RELIABLEDB_TEST_POSTGRES_PASSWORD")
         let databaseURL =
-            "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)?sslmode=disable&pgbouncer=true"
+            "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)?sslmode=disable"
+            + (pgbouncer ? "&pgbouncer=true" : "")
         let environment = ["DATABASE_URL": databaseURL]
         let check = try await runReliabledb(["check", "--all"], environment: environment)
         #expect(check.status == 0, "\(check.output)")
-        let load = try await runReliabledb(
-            ["loadtest", "--sql", "SELECT 1", "--connections", "4", "--operations", "200", "--json"],
-            environment: environment
+        let operations = ["--connections", "4", "--operations", "300", "--json"]
+        for variant in [[], ["--sql", "SELECT 1"], ["--sql", "SELECT 1", "--raw"]] {
+            let load = try await runReliabledb(["loadtest"] + variant + operations, environment: environment)
+            #expect(load.status == 0, "\(variant): \(load.output)")
+            let failed =
+                load.output.contains("\"failedOperations\" : 0") || load.output.contains("\"failedOperations\":0")
+            #expect(failed, "\(variant) with pgbouncer=\(pgbouncer): \(load.output.suffix(3000))")
+            #expect(!load.output.contains(password), "the password leaked into the output")
+        }
+    }
+
+    /// `SELECT $1::int * 2`, as a caller prepares its own statements.
+    struct Doubled: PostgresPreparedStatement {
+        static let sql = "SELECT $1::int * 2"
+        typealias Row = Int
+        var value: Int
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(value)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
+    }
+
+    /// Without `pgbouncer=true` the pooler is found at the first connect, and a caller's own
+    /// prepared statements run through it without a failure or a retry: sent unnamed, since a
+    /// statement prepared by name on one server connection is missing on the next (26000) and,
+    /// under one name, already there for another client (42P05). The same statements prepared by
+    /// name through the same pooler do fail, so the test can fail.
+    @Test(.timeLimit(.minutes(1)))
+    func aCallersPreparedStatementsWorkThroughAPoolerFoundWithoutTheSwitch() async throws {
+        let logger = Logger(label: "test.pgbouncer")
+        func load(_ body: @escaping @Sendable (Int) async throws -> Void) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<4 {
+                    group.addTask {
+                        for n in 0..<100 { try await body(worker * 1000 + n) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let db = try ReliableDatabase(backend: try PostgresBackend(url: try Self.bouncerURL(pgbouncer: false)))
+        let wrong = Locked(0)
+        try await load { value in
+            if try await db.run(.read("doubled"), Doubled(value: value)) != [2 * value] { wrong.withLock { $0 += 1 } }
+        }
+        #expect(db.raw.behindPooler, "the refused startup parameter showed the pooler")
+        #expect(wrong.withLock { $0 } == 0)
+        let unnamed = db.metrics().queries.operations["doubled"]
+        #expect(unnamed?.successes == 400, "\(String(describing: unnamed))")
+        #expect(unnamed?.failures == 0 && unnamed?.retries == 0, "\(String(describing: unnamed))")
+        try await db.shutdown()
+
+        // The same statements prepared by name (PostgresNIO's `execute`) through the same pooler.
+        let named = try ReliableDatabase(backend: try PostgresBackend(url: try Self.bouncerURL(pgbouncer: false)))
+        try await load { value in
+            _ = try? await named.query(OperationOptions("by-name", retries: false)) { connection in
+                for try await _ in try await connection.execute(Doubled(value: value), logger: logger) {}
+            }
+        }
+        let failedByName = named.metrics().queries.operations["by-name"]?.failures ?? 0
+        #expect(failedByName > 0, "statements prepared by name fail behind the pooler")
+        print(
+            "fault report: pgbouncer prepared statements: unnamed 400 of 400 ok; by name \(failedByName) of 400 failed"
         )
-        #expect(load.status == 0, "\(load.output)")
-        #expect(load.output.contains("\"failedOperations\" : 0") || load.output.contains("\"failedOperations\":0"))
-        #expect(!load.output.contains(password), "the password leaked into the output")
+        try await named.shutdown()
+
+        let direct = try ReliableDatabase(backend: try PostgresBackend(url: try FaultServers.url()))
+        #expect(try await direct.run(.read("doubled"), Doubled(value: 21)) == [42])
+        #expect(!direct.raw.behindPooler, "a direct server is not taken for a pooler")
+        try await direct.shutdown()
     }
 }
 

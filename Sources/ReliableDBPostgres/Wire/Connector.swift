@@ -4,14 +4,17 @@ import PostgresNIO
 import Synchronization
 
 /// Opens pool connections with their cancel key. Behind a pooler that refuses startup parameters
-/// (PgBouncer's `08P01 unsupported startup parameter`), it drops `statement_timeout` and says so
-/// once: that answer only ever comes from a pooler, so the detection is reliable.
+/// (PgBouncer's `08P01 unsupported startup parameter`), it drops `statement_timeout` and records
+/// the pooler (``PoolerDetection``): that answer only ever comes from a pooler, so the detection
+/// is reliable.
 final class Connector: Sendable {
     private let configuration: Mutex<PostgresConnection.Configuration>
+    private let pooler: PoolerDetection
     private let logger: Logger
 
-    init(configuration: PostgresConnection.Configuration, logger: Logger) {
+    init(configuration: PostgresConnection.Configuration, pooler: PoolerDetection, logger: Logger) {
         self.configuration = Mutex(configuration)
+        self.pooler = pooler
         self.logger = logger
     }
 
@@ -29,15 +32,14 @@ final class Connector: Sendable {
             guard let error = error as? PSQLError, Self.refusesStartupParameter(error) else {
                 return eventLoop.makeFailedFuture(error)
             }
-            let dropped = self.configuration.withLock { configuration -> Bool in
-                let before = configuration.options.additionalStartupParameters.count
+            // Connects that started together were all refused: each that sent the parameter
+            // connects again without it, whichever of them removed it.
+            let sent = configuration.options.additionalStartupParameters.contains { $0.0 == "statement_timeout" }
+            guard sent else { return eventLoop.makeFailedFuture(error) }
+            self.configuration.withLock { configuration in
                 configuration.options.additionalStartupParameters.removeAll { $0.0 == "statement_timeout" }
-                return configuration.options.additionalStartupParameters.count < before
             }
-            guard dropped else { return eventLoop.makeFailedFuture(error) }
-            self.logger.warning(
-                "the server refused the statement_timeout startup parameter, as PgBouncer does: connecting without it; set pgbouncer=true in DATABASE_URL"
-            )
+            self.pooler.found("the server refused the statement_timeout startup parameter")
             return self.connect(id: id, on: eventLoop)
         }
     }
