@@ -132,20 +132,31 @@ struct PgBouncerTests {
     }
 
     /// Without `pgbouncer=true` the pooler refuses the statement_timeout startup parameter; that
-    /// answer only comes from a pooler, so the parameter is dropped and connecting goes on.
+    /// answer only comes from a pooler, so the parameter is dropped, connecting goes on, and the
+    /// backstop moves into each transaction as with the switch (before, it was simply lost).
     @Test(.timeLimit(.minutes(1)))
     func aRefusedStartupParameterIsDetected() async throws {
         let db = try Self.open(try Self.bouncerURL(pgbouncer: false))
+        let logger = Logger(label: "t")
         let value = try await db.query(.read("one")) { connection in
             var value = 0
-            for try await one in try await connection.query("SELECT 1::int", logger: Logger(label: "t")).decode(
-                Int.self
-            ) {
+            for try await one in try await connection.query("SELECT 1::int", logger: logger).decode(Int.self) {
                 value = one
             }
             return value
         }
         #expect(value == 1)
+        #expect(db.raw.behindPooler)
+        let inTransaction = try await db.transaction(.init("backstop")) { connection in
+            var setting = ""
+            for try await text in try await connection.query("SHOW statement_timeout", logger: logger)
+                .decode(String.self)
+            {
+                setting = text
+            }
+            return setting
+        }
+        #expect(inTransaction != "0", "the transaction has its own backstop: \(inTransaction)")
         try await db.shutdown()
     }
 
