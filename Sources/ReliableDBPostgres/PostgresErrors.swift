@@ -18,13 +18,14 @@ public struct PostgresUnavailableError: Error, CustomStringConvertible, Sendable
 }
 
 extension PostgresUnavailableError {
-    /// `url` could not be reached because of `cause`. A cause that names each server with its own
-    /// answer (a multi-host walk) is not preceded by the servers again.
+    /// `url` could not be reached because of `cause`, each server named once: by the URL (so not
+    /// again in a network cause), or, for a multi-host walk that names each with its own answer,
+    /// only there.
     init(url: PostgresURL, cause: any Error) {
         let namesServers = cause is PostgresNoMatchingServerError
         self.init(
             target: url.description(namingServers: !namesServers),
-            cause: describePostgresError(cause),
+            cause: describePostgresError(cause, namingHost: false),
             sqlState: ReliableDBPostgres.sqlState(of: cause)
         )
     }

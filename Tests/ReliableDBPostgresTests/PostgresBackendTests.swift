@@ -188,6 +188,25 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    /// A refused connect names the server once (the URL), with the cause in words, in the error
+    /// and in the health check's reason.
+    @Test func aRefusedConnectNamesTheServerOnce() async throws {
+        let url = try TestServer.url { $0.endpoints = [PostgresURL.Endpoint(host: "127.0.0.1", port: 1)] }
+        let db = try TestServer.open(url, connectionLimit: 1, poolTimeout: .seconds(2))
+        var texts: [String] = []
+        do {
+            _ = try await db.query(.read("refused")) { _ in 1 }
+        } catch {
+            texts.append("\(error)")
+        }
+        texts.append(await HealthMonitor(database: db).checkNow().lastError ?? "")
+        for text in texts {
+            #expect(text.components(separatedBy: "127.0.0.1:1").count == 2, "the server once: \(text)")
+            #expect(text.contains("connection refused"), "\(text)")
+        }
+        try await db.shutdown()
+    }
+
     /// A transaction whose connection dies on every attempt ends with the retries spent. Its message
     /// says each cause in words, once: never a driver type's debug form with a source path
     /// (`PostgresTransactionError(file: ...`), which an HTTP body would otherwise carry.
