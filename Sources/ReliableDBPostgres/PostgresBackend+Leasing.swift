@@ -37,15 +37,28 @@ extension PostgresBackend {
                 throw DatabasePoolTimeoutError(
                     waited: waited,
                     statistics: pool.statistics(),
-                    lastConnectError: pool.lastConnectError.map(describePostgresError)
+                    lastConnectError: pool.lastConnectError.map(describeConnectError)
                 )
             case .cancelled:
                 throw CancellationError()
             case .connectFailed(let cause):
-                throw PostgresUnavailableError(url: url, cause: cause)
+                throw PostgresUnavailableError(
+                    url: url,
+                    cause: cause,
+                    serverConnections: serverConnections.withLock { $0 }
+                )
             case .shutDown:
                 throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
             }
         }
+    }
+}
+
+extension PostgresBackend {
+    /// Why a connect failed, in words; a refusal for want of a slot (53300) names the limit.
+    func describeConnectError(_ error: any Error) -> String {
+        let described = describePostgresError(error)
+        guard sqlState(of: error) == "53300" else { return described }
+        return PostgresUnavailableError.noSlotLeft(described, serverConnections: serverConnections.withLock { $0 })
     }
 }

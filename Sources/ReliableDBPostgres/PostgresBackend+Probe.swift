@@ -6,7 +6,16 @@ import Synchronization
 /// Probe and diagnosis: the health check's probe, the breaker prober's `SELECT 1` on a fresh
 /// connection, and a direct connect that names why the server cannot be reached.
 extension PostgresBackend {
-    /// Probes with `SELECT version()` through the pool. While the pool holds no connection (at
+    /// One round trip: the version, and the server's client connections against its limit, which
+    /// every instance of a fleet shares (``ServerConnections``).
+    static let probeQuery: PostgresQuery = """
+        SELECT version(),
+               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
+               current_setting('max_connections')::int,
+               current_setting('superuser_reserved_connections')::int
+        """
+
+    /// Probes with ``probeQuery`` through the pool. While the pool holds no connection (at
     /// start, during an outage) a direct connection attempt comes first, so a failure names its real
     /// cause (wrong password, unknown database, refused port, TLS refused) at once instead of a
     /// generic pool timeout later.
@@ -17,14 +26,20 @@ extension PostgresBackend {
         }
         let start = ContinuousClock.now
         do {
-            let version = try await withConnection(within: attempt) { [logger] connection in
-                var version = "unknown"
-                for try await row in try await connection.query("SELECT version()", logger: logger) {
-                    version = try row.decode(String.self)
+            let (version, connections) = try await withConnection(within: attempt) { [logger] connection in
+                var answer = ("unknown", ServerConnections?.none)
+                for try await row in try await connection.query(Self.probeQuery, logger: logger) {
+                    let (version, inUse, max, reserved) = try row.decode((String, Int, Int, Int).self)
+                    answer = (version, ServerConnections(inUse: inUse, max: max, reserved: reserved))
                 }
-                return version
+                return answer
             }
-            return ProbeResult(serverVersion: version, roundTrip: ContinuousClock.now - start)
+            serverConnections.withLock { $0 = connections }
+            return ProbeResult(
+                serverVersion: version,
+                roundTrip: ContinuousClock.now - start,
+                serverConnections: connections
+            )
         } catch is DatabasePoolTimeoutError where poolStatistics().total == 0 {
             if url.endpoints.count == 1, url.targetSessionAttributes == .any {
                 try await diagnoseConnect(within: attempt)
@@ -33,7 +48,11 @@ extension PostgresBackend {
                 do {
                     try await probe(through: hostWalk, within: attempt)
                 } catch let error as PostgresNoMatchingServerError {
-                    throw PostgresUnavailableError(url: url, cause: error)
+                    throw PostgresUnavailableError(
+                        url: url,
+                        cause: error,
+                        serverConnections: serverConnections.withLock { $0 }
+                    )
                 }
             }
             throw PostgresUnavailableError(target: url.description, cause: "no connection could be made in time")
@@ -132,7 +151,7 @@ extension PostgresBackend {
             pool.serverReachable()
         } catch {
             if attempt.isExpired { throw AttemptDeadlineExceeded() }
-            throw PostgresUnavailableError(url: url, cause: error)
+            throw PostgresUnavailableError(url: url, cause: error, serverConnections: serverConnections.withLock { $0 })
         }
     }
 }

@@ -43,6 +43,9 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     let standbyWalk: HostWalk?
     let clock: any ReliabilityClock
     let logger: Logger
+    /// The server's connection slots at the last successful probe, which names the limit when the
+    /// server refuses a connection for want of one (53300).
+    let serverConnections = Mutex<ServerConnections?>(nil)
     let instruments = Mutex<ReliabilityInstruments?>(nil)
     /// Read on every lease, so a pool without instruments takes no lock for them.
     let hasInstruments = Atomic<Bool>(false)

@@ -21,13 +21,25 @@ extension PostgresUnavailableError {
     /// `url` could not be reached because of `cause`, each server named once: by the URL (so not
     /// again in a network cause), or, for a multi-host walk that names each with its own answer,
     /// only there.
-    init(url: PostgresURL, cause: any Error) {
+    ///
+    /// A refusal for want of a connection slot (53300) says the server's limit, which the whole
+    /// fleet shares, with the figures of the last probe (`serverConnections`) when there was one.
+    init(url: PostgresURL, cause: any Error, serverConnections: ServerConnections? = nil) {
         let namesServers = cause is PostgresNoMatchingServerError
-        self.init(
-            target: url.description(namingServers: !namesServers),
-            cause: describePostgresError(cause, namingHost: false),
-            sqlState: ReliableDBPostgres.sqlState(of: cause)
-        )
+        let state = ReliableDBPostgres.sqlState(of: cause)
+        var text = describePostgresError(cause, namingHost: false)
+        if state == "53300" { text = Self.noSlotLeft(text, serverConnections: serverConnections) }
+        self.init(target: url.description(namingServers: !namesServers), cause: text, sqlState: state)
+    }
+
+    /// `described` (a 53300) preceded by what it means: the server's connection limit is reached.
+    static func noSlotLeft(_ described: String, serverConnections: ServerConnections?) -> String {
+        if described.contains("for role") { return "the role's connection limit is reached (\(described))" }
+        let limit =
+            serverConnections.map {
+                "max_connections = \($0.max), \($0.reserved) reserved for superusers; \($0.inUse) in use at the last check"
+            } ?? "max_connections"
+        return "the server's connection limit is reached, for all its clients together (\(limit)): \(described)"
     }
 }
 

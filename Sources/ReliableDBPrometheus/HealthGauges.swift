@@ -45,3 +45,30 @@ struct HealthGauges: Sendable {
         registry.unregisterGauge(up)
     }
 }
+
+/// The server's connections in use by all its clients against its limit, from the health
+/// monitor's last successful probe: `db_server_connections_in_use / db_server_connections_max`
+/// is the whole fleet's share of `max_connections`, which no instance's own pool shows. Registered
+/// at the first status that has the figures (not for an embedded database).
+struct ServerConnectionGauges: Sendable {
+    static let names = ["db_server_connections_in_use", "db_server_connections_max"]
+
+    let inUse: Gauge
+    let max: Gauge
+
+    init(registry: PrometheusCollectorRegistry) {
+        inUse = registry.gauge(
+            "db_server_connections_in_use",
+            help: "Client connections open on the database server, from every client, at the last health check."
+        )
+        max = registry.gauge(
+            "db_server_connections_max",
+            help: "Connections the database server's ordinary clients may open (max_connections minus reserved)."
+        )
+    }
+
+    func set(from connections: ServerConnections) {
+        inUse.set(Double(connections.inUse))
+        max.set(Double(connections.max - connections.reserved))
+    }
+}

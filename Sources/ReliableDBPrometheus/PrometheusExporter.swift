@@ -56,7 +56,7 @@ public final class PrometheusExporter: Sendable {
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
         SnapshotGauges.names + HealthGauges.names + LoadSheddingGauges.names + ServerGauges.names
-            + [BreakerStateGauges.standbyName]
+            + ServerConnectionGauges.names + [BreakerStateGauges.standbyName]
     }
 
     /// Where every metric of this exporter lives; ``render(metrics:health:)`` emits all of it,
@@ -77,6 +77,8 @@ public final class PrometheusExporter: Sendable {
     private let loadSheddingGauges = Mutex<LoadSheddingGauges?>(nil)
     /// Registered at the first render that lists servers (a multi-host URL).
     private let serverGauges = Mutex<ServerGauges?>(nil)
+    /// Registered at the first render whose health status has the server's connection figures.
+    private let serverConnectionGauges = Mutex<ServerConnectionGauges?>(nil)
     /// Registered at the first render whose database has a standby's breaker.
     private let standbyBreakerGauges = Mutex<BreakerStateGauges?>(nil)
 
@@ -130,6 +132,12 @@ public final class PrometheusExporter: Sendable {
                     )
                 }
                 gauges?.set(standbyBreaker.state)
+            }
+        }
+        if let connections = health?.serverConnections {
+            serverConnectionGauges.withLock { gauges in
+                if gauges == nil { gauges = ServerConnectionGauges(registry: registry) }
+                gauges?.set(from: connections)
             }
         }
         if let shedding = metrics.loadShedding {

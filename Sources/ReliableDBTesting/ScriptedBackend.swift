@@ -29,6 +29,7 @@ public final class ScriptedBackend: DatabaseBackend, StandbyRouting {
         var standbyAnswers = false
         var shutdowns = 0
         var probeTime: (clock: any ReliabilityClock, duration: Duration)?
+        var serverConnections: ServerConnections?
         var currentServer: String?
     }
 
@@ -92,6 +93,12 @@ public final class ScriptedBackend: DatabaseBackend, StandbyRouting {
         try await probeServer(within: attempt)
     }
 
+    /// The server's connection slots a successful probe reports.
+    public var serverConnections: ServerConnections? {
+        get { state.withLock { $0.serverConnections } }
+        set { state.withLock { $0.serverConnections = newValue } }
+    }
+
     /// Probes run so far.
     public var probes: Int { state.withLock { $0.probes } }
 
@@ -118,13 +125,13 @@ public final class ScriptedBackend: DatabaseBackend, StandbyRouting {
     public func poolStatistics() -> PoolStatistics { pool }
 
     public func probe(within attempt: AttemptContext) async throws -> ProbeResult {
-        let (reachable, hold) = state.withLock { state in
+        let (reachable, hold, connections) = state.withLock { state in
             state.probes += 1
-            return (state.reachable, state.probeTime)
+            return (state.reachable, state.probeTime, state.serverConnections)
         }
         if let hold { try await hold.clock.sleep(for: hold.duration) }
         guard reachable else { throw ClassifiedError(errorClass: .connection) }
-        return ProbeResult(serverVersion: serverVersion, roundTrip: .milliseconds(1))
+        return ProbeResult(serverVersion: serverVersion, roundTrip: .milliseconds(1), serverConnections: connections)
     }
 
     public func shutdown() async throws {

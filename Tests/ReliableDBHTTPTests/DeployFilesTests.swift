@@ -87,7 +87,8 @@ struct DeployFilesTests {
         }
     }
 
-    /// Family names in a real scrape of a fully wired stack (pipeline, monitor, webhook sink).
+    /// Family names in a real scrape of a fully wired stack (pipeline, monitor, webhook sink), whose
+    /// health status also has the server's connection figures, as PostgreSQL's probe reports them.
     static func exportedMetricNames() async throws -> Set<String> {
         let stack = try Stack()
         defer { Task { try await stack.cleanUp() } }
@@ -96,7 +97,9 @@ struct DeployFilesTests {
             metricsFactory: stack.endpoints.exporter.metricsFactory,
             logger: Logger(label: "test")
         )
-        await stack.monitor.checkNow()
+        var status = await stack.monitor.checkNow()
+        status.serverConnections = ServerConnections(inUse: 12, max: 100, reserved: 3)
+        _ = stack.endpoints.exporter.render(metrics: stack.db.metrics(), health: status)
         let text = String(decoding: stack.endpoints.metrics().body, as: UTF8.self)
         var names: Set<String> = []
         for line in text.split(separator: "\n") where line.hasPrefix("# TYPE ") {

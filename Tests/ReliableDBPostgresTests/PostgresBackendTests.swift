@@ -188,6 +188,25 @@ struct PostgresBackendTests {
         try await db.shutdown()
     }
 
+    /// The probe reads the server's client connections against its limit (the fleet's use, not
+    /// this pool's): into the health status and `/api/health`.
+    @Test func theProbeReadsTheServersConnectionsAgainstItsLimit() async throws {
+        let db = try TestServer.open(try TestServer.url(), connectionLimit: 2)
+        let observer = try await Observer.connect()
+        let status = await HealthMonitor(database: db).checkNow()
+        let connections = try #require(status.serverConnections)
+        let seen = try await observer.count(
+            "SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+        #expect(connections.max == 200 && connections.reserved == 3, "\(connections)")
+        // Other tests connect and disconnect meanwhile: the two reads are close, not equal.
+        #expect(connections.inUse >= 2 && abs(connections.inUse - seen) <= 50, "\(connections) against \(seen)")
+        let report = String(decoding: HealthReport.json(status), as: UTF8.self)
+        #expect(report.contains("\"serverConnections\":{\"inUse\":\(connections.inUse),\"max\":200"), "\(report)")
+        try await observer.close()
+        try await db.shutdown()
+    }
+
     /// A refused connect names the server once (the URL), with the cause in words, in the error
     /// and in the health check's reason.
     @Test func aRefusedConnectNamesTheServerOnce() async throws {

@@ -107,6 +107,7 @@ struct ConfigurationTests {
         ("DB_LOAD_SHEDDING", "sometimes", "true or false"),
         ("DB_MAX_CONCURRENT_OPERATIONS", "0", "whole number from 1 to 100000"),
         ("DB_LOAD_SHEDDING_ADAPTIVE", "yes please", "true or false"),
+        ("DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "101", "from 0 to 100"),
     ]
 
     @Test(arguments: malformed)

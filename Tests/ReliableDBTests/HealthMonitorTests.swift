@@ -248,7 +248,9 @@ struct HealthMonitorTests {
         #expect(fixture.sink.of(.databaseUnreachable).filter(\.isRepeat).count == 1, "repeated on time")
     }
 
-    @Test(arguments: [AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore, .databaseUnreachable])
+    @Test(arguments: [
+        AlertKind.poolUtilization, .slowQueries, .errorRate, .healthScore, .databaseUnreachable, .serverConnections,
+    ])
     func eachAlertFiresAfterItsConditionHoldsIsNotRepeatedEarlyRepeatsAndResolves(kind: AlertKind) async {
         let fixture = Fixture(timings: AlertTimings(all: AlertTiming(for: .seconds(60))), repeatInterval: .seconds(300))
         func unhealthyInterval() async {
@@ -257,11 +259,15 @@ struct HealthMonitorTests {
             case .slowQueries: await fixture.traffic(count: 5, duration: .milliseconds(500))
             case .errorRate: await fixture.traffic(count: 10, failing: 5)
             case .healthScore, .databaseUnreachable: fixture.backend.reachable = false
+            case .serverConnections:
+                // 95 of the 97 ordinary slots: the fleet together, though this pool is idle.
+                fixture.backend.serverConnections = ServerConnections(inUse: 95, max: 100, reserved: 3)
             case .circuitBreakerState, .databaseFailedOver, .databaseOverloaded: break
             }
         }
         func healthyInterval() async {
             fixture.backend.pool = PoolStatistics(max: 10)
+            fixture.backend.serverConnections = ServerConnections(inUse: 12, max: 100, reserved: 3)
             fixture.backend.reachable = true
             await fixture.traffic(count: 10)
         }

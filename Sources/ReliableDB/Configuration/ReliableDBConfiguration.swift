@@ -119,17 +119,22 @@ public struct AlertThresholds: Sendable, Equatable {
     public var queryTime: Duration
     /// Alert when the error rate in percent exceeds this.
     public var errorRate: Double
+    /// Alert when the server's connections in use exceed this percentage of the slots ordinary
+    /// clients get (`DB_ALERT_SERVER_CONNECTIONS_THRESHOLD`).
+    public var serverConnections: Double
 
     public init(
         healthScore: Double = 70,
         poolUtilization: Double = 80,
         queryTime: Duration = .milliseconds(1000),
-        errorRate: Double = 5
+        errorRate: Double = 5,
+        serverConnections: Double = 90
     ) {
         self.healthScore = healthScore
         self.poolUtilization = poolUtilization
         self.queryTime = queryTime
         self.errorRate = errorRate
+        self.serverConnections = serverConnections
     }
 }
 
@@ -144,11 +149,12 @@ extension ReliableDBConfiguration {
         "DB_ALERT_QUERY_TIME_THRESHOLD", "DB_ALERT_ERROR_RATE_THRESHOLD",
     ]
 
-    /// The variables read on top of `variableNames`: load shedding, alert timing and format, health
-    /// endpoint authentication.
+    /// The variables read on top of `variableNames`: load shedding, alert timing, format and the
+    /// server connections threshold, health endpoint authentication.
     public static let additionalVariableNames = [
         "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
         "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
+        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD",
     ]
 
     /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
@@ -248,7 +254,8 @@ extension ReliableDBConfiguration {
                 in: 1...3_600_000,
                 default: .milliseconds(1000)
             ),
-            errorRate: reader.number("DB_ALERT_ERROR_RATE_THRESHOLD", in: 0...100, default: 5)
+            errorRate: reader.number("DB_ALERT_ERROR_RATE_THRESHOLD", in: 0...100, default: 5),
+            serverConnections: reader.number("DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", in: 0...100, default: 90)
         )
         config.alertFor = reader.duration(
             "DB_ALERT_FOR",

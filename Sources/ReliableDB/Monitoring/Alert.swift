@@ -22,6 +22,10 @@ public enum AlertKind: String, Sendable, CaseIterable, Codable {
     case databaseFailedOver = "database_failed_over"
     /// The load-shedding limit shed operations since the last check.
     case databaseOverloaded = "database_overloaded"
+    /// The server's connections in use (all instances together) above
+    /// `DB_ALERT_SERVER_CONNECTIONS_THRESHOLD` percent of `max_connections`: soon new connections
+    /// are refused (53300), first for the instances that need one.
+    case serverConnections = "server_connections"
 }
 
 /// The payload shape of alert webhooks (`DB_ALERT_WEBHOOK_FORMAT`).

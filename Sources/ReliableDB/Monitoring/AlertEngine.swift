@@ -57,7 +57,7 @@ public struct AlertTimings: Sendable, Equatable {
     /// The alerts on a measured figure crossing a threshold, which `thresholdFor` (`DB_ALERT_FOR`)
     /// delays.
     public static let thresholdKinds: Set<AlertKind> = [
-        .errorRate, .slowQueries, .poolUtilization, .healthScore, .databaseOverloaded,
+        .errorRate, .slowQueries, .poolUtilization, .healthScore, .databaseOverloaded, .serverConnections,
     ]
     /// The default `for` of threshold alerts.
     public static let defaultThresholdFor = Duration.seconds(60)
@@ -309,7 +309,8 @@ package struct AlertEngine: Sendable {
     static func severity(of kind: AlertKind) -> AlertSeverity {
         switch kind {
         case .circuitBreakerState, .healthScore, .databaseUnreachable: .critical
-        case .poolUtilization, .slowQueries, .errorRate, .databaseFailedOver, .databaseOverloaded: .warning
+        case .poolUtilization, .slowQueries, .errorRate, .databaseFailedOver, .databaseOverloaded, .serverConnections:
+            .warning
         }
     }
 }

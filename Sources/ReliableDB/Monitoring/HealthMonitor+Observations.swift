@@ -63,12 +63,45 @@ extension HealthMonitor {
         )
     }
 
+    /// Firing while the server's connections in use, every instance's together, are above the
+    /// threshold; quiet when the probe read none (SQLite, or the probe failed).
+    static func serverConnectionsObservation(
+        _ connections: ServerConnections?,
+        threshold: Double
+    ) -> AlertEngine.Observation {
+        guard let connections else {
+            return AlertEngine.Observation(
+                kind: .serverConnections,
+                active: false,
+                value: 0,
+                threshold: threshold,
+                summary: "Server connections not measured"
+            )
+        }
+        let utilization = connections.utilization
+        return AlertEngine.Observation(
+            kind: .serverConnections,
+            active: utilization > threshold,
+            value: utilization,
+            threshold: threshold,
+            summary: String(
+                format: "Server connections %d of %d in use (%.0f%% of the %d ordinary clients get, threshold %.0f%%)",
+                connections.inUse,
+                connections.max,
+                utilization,
+                connections.max - connections.reserved,
+                threshold
+            )
+        )
+    }
+
     static func observations(
         verdict: HealthScore.Verdict,
         metrics: MetricsSnapshot,
         recent: RecentWindow,
         thresholds: AlertThresholds,
-        probeError: String? = nil
+        probeError: String? = nil,
+        serverConnections: ServerConnections? = nil
     ) -> [AlertEngine.Observation] {
         let utilization = metrics.pool.utilization
         let averageMs = recent.averageQueryTime.milliseconds
@@ -83,6 +116,7 @@ extension HealthMonitor {
             ),
             breakerObservation(metrics.circuitBreaker.state, server: metrics.circuitBreaker.server),
             failoverObservation(metrics.servers),
+            serverConnectionsObservation(serverConnections, threshold: thresholds.serverConnections),
             .init(
                 kind: .databaseOverloaded,
                 active: recent.shed > 0,

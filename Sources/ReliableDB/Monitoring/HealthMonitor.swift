@@ -315,7 +315,8 @@ public final class HealthMonitor: Service, Sendable {
                 metrics: metrics,
                 recent: recent,
                 thresholds: thresholds,
-                probeError: result.failureDescription
+                probeError: result.failureDescription,
+                serverConnections: (try? result.get())?.serverConnections
             )
             let notifications = state.engine.evaluate(observations, at: now, wallClock: wallClock)
             state.status = HealthStatus(
@@ -329,7 +330,8 @@ public final class HealthMonitor: Service, Sendable {
                 recentErrorRate: recent.errorRate,
                 activeAlerts: state.engine.firing,
                 lastError: result.failureDescription,
-                serverVersion: (try? result.get())?.serverVersion ?? state.status.serverVersion
+                serverVersion: (try? result.get())?.serverVersion ?? state.status.serverVersion,
+                serverConnections: (try? result.get())?.serverConnections
             )
             state.checks += 1
             return (state.status, notifications)

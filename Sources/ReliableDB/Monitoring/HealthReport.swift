@@ -58,6 +58,17 @@ public struct HealthReport: Codable, Sendable, Equatable {
         public var reliability: Reliability
         /// With several servers: each one's role and state; absent with one server.
         public var hosts: [ServerHealth]?
+        /// The server's connections in use by every client against its limit, at the last
+        /// successful probe; absent for an embedded database.
+        public var serverConnections: ServerConnectionsReport?
+    }
+
+    public struct ServerConnectionsReport: Codable, Sendable, Equatable {
+        public var inUse: Int
+        public var max: Int
+        public var reserved: Int
+        /// Percent of the slots ordinary clients get (`max - reserved`).
+        public var utilization: Double
     }
 
     public struct Alert: Codable, Sendable, Equatable {
@@ -106,7 +117,15 @@ public struct HealthReport: Codable, Sendable, Equatable {
                 timeouts: metrics.timeouts,
                 loadShedding: metrics.loadShedding
             ),
-            hosts: metrics.servers.isEmpty ? nil : metrics.servers
+            hosts: metrics.servers.isEmpty ? nil : metrics.servers,
+            serverConnections: status.serverConnections.map {
+                ServerConnectionsReport(
+                    inUse: $0.inUse,
+                    max: $0.max,
+                    reserved: $0.reserved,
+                    utilization: Self.round($0.utilization)
+                )
+            }
         )
         checks = status.checks
         alerts = status.activeAlerts.map {

@@ -43,6 +43,8 @@ public struct HealthStatus: Sendable, Equatable {
     public var lastError: String?
     /// The server version the last successful probe reported.
     public var serverVersion: String?
+    /// The server's connection slots at the last successful probe (the whole fleet's use).
+    public var serverConnections: ServerConnections?
 
     public init(
         state: HealthState,
@@ -55,7 +57,8 @@ public struct HealthStatus: Sendable, Equatable {
         recentErrorRate: Double = 0,
         activeAlerts: [AlertNotification] = [],
         lastError: String? = nil,
-        serverVersion: String? = nil
+        serverVersion: String? = nil,
+        serverConnections: ServerConnections? = nil
     ) {
         self.state = state
         self.score = score
@@ -68,5 +71,6 @@ public struct HealthStatus: Sendable, Equatable {
         self.activeAlerts = activeAlerts
         self.lastError = lastError
         self.serverVersion = serverVersion
+        self.serverConnections = serverConnections
     }
 }

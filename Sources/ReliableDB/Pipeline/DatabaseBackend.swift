@@ -92,9 +92,38 @@ public struct ServerHealth: Sendable, Equatable, Codable {
 public struct ProbeResult: Sendable, Equatable {
     public var serverVersion: String
     public var roundTrip: Duration
+    /// The server's connection slots, for a backend whose server has a limit all its clients
+    /// share (PostgreSQL's `max_connections`); nil otherwise.
+    public var serverConnections: ServerConnections?
 
-    public init(serverVersion: String, roundTrip: Duration) {
+    public init(serverVersion: String, roundTrip: Duration, serverConnections: ServerConnections? = nil) {
         self.serverVersion = serverVersion
         self.roundTrip = roundTrip
+        self.serverConnections = serverConnections
+    }
+}
+
+/// The server's connection slots as a probe saw them. Every instance of a service (and every
+/// other client) draws on the same server limit, so one instance's probe tells how close the
+/// whole fleet is to it, which no instance's own pool shows.
+public struct ServerConnections: Sendable, Equatable, Codable {
+    /// Client connections open on the server, from every instance and application.
+    public var inUse: Int
+    /// The server's limit (`max_connections`).
+    public var max: Int
+    /// Slots only superusers may take (`superuser_reserved_connections`).
+    public var reserved: Int
+
+    public init(inUse: Int, max: Int, reserved: Int = 0) {
+        self.inUse = inUse
+        self.max = max
+        self.reserved = reserved
+    }
+
+    /// In use as a percentage of the slots ordinary clients get (`max - reserved`); 100 or more
+    /// means a new connection of an ordinary user is refused (53300).
+    public var utilization: Double {
+        let available = Swift.max(1, max - reserved)
+        return Double(inUse) * 100 / Double(available)
     }
 }
