@@ -15,7 +15,8 @@ extension PostgresBackend {
                current_setting('superuser_reserved_connections')::int
         """
 
-    /// Probes with ``probeQuery`` through the pool. While the pool holds no connection (at
+    /// Probes through the pool with one round trip: the server's version and its connections in use
+    /// against its limit (`ServerConnections`). While the pool holds no connection (at
     /// start, during an outage) a direct connection attempt comes first, so a failure names its real
     /// cause (wrong password, unknown database, refused port, TLS refused) at once instead of a
     /// generic pool timeout later.
