@@ -45,25 +45,12 @@ struct ServerConnectionLimitTests {
         #expect(try await eventually { probed.metrics().pool.total == 0 })
 
         // Other clients take every slot left.
-        var others: [PostgresConnection] = []
+        var others: [Observer] = []
         var refusal = ""
         let url = try FaultServers.url()
         while others.count < 250 {
             do {
-                others.append(
-                    try await PostgresConnection.connect(
-                        configuration: .init(
-                            host: url.host,
-                            port: url.port,
-                            username: url.username,
-                            password: url.password?.value,
-                            database: url.database,
-                            tls: .disable
-                        ),
-                        id: others.count,
-                        logger: logger
-                    )
-                )
+                others.append(try await Observer.connect(url))
             } catch let error as PSQLError {
                 refusal = error.serverInfo?[.sqlState] ?? "\(error.code)"
                 break
@@ -109,7 +96,7 @@ struct ServerConnectionLimitTests {
             "fault report: server connection limit: fresh instance answered in \(waited): \(answer); probed: \(named)"
         )
 
-        for connection in others { try? await connection.close() }
+        for other in others { try? await other.close() }
         #expect(
             try await eventually { (try? await fresh.query(.read("again")) { _ in 1 }) == 1 },
             "the fresh instance connects once slots are free"
