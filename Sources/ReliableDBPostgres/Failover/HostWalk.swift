@@ -83,7 +83,7 @@ final class HostWalk: Sendable {
     /// The server the last walk without a role (`any`) connected to; a walk for a role keeps
     /// ``currentServer`` instead.
     private let last = Mutex<Int?>(nil)
-    /// Servers that keep failing, skipped for a while (ServerEjection.swift).
+    /// Servers that keep failing, tried last for a while (ServerEjection.swift).
     private let ejection: Mutex<ServerEjection>
 
     init(
@@ -131,17 +131,13 @@ final class HostWalk: Sendable {
             order.remove(at: at)
             order.insert(last, at: 0)
         }
-        // A single server is never skipped: its own connect errors and the pool's backoff apply.
-        var skipped: [(server: PostgresURL.Endpoint, outcome: String)] = []
+        // Failing servers go last (ServerEjection.swift); a single server keeps its own connect
+        // errors and the pool's backoff.
         if servers.count > 1 {
             let now = clock.now
-            let (walked, states) = ejection.withLock { ($0.walkOrder(order, at: now), $0.servers) }
-            skipped = order.filter { !walked.contains($0) }.map {
-                (servers[$0].endpoint, "skipped for now, failing (\(states[$0].lastOutcome ?? "no answer"))")
-            }
-            order = walked
+            order = ejection.withLock { $0.walkOrder(order, at: now) }
         }
-        return step(order, 0, relaxed: false, outcomes: skipped, lastError: nil, id: id, on: eventLoop)
+        return step(order, 0, relaxed: false, outcomes: [], lastError: nil, id: id, on: eventLoop)
     }
 
     /// Records the server a walk for a role accepted, and says so when it changed (a failover).

@@ -28,12 +28,16 @@ package struct ServerEjection: Sendable, Equatable {
         servers = Array(repeating: Server(), count: count)
     }
 
-    /// `order` without the servers ejected at `now`; all of them, soonest back first, when every
-    /// one is ejected.
+    /// `order` with the servers ejected at `now` moved to the end, soonest back first. A walk
+    /// tries the servers that are not failing first and the failing ones only when none of those
+    /// matched (libpq tries them all), so a server restarting in place, as Patroni restarts a
+    /// killed postmaster, is found as soon as it answers rather than when its ejection ends.
     package func walkOrder(_ order: [Int], at now: MonotonicTime) -> [Int] {
-        let available = order.filter { index in servers[index].ejectedUntil.map { now >= $0 } ?? true }
-        guard available.isEmpty else { return available }
-        return order.sorted { (servers[$0].ejectedUntil ?? now) < (servers[$1].ejectedUntil ?? now) }
+        let available = order.filter { !isEjected($0, at: now) }
+        let ejected = order.filter { isEjected($0, at: now) }.sorted {
+            (servers[$0].ejectedUntil ?? now) < (servers[$1].ejectedUntil ?? now)
+        }
+        return available + ejected
     }
 
     package func isEjected(_ index: Int, at now: MonotonicTime) -> Bool {
