@@ -68,7 +68,8 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     ///     timeouts need (``defaultStatementTimeout``).
     ///   - cancelGrace: see ``cancelGrace``.
     ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
-    ///     failing is skipped (Sources/ReliableDBPostgres/Documentation.docc/Failover.md); 1 s after its first failure, doubling.
+    ///     failing is tried after the others (Sources/ReliableDBPostgres/Documentation.docc/Failover.md);
+    ///     1 s after its first failure, doubling.
     ///   - clock: the clock deadlines, pool timers and the ejection backoff are measured on.
     ///   - logger: where connection and server changes are logged.
     public init(

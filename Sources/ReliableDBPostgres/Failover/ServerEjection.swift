@@ -1,10 +1,11 @@
 import ReliableDB
 
-/// Which servers of a multi-host URL the walk skips for now: a server that keeps failing (refuses,
-/// times out, breaks during startup) is ejected for a growing time, 1 s after its first failure
-/// and doubling up to ``maximum``, so a dead server does not cost every new connection a connect
-/// timeout. A server that answers is back in at once. When every server is ejected the walk tries
-/// them all anyway, soonest-to-return first: ejection must never leave the walk with nothing.
+/// Which servers of a multi-host URL the walk tries last for now: a server that keeps failing
+/// (refuses, times out, breaks during startup) is ejected for a growing time, 1 s after its first
+/// failure and doubling up to ``maximum``, so a dead server does not cost a connection a connect
+/// timeout while another server serves. It is still tried, after the others, soonest back first:
+/// when none of them matches (a primary restarting in place beside its replica), it is found as
+/// soon as it answers. A server that answers is back in at once.
 ///
 /// Pure: time comes in as `now`; HostWalk keeps it under a lock.
 package struct ServerEjection: Sendable, Equatable {
