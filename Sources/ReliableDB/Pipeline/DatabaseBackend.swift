@@ -75,7 +75,7 @@ public struct ServerHealth: Sendable, Equatable, Codable {
     public var host: String
     /// `primary`, `standby`, `read-only primary`; nil until a connection reached it.
     public var role: String?
-    /// `current` (where new connections go), `available`, or `ejected` (skipped for now: failing).
+    /// `current` (where new connections go), `available`, or `ejected` (failing: tried after the others for now).
     public var state: String
     /// What the last connection attempt found, in words.
     public var lastOutcome: String?
