@@ -354,13 +354,11 @@ package final class PreparedStatements: Sendable {
         self.logger = logger
     }
 
-    /// Whether the statement is sent unnamed, a pooler being known.
-    package var sendsUnnamed: Bool { poolerFound.load(ordering: .relaxed) }
-
     @inline(__always)
     package func execute(on connection: PostgresConnection) async throws {
-        if poolerFound.load(ordering: .relaxed) || behindPooler() {
-            poolerFound.store(true, ordering: .relaxed)
+        // Written only when the pooler is first known: every worker reads it on every query.
+        if !poolerFound.load(ordering: .relaxed), behindPooler() { poolerFound.store(true, ordering: .relaxed) }
+        if poolerFound.load(ordering: .relaxed) {
             try await connection.query(unnamed, logger: logger).drain()
             return
         }

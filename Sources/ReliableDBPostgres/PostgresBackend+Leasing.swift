@@ -42,11 +42,7 @@ extension PostgresBackend {
             case .cancelled:
                 throw CancellationError()
             case .connectFailed(let cause):
-                throw PostgresUnavailableError(
-                    url: url,
-                    cause: cause,
-                    serverConnections: serverConnections.withLock { $0 }
-                )
+                throw unavailable(cause)
             case .shutDown:
                 throw PostgresUnavailableError(target: url.description, cause: "the connection pool is shut down")
             }
@@ -55,7 +51,13 @@ extension PostgresBackend {
 }
 
 extension PostgresBackend {
-    /// Why a connect failed, in words; a refusal for want of a slot (53300) names the limit.
+    /// The server could not be reached because of `cause`; a refusal for want of a slot (53300)
+    /// names the limit with the last probe's figures.
+    func unavailable(_ cause: any Error) -> PostgresUnavailableError {
+        PostgresUnavailableError(url: url, cause: cause, serverConnections: serverConnections.withLock { $0 })
+    }
+
+    /// Why a connect failed, in words, by the same rule as ``unavailable(_:)``.
     func describeConnectError(_ error: any Error) -> String {
         let described = describePostgresError(error)
         guard sqlState(of: error) == "53300" else { return described }

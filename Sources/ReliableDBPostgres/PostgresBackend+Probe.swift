@@ -49,11 +49,7 @@ extension PostgresBackend {
                 do {
                     try await probe(through: hostWalk, within: attempt)
                 } catch let error as PostgresNoMatchingServerError {
-                    throw PostgresUnavailableError(
-                        url: url,
-                        cause: error,
-                        serverConnections: serverConnections.withLock { $0 }
-                    )
+                    throw unavailable(error)
                 }
             }
             throw PostgresUnavailableError(target: url.description, cause: "no connection could be made in time")
@@ -152,7 +148,7 @@ extension PostgresBackend {
             pool.serverReachable()
         } catch {
             if attempt.isExpired { throw AttemptDeadlineExceeded() }
-            throw PostgresUnavailableError(url: url, cause: error, serverConnections: serverConnections.withLock { $0 })
+            throw unavailable(error)
         }
     }
 }

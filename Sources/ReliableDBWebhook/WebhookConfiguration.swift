@@ -65,16 +65,9 @@ public struct WebhookConfiguration: Sendable, Equatable {
         let url = reader.webhookURL("DB_ALERT_WEBHOOK_URL")
         var format = WebhookFormat.slack
         if let name = reader.string("DB_ALERT_WEBHOOK_FORMAT") {
-            if let known = WebhookFormat(rawValue: name.lowercased()) {
-                format = known
-            } else {
-                reader.problems.append(
-                    .init(
-                        variable: "DB_ALERT_WEBHOOK_FORMAT",
-                        value: name,
-                        expected: "one of \(WebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                )
+            switch WebhookFormat.named(name, in: "DB_ALERT_WEBHOOK_FORMAT") {
+            case .success(let known): format = known
+            case .failure(let problem): reader.problems.append(problem)
             }
         }
         let all = problems + reader.problems

@@ -14,6 +14,14 @@ public enum WebhookFormat: String, Sendable, CaseIterable {
     /// An Alertmanager API v2 `POST /api/v2/alerts` body.
     case alertmanager
 
+    /// The format `text` names (any case), or the problem of `variable` (the variable or flag it
+    /// came from) naming the formats there are.
+    package static func named(_ text: String, in variable: String) -> Result<Self, ConfigurationError.Problem> {
+        if let known = Self(rawValue: text.lowercased()) { return .success(known) }
+        let names = allCases.map(\.rawValue).joined(separator: ", ")
+        return .failure(.init(variable: variable, value: text, expected: "one of \(names)"))
+    }
+
     /// How often a firing alert must be sent again for the receiver to keep it. Alertmanager ends
     /// an alert at its `endsAt` (four repeats ahead), so a minute, as Prometheus re-sends; chat
     /// keeps every message, so no need (the monitor's hour applies).

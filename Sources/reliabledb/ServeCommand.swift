@@ -94,16 +94,9 @@ struct ServeCommand: AsyncParsableCommand {
             problems += error.problems.filter { !problems.contains($0) }
         }
         if let alertFormat {
-            if let format = WebhookFormat(rawValue: alertFormat.lowercased()) {
-                webhook?.format = format
-            } else {
-                problems.append(
-                    .init(
-                        variable: "--alert-format",
-                        value: alertFormat,
-                        expected: "one of \(WebhookFormat.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                )
+            switch WebhookFormat.named(alertFormat, in: "--alert-format") {
+            case .success(let format): webhook?.format = format
+            case .failure(let problem): problems.append(problem)
             }
         }
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }

@@ -296,6 +296,7 @@ public final class HealthMonitor: Service, Sendable {
         let now = clock.now
         let wallClock = Date()
         let thresholds = configuration.thresholds
+        let probed = try? result.get()
         let (status, notifications) = state.withLock { state -> (HealthStatus, [AlertNotification]) in
             let recent = Self.recentWindow(current: metrics.queries, previous: state.previous)
             state.previous = metrics.queries
@@ -316,7 +317,7 @@ public final class HealthMonitor: Service, Sendable {
                 recent: recent,
                 thresholds: thresholds,
                 probeError: result.failureDescription,
-                serverConnections: (try? result.get())?.serverConnections
+                serverConnections: probed?.serverConnections
             )
             let notifications = state.engine.evaluate(observations, at: now, wallClock: wallClock)
             state.status = HealthStatus(
@@ -330,8 +331,8 @@ public final class HealthMonitor: Service, Sendable {
                 recentErrorRate: recent.errorRate,
                 activeAlerts: state.engine.firing,
                 lastError: result.failureDescription,
-                serverVersion: (try? result.get())?.serverVersion ?? state.status.serverVersion,
-                serverConnections: (try? result.get())?.serverConnections
+                serverVersion: probed?.serverVersion ?? state.status.serverVersion,
+                serverConnections: probed?.serverConnections
             )
             state.checks += 1
             return (state.status, notifications)
