@@ -4,9 +4,12 @@ import ReliableDBPool
 /// Leasing: a connection of a pool within its wait and the attempt's deadline, and what each way a
 /// lease fails means to the caller.
 extension PostgresBackend {
-    /// A connection within the earlier of the pool timeout and the attempt's deadline.
+    /// A connection within the earlier of the pool timeout and the attempt's deadline. Following
+    /// Patroni, a lease that finds no leader waits for Patroni to name one
+    /// (``leaseFollowingPatroni(_:within:)``); a breaker probe does not wait.
     func lease(within attempt: AttemptContext) async throws -> PooledPostgresConnection {
-        try await lease(from: pool, within: attempt, wait: poolTimeout)
+        if let patroni, !attempt.isBreakerProbe { return try await leaseFollowingPatroni(patroni, within: attempt) }
+        return try await lease(from: pool, within: attempt, wait: poolTimeout)
     }
 
     /// A connection of `pool` within the earlier of `wait` and the attempt's deadline.

@@ -41,6 +41,10 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     let standbyRetryAt = Mutex<MonotonicTime?>(nil)
     /// The walk of ``readPool``: the standby it connects to.
     let standbyWalk: HostWalk?
+    /// Patroni's view of the cluster, when `patroni` was given (Failover/PostgresBackend+Patroni.swift).
+    let patroni: PatroniTopology?
+    /// Patroni members the URL does not list, warned about once each.
+    let unlistedMembers = Mutex<Set<String>>([])
     let clock: any ReliabilityClock
     let logger: Logger
     /// The server's connection slots at the last successful probe, which names the limit when the
@@ -70,6 +74,8 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     ///   - maxServerEjection: with several servers in the URL, the longest a server that keeps
     ///     failing is tried after the others (Sources/ReliableDBPostgres/Documentation.docc/Failover.md);
     ///     1 s after its first failure, doubling.
+    ///   - patroni: a Patroni cluster's REST APIs (`DB_PATRONI_URLS`), read for the leader and the
+    ///     replicas of the URL's servers; nil to learn them from connections alone.
     ///   - clock: the clock deadlines, pool timers and the ejection backoff are measured on.
     ///   - logger: where connection and server changes are logged.
     public init(
@@ -82,6 +88,7 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         statementTimeout: Duration? = PostgresBackend.defaultStatementTimeout,
         cancelGrace: Duration = .milliseconds(50),
         maxServerEjection: Duration = .seconds(30),
+        patroni: PatroniConfiguration? = nil,
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
@@ -154,6 +161,14 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         } else {
             standbyWalk = nil
             readPool = nil
+        }
+        if let patroni {
+            try Self.validate(patroni, for: url)
+            let topology = PatroniTopology(configuration: patroni, clock: clock, logger: logger)
+            self.patroni = topology
+            topology.start { [weak self] previous, current in self?.follow(current, after: previous) }
+        } else {
+            self.patroni = nil
         }
     }
 
@@ -266,6 +281,7 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
 
     /// Closes every connection; in-flight statements fail.
     public func shutdown() async throws {
+        patroni?.stop()
         await pool.shutdown()
         await readPool?.shutdown()
     }

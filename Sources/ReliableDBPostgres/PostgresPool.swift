@@ -96,6 +96,12 @@ final class PostgresPool: Sendable {
         shell.evictAll(refused: connection.id)
     }
 
+    /// Retires every connection open now: idle ones close at once, leased ones when released.
+    /// For when a topology source says their server no longer serves them.
+    func retireOpenConnections() {
+        shell.evictAll(refused: .max)
+    }
+
     /// The server answered a connection made outside the pool (the health probe's): end the
     /// connect backoff, so callers waiting for a connection get one now.
     func serverReachable() {

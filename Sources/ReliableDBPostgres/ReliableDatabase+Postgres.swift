@@ -26,6 +26,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
             connectionLimit: configuration.connectionLimit,
             poolTimeout: configuration.poolTimeout,
             statementTimeout: ServerBackstop.duration(for: reliability.timeouts),
+            patroni: configuration.patroniURLs.isEmpty ? nil : PatroniConfiguration(urls: configuration.patroniURLs),
             clock: clock,
             logger: logger
         )

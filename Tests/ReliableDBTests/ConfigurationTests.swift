@@ -108,6 +108,7 @@ struct ConfigurationTests {
         ("DB_MAX_CONCURRENT_OPERATIONS", "0", "whole number from 1 to 100000"),
         ("DB_LOAD_SHEDDING_ADAPTIVE", "yes please", "true or false"),
         ("DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "101", "from 0 to 100"),
+        ("DB_PATRONI_URLS", "http://10.0.0.1:8008,10.0.0.2:8008", "comma-separated http:// or https:// URLs"),
     ]
 
     @Test(arguments: malformed)
@@ -116,6 +117,17 @@ struct ConfigurationTests {
         #expect(found.count == 1)
         #expect(found.first?.variable == variable)
         #expect(found.first?.expected.contains(expected) == true, "\(found.first?.expected ?? "")")
+    }
+
+    @Test func patroniURLsAreAListOfAPIsAndCredentialsInABadOneAreNotShown() async throws {
+        #expect(try await load([:]).patroniURLs.isEmpty)
+        let config = try await load(["DB_PATRONI_URLS": "http://10.0.0.1:8008, https://pg-2.internal:8008"])
+        #expect(config.patroniURLs.map(\.absoluteString) == ["http://10.0.0.1:8008", "https://pg-2.internal:8008"])
+        for bad in ["http://10.0.0.1:8008,", "patroni:8008", "ftp://admin:hunter2@10.0.0.1:8008"] {
+            let found = await problems(["DB_PATRONI_URLS": bad])
+            #expect(found.map(\.variable) == ["DB_PATRONI_URLS"], "\(bad)")
+            #expect(!"\(found)".contains("hunter2"))
+        }
     }
 
     @Test func everyVariableIsCovered() {

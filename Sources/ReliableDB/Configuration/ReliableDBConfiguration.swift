@@ -60,6 +60,11 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// connection limit) and `DB_LOAD_SHEDDING_ADAPTIVE` (on by default): overload answered at once
     /// with `DatabaseOverloadedError` instead of queueing into pool timeouts (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
     public var loadShedding = LoadSheddingConfiguration.disabled
+    /// `DB_PATRONI_URLS`: the REST APIs of a Patroni cluster's members (comma-separated
+    /// `http://host:8008`), read for its leader and replicas instead of learning them only when
+    /// connections break (Sources/ReliableDBPostgres/Documentation.docc/Failover.md, "Patroni").
+    /// Empty: no topology source.
+    public var patroniURLs: [URL] = []
 
     public init(
         database: DatabaseLocation = .sqlite(path: DatabaseLocation.defaultSQLitePath),
@@ -150,11 +155,11 @@ extension ReliableDBConfiguration {
     ]
 
     /// The variables read on top of `variableNames`: load shedding, alert timing, format and the
-    /// server connections threshold, health endpoint authentication.
+    /// server connections threshold, health endpoint authentication, Patroni's REST APIs.
     public static let additionalVariableNames = [
         "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
         "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
-        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD",
+        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_PATRONI_URLS",
     ]
 
     /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
@@ -286,6 +291,8 @@ extension ReliableDBConfiguration {
                 ? .init(initialLimit: min(20, maxConcurrent), maxLimit: maxConcurrent) : nil
         )
 
+        config.patroniURLs = reader.httpURLs("DB_PATRONI_URLS")
+
         problems += reader.problems
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
         return config
@@ -389,6 +396,32 @@ package struct EnvironmentReader {
             return nil
         }
         return Secret(raw, redacted: redacted)
+    }
+
+    /// A comma-separated list of http(s) URLs with a host, none empty. Credentials in one are
+    /// never shown: a problem names the scheme, host and port.
+    package mutating func httpURLs(_ name: String) -> [URL] {
+        guard let raw = string(name) else { return [] }
+        var urls: [URL] = []
+        for part in raw.split(separator: ",", omittingEmptySubsequences: false) {
+            let text = part.trimmingCharacters(in: .whitespaces)
+            guard let url = URL(string: text), let scheme = url.scheme?.lowercased(),
+                scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
+            else {
+                let shown = text.contains("@") ? Self.redactWebhook(text) : text
+                problems.append(
+                    .init(
+                        variable: name,
+                        value: shown,
+                        expected:
+                            "comma-separated http:// or https:// URLs with a host (http://10.0.0.1:8008,http://10.0.0.2:8008)"
+                    )
+                )
+                return []
+            }
+            urls.append(url)
+        }
+        return urls
     }
 
     /// Keeps the scheme and host, hides the path and query (where webhook tokens live).

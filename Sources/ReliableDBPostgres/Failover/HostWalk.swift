@@ -140,6 +140,18 @@ final class HostWalk: Sendable {
         return step(order, 0, relaxed: false, outcomes: [], lastError: nil, id: id, on: eventLoop)
     }
 
+    /// A topology source (Patroni) named server `index` the one to connect to: the next walk
+    /// starts there and it is no longer ejected. Returns the server walks went to before, when it
+    /// was another.
+    func follow(_ index: Int, outcome: String) -> Int? {
+        ejection.withLock { $0.reached(index, role: nil, outcome: outcome) }
+        let previous = current.withLock { current in
+            defer { current = index }
+            return current
+        }
+        return previous == index ? nil : previous
+    }
+
     /// Records the server a walk for a role accepted, and says so when it changed (a failover).
     private func accepted(_ index: Int, role: ServerRole) {
         let previous = current.withLock { current in

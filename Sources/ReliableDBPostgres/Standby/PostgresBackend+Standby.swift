@@ -65,6 +65,31 @@ extension PostgresBackend {
             noteStandbyAnswer(to: scope, lag: lag)
             return (standby, readPool)
         }
+        if patroni != nil {
+            return try await leaseReadFollowingPatroni(readPool, scope: scope, within: attempt)
+        }
+        return (try await lease(within: attempt), pool)
+    }
+
+    /// Following Patroni, a read goes to a replica (within `max_standby_lag`) while Patroni names
+    /// no leader or when no server took a primary connection; only when no replica answers does it
+    /// wait for a leader as a write does.
+    private func leaseReadFollowingPatroni(
+        _ readPool: PostgresPool,
+        scope: ReadScope?,
+        within attempt: AttemptContext
+    ) async throws -> (PooledPostgresConnection, PostgresPool) {
+        if !patroniBetweenLeaders {
+            do {
+                return (try await lease(from: pool, within: attempt, wait: poolTimeout), pool)
+            } catch is PostgresUnavailableError {
+                // No primary now: a replica below.
+            }
+        }
+        if let (standby, lag) = await leaseStandby(from: readPool, within: attempt) {
+            noteStandbyAnswer(to: scope, lag: lag)
+            return (standby, readPool)
+        }
         return (try await lease(within: attempt), pool)
     }
 
@@ -102,7 +127,7 @@ extension PostgresBackend {
     /// A standby connection for a read and its replay lag, or nil (then the read goes to the
     /// primary): no standby answered in time (``standbyWait(_:)``), or its lag is above
     /// `max_standby_lag`.
-    private func leaseStandby(
+    func leaseStandby(
         from readPool: PostgresPool,
         within attempt: AttemptContext
     ) async -> (PooledPostgresConnection, Duration?)? {
