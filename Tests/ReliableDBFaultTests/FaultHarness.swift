@@ -229,6 +229,8 @@ final class FaultWorkload: Sendable {
         /// Reads through `withFallback` (a standby, then a kept result up to 5 s old); each may
         /// take two query timeouts.
         var readsWithFallback = false
+        /// A Patroni cluster's REST APIs to follow (PatroniTests).
+        var patroni: PatroniConfiguration?
     }
 
     private struct State {
@@ -253,7 +255,8 @@ final class FaultWorkload: Sendable {
             connectionLimit: settings.connectionLimit,
             poolTimeout: settings.poolTimeout,
             keepAliveInterval: .seconds(1),
-            maxServerEjection: settings.maxServerEjection
+            maxServerEjection: settings.maxServerEjection,
+            patroni: settings.patroni
         )
         db = try ReliableDatabase(
             backend: backend,
@@ -415,6 +418,7 @@ final class FaultWorkload: Sendable {
                 if error.commitOutcomeUnknown { state.report.commitOutcomeUnknown += 1 }
             case let error?:
                 state.report.otherFailures += 1
+                if error is CommitOutcomeUnknownError { state.report.commitOutcomeUnknown += 1 }
                 state.report.errorsByType["\(type(of: error))", default: 0] += 1
             }
         }
