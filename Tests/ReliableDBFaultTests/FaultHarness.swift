@@ -75,6 +75,17 @@ struct Observer {
         }
     }
 
+    /// The first column of every row, as text.
+    func strings(_ sql: String) async throws -> [String] {
+        let connection = self.connection
+        return try await bounded(sql) {
+            var values: [String] = []
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Self.logger)
+            for try await value in rows.decode(String.self) { values.append(value) }
+            return values
+        }
+    }
+
     /// How many times each id was written to `table`.
     func ledgerCounts(_ table: String) async throws -> [String: Int] {
         let connection = self.connection
