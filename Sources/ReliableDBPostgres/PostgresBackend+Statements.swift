@@ -20,6 +20,24 @@ extension PostgresBackend {
         _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
         let (connection, pool) = try await lease(within: attempt, readOnly: readOnly)
+        // A write of a read-your-writes session learns its position on the same connection.
+        let session = pool === self.pool && !readOnly ? ConsistencySession.current : nil
+        let body: @Sendable (PostgresConnection) async throws -> R =
+            if let session {
+                { [self] connection in
+                    let result = try await body(connection)
+                    do {
+                        try await learnPosition(on: connection, for: session)
+                    } catch {
+                        // The write is done: its caller must hear so. The session's reads go to
+                        // the primary instead, which has it.
+                        session.positionUnknown()
+                    }
+                    return result
+                }
+            } else {
+                body
+            }
         let token: DeadlineScheduler.Token?
         do {
             token = try stopStatement(on: connection, atDeadlineOf: attempt)

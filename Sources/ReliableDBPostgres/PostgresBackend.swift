@@ -43,6 +43,8 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     let standbyWalk: HostWalk?
     /// Patroni's view of the cluster, when `patroni` was given (Failover/PostgresBackend+Patroni.swift).
     let patroni: PatroniTopology?
+    /// Where the reads of consistency sessions went (Standby/PostgresBackend+Consistency.swift).
+    let consistency = Mutex(ConsistencyStatistics())
     /// Patroni members the URL does not list, warned about once each.
     let unlistedMembers = Mutex<Set<String>>([])
     let clock: any ReliabilityClock

@@ -27,6 +27,12 @@ public final class ReliabilityInstruments: Sendable {
     let breakerTransitions: [CircuitState: Counter]
     /// Time spent waiting for a pooled connection; backends record it.
     public let poolAcquireDuration: Timer
+    /// Reads of read-your-writes sessions, by where they went (`standby`: it had replayed the
+    /// session's position; `primary`: no standby had in time; `other_history`: the position is
+    /// of another cluster or timeline); backends with standbys record them.
+    public let consistencyReads: [String: Counter]
+    /// How long such reads waited for a standby's replay.
+    public let consistencyWait: Timer
 
     public init(factory: any MetricsFactory, operationLabels: Set<String> = []) {
         self.operationLabels = operationLabels
@@ -98,6 +104,16 @@ public final class ReliabilityInstruments: Sendable {
         }
         breakerTransitions = transitions
         poolAcquireDuration = Timer(label: "db_pool_acquire_duration_seconds", factory: factory)
+        var consistency: [String: Counter] = [:]
+        for route in ["standby", "primary", "other_history"] {
+            consistency[route] = Counter(
+                label: "db_consistency_reads_total",
+                dimensions: [("route", route)],
+                factory: factory
+            )
+        }
+        consistencyReads = consistency
+        consistencyWait = Timer(label: "db_consistency_wait_seconds", factory: factory)
     }
 
     func recordFinished(

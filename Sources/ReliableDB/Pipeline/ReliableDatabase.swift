@@ -195,8 +195,21 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         )
         span.attributes = OperationSpan.attributes(for: options, target: spanTarget)
         defer { span.end() }
-        return try await ServiceContext.withValue(span.context) {
-            try await run(options, OperationSpan(span: span), operation)
+        // A read of a read-your-writes session says where its position sent it.
+        guard options.readOnly, ConsistencySession.current?.position != nil else {
+            return try await ServiceContext.withValue(span.context) {
+                try await run(options, OperationSpan(span: span), operation)
+            }
+        }
+        let note = ConsistencyRouteNote()
+        defer {
+            span.attributes["reliabledb.consistency.routed"] = true
+            if let route = note.noted { span.attributes["reliabledb.consistency.route"] = route }
+        }
+        return try await ConsistencyRouteNote.$current.withValue(note) {
+            try await ServiceContext.withValue(span.context) {
+                try await run(options, OperationSpan(span: span), operation)
+            }
         }
     }
 
