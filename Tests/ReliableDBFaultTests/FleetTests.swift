@@ -123,9 +123,11 @@ struct FleetTests {
         formatter.dateFormat = "yyyy-MM-dd HH:mm:ss.SSS"
         return formatter.date(from: String(line.prefix(23)))
     }
+}
 
-    // MARK: (c) Patroni
-
+/// (c) The fleet on the Patroni cluster: in PatroniTests' suite, which scripts/test runs beside the
+/// other suites (the cluster is the only server it touches, and one test at a time uses it).
+extension PatroniTests {
     enum PatroniFault: String, CaseIterable, CustomTestStringConvertible {
         case switchover
         case killedPostmaster = "killed postmaster"
