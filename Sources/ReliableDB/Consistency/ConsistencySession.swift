@@ -115,6 +115,20 @@ public final class ConsistencySession: Sendable {
     /// Whether a write's position was lost, so only the primary is sure to have it.
     package var readsNeedPrimary: Bool { unknown.load(ordering: .acquiring) }
 
+    /// The header that carries the token between a client and the service: for API clients, which
+    /// send it back with their next request (the Vapor and Hummingbird middleware read and write it).
+    public static let headerName = "X-ReliableDB-Consistency"
+    /// The cookie that carries the token for browsers, which send it back unasked.
+    public static let cookieName = "reliabledb-consistency"
+    /// The cookie's lifetime: a token older than any replay lag worth waiting for routes nothing,
+    /// as every standby has replayed it.
+    public static let cookieMaxAge = Duration.seconds(300)
+
+    /// The token a request carries: its header, else its cookie.
+    public static func token(header: String?, cookie: String?) -> String? {
+        header.flatMap { $0.isEmpty ? nil : $0 } ?? cookie
+    }
+
     /// The session of the running task, set by ``ReliableDatabase/withConsistency(token:_:)``.
     @TaskLocal public static var current: ConsistencySession?
 }

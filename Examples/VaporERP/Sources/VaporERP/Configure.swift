@@ -29,6 +29,8 @@ public func configure(
     app.databases.use(.reliable(database, models: [User.self, Profile.self, Order.self]), as: .reliable)
     app.reliableDB.use(database, monitor: monitor, exporter: exporter)
     app.reliableDB.mountHealthRoutes(at: "api", "health")
+    // Read-your-writes per request: with standby reads, a client's reads wait for its own writes.
+    app.middleware.use(ReliableDBConsistencyMiddleware())
     app.migrations.add(CreateUser(), CreateProfile(), CreateOrder())
     try routes(app)
 }
