@@ -1,8 +1,11 @@
 import Foundation
+import InMemoryTracing
 import Logging
 import PostgresNIO
+import Prometheus
 import ReliableDB
 import ReliableDBPostgres
+import ReliableDBPrometheus
 import ReliableDBTestSupport
 import Synchronization
 import Testing
@@ -221,5 +224,32 @@ struct ReadYourWritesTests {
             try await connection.query("DROP TABLE \(unescaped: table)", logger: Self.logger).collect()
         }
         try await writer.shutdown()
+    }
+
+    /// A session's read is counted by where it went, its wait recorded, and its span marked.
+    @Test func aSessionReadIsCountedAndMarkedOnItsSpan() async throws {
+        let exporter = PrometheusExporter(registry: PrometheusCollectorRegistry())
+        let tracer = InMemoryTracer()
+        let writer = try Self.instance()
+        let reader = try ReliableDatabase(
+            backend: try PostgresBackend(url: try Self.url(), connectionLimit: 4),
+            instruments: ReliabilityInstruments(factory: exporter.metricsFactory),
+            tracer: tracer
+        )
+        let token = try await writer.withConsistency(token: nil) {
+            try await writer.query(.init("touch")) { _ in () }
+        }.token
+        // The standby replays the write about 300 ms later: the read waits for it there.
+        _ = try await reader.withConsistency(token: token, maxWait: .seconds(5)) {
+            try await reader.query(.read("ryw-span")) { _ in () }
+        }
+        let span = try #require(tracer.finishedSpans.last { $0.operationName == "ryw-span" })
+        #expect(span.attributes["reliabledb.consistency.routed"]?.toSpanAttribute() == true)
+        #expect(span.attributes["reliabledb.consistency.route"]?.toSpanAttribute() == "standby")
+        let text = exporter.render(metrics: reader.metrics(), health: nil)
+        #expect(text.contains(#"db_consistency_reads_total{route="standby"} 1"#), "\(text)")
+        #expect(text.contains("db_consistency_wait_seconds_count 1"), "\(text)")
+        try await writer.shutdown()
+        try await reader.shutdown()
     }
 }
