@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import ReliableDB
+import ReliableDBTesting
 import Testing
 
 @testable import ReliableDBPostgres
@@ -85,5 +87,43 @@ struct PatroniClusterTests {
         ] {
             #expect(throws: PatroniConfigurationError.self) { try PostgresBackend(url: url, patroni: patroni) }
         }
+    }
+
+    /// A lease that finds no leader waits for an answer newer than the one it saw that names one,
+    /// and gives up at its limit: on the manual clock.
+    @Test func aWaitForALeaderEndsAtTheFirstNewerAnswerNamingOneOrAtItsLimit() async throws {
+        let clock = ManualClock()
+        let topology = PatroniTopology(
+            configuration: PatroniConfiguration(urls: [URL(string: "http://127.0.0.1:1")!]),
+            clock: clock,
+            logger: Logger(label: "test.patroni")
+        )
+        topology.record(try Self.cluster(Self.betweenLeaders))
+        let seen = try #require(topology.snapshot?.generation)
+        let limit = clock.now + .seconds(10)
+        let waiter = Task { try await topology.leaderAnswer(after: seen, until: limit) }
+        #expect(await clock.waitForSleepers())
+        // An answer that still names no leader does not end the wait.
+        topology.record(try Self.cluster(Self.leaderStopping))
+        clock.advance(by: .milliseconds(20))
+        #expect(await clock.waitForSleepers())
+        topology.record(try Self.cluster(Self.newLeader))
+        clock.advance(by: .milliseconds(20))
+        let answer = try await waiter.value
+        #expect(answer?.cluster.leader?.name == "node2")
+        #expect(answer.map { $0.generation > seen } == true)
+
+        // No answer naming a leader: nil at the limit, not before.
+        topology.record(try Self.cluster(Self.betweenLeaders))
+        let again = try #require(topology.snapshot?.generation)
+        let shortLimit = clock.now + .milliseconds(100)
+        let giving = Task { try await topology.leaderAnswer(after: again, until: shortLimit) }
+        for _ in 0..<4 {
+            #expect(await clock.waitForSleepers())
+            clock.advance(by: .milliseconds(20))
+        }
+        #expect(await clock.waitForSleepers(), "still waiting at 80 ms")
+        clock.advance(by: .milliseconds(20))
+        #expect(try await giving.value == nil)
     }
 }

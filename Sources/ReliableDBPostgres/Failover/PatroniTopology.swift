@@ -98,12 +98,7 @@ final class PatroniTopology: Sendable {
             let index = (first + offset) % urls.count
             do {
                 let cluster = try await read(urls[index])
-                state.withLock { state in
-                    state.generation += 1
-                    state.snapshot = Snapshot(cluster: cluster, generation: state.generation)
-                    state.preferred = index
-                    state.lastError = nil
-                }
+                record(cluster, from: index)
                 return cluster
             } catch {
                 failures.append("\(Self.describe(urls[index])): \(error)")
@@ -116,6 +111,16 @@ final class PatroniTopology: Sendable {
         }
         if previous == nil { logger.warning("Patroni's /cluster could not be read: \(reason)") }
         return nil
+    }
+
+    /// Keeps an answer of API `index` as the newest.
+    func record(_ cluster: PatroniCluster, from index: Int = 0) {
+        state.withLock { state in
+            state.generation += 1
+            state.snapshot = Snapshot(cluster: cluster, generation: state.generation)
+            state.preferred = index
+            state.lastError = nil
+        }
     }
 
     private func read(_ url: URL) async throws -> PatroniCluster {
