@@ -21,7 +21,8 @@ import Synchronization
 ///
 /// swift-prometheus stops the process (`fatalError`) when one metric name is registered with two
 /// help texts, two types, two bucket layouts, or both with and without labels. So: create Timers
-/// for `db_query_duration_seconds` and `db_pool_acquire_duration_seconds` only through
+/// for `db_query_duration_seconds`, `db_pool_acquire_duration_seconds` and
+/// `db_consistency_wait_seconds` only through
 /// ``metricsFactory`` (its buckets are ``durationBuckets``), and do not register the gauge names
 /// this exporter owns (see ``ownedMetricNames``) anywhere else.
 public final class PrometheusExporter: Sendable {
@@ -51,7 +52,9 @@ public final class PrometheusExporter: Sendable {
     ]
 
     /// The Timer labels that get ``durationBuckets``.
-    public static let durationHistogramNames = ["db_query_duration_seconds", "db_pool_acquire_duration_seconds"]
+    public static let durationHistogramNames = [
+        "db_query_duration_seconds", "db_pool_acquire_duration_seconds", "db_consistency_wait_seconds",
+    ]
 
     /// The gauge families this exporter registers itself, with help texts.
     public static var ownedMetricNames: [String] {
