@@ -19,6 +19,9 @@ struct FluentOperationNames: Sendable {
         modelNames = names
     }
 
+    /// Fluent's table of the migrations it has run.
+    static let migrationLog = "_fluent_migrations"
+
     func entity(_ schema: String) -> String {
         modelNames[schema] ?? schema
     }
@@ -47,6 +50,9 @@ struct FluentOperationNames: Sendable {
         case .custom:
             options = OperationOptions("\(entity).custom", table: query.schema)
         }
+        // The migrator reads its log right after creating or writing it: on a standby that has not
+        // replayed that yet, the log is missing or old, and migrations would fail or run twice.
+        if query.schema == Self.migrationLog { options.readOnly = false }
         return overrides.apply(to: options)
     }
 

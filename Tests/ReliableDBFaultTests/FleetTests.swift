@@ -135,7 +135,9 @@ extension PatroniTests {
         var testDescription: String { rawValue }
     }
 
-    /// The fleet on the Patroni cluster, following its REST API (`DB_PATRONI_URLS`).
+    /// The fleet on the Patroni cluster, following its REST API (`DB_PATRONI_URLS`): no read fails
+    /// and no acknowledged write is lost; through a switchover, only writes whose outcome is
+    /// unknown may fail.
     @Test(.serialized, .timeLimit(.minutes(3)), arguments: PatroniFault.allCases)
     func onPatroniNoReadFailsAndNoWriteIsLost(fault: PatroniFault) async throws {
         let (leader, replica) = try await PatroniTests.roles()
@@ -171,10 +173,14 @@ extension PatroniTests {
         print("fleet report: 4 instances on Patroni, \(fault.rawValue): \(report)")
         #expect(report.lost.isEmpty, "\(report)")
         #expect(report.failedReads == 0, "\(report)")
-        #expect(
-            report.failures.keys.allSatisfy { $0.contains("outcome") },
-            "only writes whose outcome is unknown fail: \(report)"
-        )
+        if fault == .switchover {
+            // A lost leader's promotion takes Patroni's ttl (about 10 s here): a write that waited
+            // for it longer than the pool timeout fails as unavailable, and is reported.
+            #expect(
+                report.failures.values.reduce(0, +) == report.outcomeUnknown,
+                "only writes whose outcome is unknown fail: \(report)"
+            )
+        }
         _ = try await PatroniTests.roles()
     }
 }
@@ -224,6 +230,8 @@ struct FleetReport: CustomStringConvertible {
     var recovery: [Int: Duration] = [:]
     var acknowledged = 0
     var lost: [String] = []
+    /// Failed writes whose answer said they may have committed (a COMMIT cut off in flight).
+    var outcomeUnknown = 0
 
     var description: String {
         func ms(_ duration: Duration) -> String {
@@ -234,7 +242,7 @@ struct FleetReport: CustomStringConvertible {
         )
         return
             "requests=\(requests) reads=\(reads) failedReads=\(failedReads) failures=\(failures) longest=\(ms(longest)) "
-            + "longestWriteGap=\(ms(longestWriteGap)) recovery=[\(recoveries)] acknowledgedWrites=\(acknowledged) lost=\(lost.count)"
+            + "longestWriteGap=\(ms(longestWriteGap)) recovery=[\(recoveries)] acknowledgedWrites=\(acknowledged) lost=\(lost.count) outcomeUnknown=\(outcomeUnknown)"
     }
 }
 
@@ -331,6 +339,7 @@ final class FleetLoad: Sendable {
                 } else {
                     let cause = Self.cause(of: body)
                     state.report.failures["\(write ? "POST" : "GET") \(status) \(cause)", default: 0] += 1
+                    if write, body.contains("may have committed") { state.report.outcomeUnknown += 1 }
                 }
             }
             try? await Task.sleep(for: .milliseconds(5))
