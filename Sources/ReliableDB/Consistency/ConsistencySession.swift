@@ -64,7 +64,7 @@ public struct WALPosition: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A read-your-writes session: the newest write position its holder has seen. Within
-/// ``ReliableDatabase/withConsistency(token:_:)`` every write on a primary advances it, and a read
+/// ``ReliableDatabase/withConsistency(token:maxWait:_:)`` every write on a primary advances it, and a read
 /// goes to a standby only once that standby has replayed it (Sources/ReliableDB/Documentation.docc/ReadYourWrites.md).
 ///
 /// The position travels between instances of a service as ``token`` (a cookie or a header), so
@@ -129,7 +129,7 @@ public final class ConsistencySession: Sendable {
         header.flatMap { $0.isEmpty ? nil : $0 } ?? cookie
     }
 
-    /// The session of the running task, set by ``ReliableDatabase/withConsistency(token:_:)``.
+    /// The session of the running task, set by ``ReliableDatabase/withConsistency(token:maxWait:_:)``.
     @TaskLocal public static var current: ConsistencySession?
 }
 
