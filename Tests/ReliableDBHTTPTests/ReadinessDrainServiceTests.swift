@@ -24,7 +24,9 @@ struct ReadinessDrainServiceTests {
         }
     }
 
-    @Test func readinessDrainsBeforeTheServerStops() async throws {
+    /// The time limit stands for "the group stops": a wall-clock bound on it failed under load.
+    @Test(.timeLimit(.minutes(1)))
+    func readinessDrainsBeforeTheServerStops() async throws {
         let readiness = Readiness()
         readiness.markServing()
         let server = Server(readiness: readiness)
@@ -37,7 +39,6 @@ struct ReadinessDrainServiceTests {
                 logger: Logger(label: "test.drain") { _ in SwiftLogNoOpLogHandler() }
             )
         )
-        let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             try await Task.sleep(for: .milliseconds(50))
@@ -49,6 +50,5 @@ struct ReadinessDrainServiceTests {
             #expect(phase == .draining, "the server heard of the shutdown after readiness turned 503")
             #expect(at.map { $0 - signalled >= .milliseconds(300) } == true, "and after the drain period")
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
     }
 }
