@@ -125,7 +125,7 @@ public final class ConsistencySession: Sendable {
     public static let cookieMaxAge = Duration.seconds(300)
 
     /// The token a request carries: its header, else its cookie.
-    public static func token(header: String?, cookie: String?) -> String? {
+    package static func token(header: String?, cookie: String?) -> String? {
         header.flatMap { $0.isEmpty ? nil : $0 } ?? cookie
     }
 
