@@ -25,11 +25,7 @@ extension PostgresBackend {
                 deadline: attempt.deadline,
                 bypassingBackoff: attempt.isBreakerProbe
             )
-            if hasInstruments.load(ordering: .acquiring) {
-                instruments.withLock { $0 }?.poolAcquireDuration.recordNanoseconds(
-                    (clock.now - start).nanosecondsClamped
-                )
-            }
+            instrumentsIfAny?.poolAcquireDuration.recordNanoseconds((clock.now - start).nanosecondsClamped)
             return connection
         } catch let error as PoolLeaseError {
             let waited = clock.now - start
@@ -54,6 +50,11 @@ extension PostgresBackend {
 }
 
 extension PostgresBackend {
+    /// The instruments, read without taking their lock when there are none (every lease asks).
+    var instrumentsIfAny: ReliabilityInstruments? {
+        hasInstruments.load(ordering: .acquiring) ? instruments.withLock { $0 } : nil
+    }
+
     /// The server could not be reached because of `cause`; a refusal for want of a slot (53300)
     /// names the limit with the last probe's figures.
     func unavailable(_ cause: any Error) -> PostgresUnavailableError {

@@ -118,13 +118,3 @@ struct DatabaseLoadTests {
         #expect(report.textSummary().contains("100 (\(report.reads) reads, \(report.writes) writes), 0 failed"))
     }
 }
-
-extension Result where Failure == any Error {
-    init(catching body: () async throws -> Success) async {
-        do {
-            self = .success(try await body())
-        } catch {
-            self = .failure(error)
-        }
-    }
-}

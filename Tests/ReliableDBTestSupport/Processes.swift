@@ -147,3 +147,15 @@ public func spawnAndWait(_ path: String, _ arguments: [String]) async -> Int32 {
         }
     }
 }
+
+extension Result where Failure == any Error {
+    /// The outcome of `body`, so a test can clean up (stop processes, drop databases) before it
+    /// rethrows.
+    public init(catching body: () async throws -> Success) async {
+        do {
+            self = .success(try await body())
+        } catch {
+            self = .failure(error)
+        }
+    }
+}

@@ -117,11 +117,6 @@ extension PostgresBackend {
         return (standby, readPool, lag)
     }
 
-    /// The instruments, read without a lock when there are none.
-    private var instrumentsIfAny: ReliabilityInstruments? {
-        hasInstruments.load(ordering: .acquiring) ? instruments.withLock { $0 } : nil
-    }
-
     enum ReplayOutcome {
         case replayed(waited: Duration)
         case notInTime(waited: Duration)

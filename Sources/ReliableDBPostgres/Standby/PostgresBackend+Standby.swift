@@ -61,21 +61,22 @@ extension PostgresBackend {
         case .usual?, nil:
             break
         }
-        if url.standbyReads, let session = ConsistencySession.current, session.readsNeedPrimary {
-            return (try await lease(within: attempt), pool)
-        }
-        if url.standbyReads, let session = ConsistencySession.current, let position = session.position {
+        if url.standbyReads, let session = ConsistencySession.current {
+            // A read of a session whose write's position was lost: only the primary has it.
+            if session.readsNeedPrimary { return (try await lease(within: attempt), pool) }
             // A read of a session that wrote: a standby only once it has replayed that write.
-            if let (standby, readPool, lag) = try await leaseForSession(
-                at: position,
-                maxWait: session.maxWait,
-                readPool: readPool,
-                within: attempt
-            ) {
-                noteStandbyAnswer(to: scope, lag: lag)
-                return (standby, readPool)
+            if let position = session.position {
+                if let (standby, readPool, lag) = try await leaseForSession(
+                    at: position,
+                    maxWait: session.maxWait,
+                    readPool: readPool,
+                    within: attempt
+                ) {
+                    noteStandbyAnswer(to: scope, lag: lag)
+                    return (standby, readPool)
+                }
+                return (try await lease(within: attempt), pool)
             }
-            return (try await lease(within: attempt), pool)
         }
         if url.standbyReads, let (standby, lag) = await leaseStandby(from: readPool, within: attempt) {
             noteStandbyAnswer(to: scope, lag: lag)

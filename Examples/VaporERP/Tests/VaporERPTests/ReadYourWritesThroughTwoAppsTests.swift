@@ -160,13 +160,3 @@ struct ReadYourWritesThroughTwoAppsTests {
         #expect(with.misses == 0)
     }
 }
-
-extension Result where Failure == any Error {
-    init(catching body: () async throws -> Success) async {
-        do {
-            self = .success(try await body())
-        } catch {
-            self = .failure(error)
-        }
-    }
-}
