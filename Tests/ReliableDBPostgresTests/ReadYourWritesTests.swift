@@ -109,15 +109,21 @@ struct ReadYourWritesTests {
             try await connection.query("CREATE TABLE \(unescaped: table) (id text NOT NULL)", logger: Self.logger)
                 .collect()
         }
-        // The standby has the table 300 ms later.
-        var replayed = false
-        for _ in 0..<100 where !replayed {
-            replayed =
+        // The standby has the table 300 ms later, and reads go to it once it has measured its lag
+        // (unknown on a fresh standby until it replays a transaction; kept for a second).
+        var onStandby = false
+        for _ in 0..<200 where !onStandby {
+            onStandby =
                 (try? await reader.query(.read("has-table")) { connection in
-                    _ = try await connection.query("SELECT 1 FROM \(unescaped: table) LIMIT 1", logger: Self.logger)
-                        .collect()
-                }) != nil
-            if !replayed { try await Task.sleep(for: .milliseconds(50)) }
+                    var inRecovery = false
+                    let rows = try await connection.query(
+                        "SELECT pg_is_in_recovery() FROM \(unescaped: table) UNION ALL SELECT pg_is_in_recovery()",
+                        logger: Self.logger
+                    )
+                    for try await value in rows.decode(Bool.self) { inRecovery = value }
+                    return inRecovery
+                }) ?? false
+            if !onStandby { try await Task.sleep(for: .milliseconds(50)) }
         }
         let without = try await Self.run(writer: writer, reader: reader, table: table, withToken: false, perWorker: 20)
         let before = reader.raw.consistencyStatistics
