@@ -182,6 +182,7 @@ struct FaultReport: CustomStringConvertible {
     /// Reads, those that failed, and those answered degraded (``FaultWorkload/Settings/readsWithFallback``).
     var reads = 0
     var readFailures = 0
+    var longestRead = Duration.zero
     var degradedByStandby = 0
     var degradedFromCache = 0
 
@@ -198,7 +199,7 @@ struct FaultReport: CustomStringConvertible {
             duplicated=\(duplicatedWrites.count) committedAfterTimeout=\(committedAfterTimeout.count) \
             backendsAfter=\(backendsAfter) cancelBackendsAfter=\(cancelBackendsAfter) \
             activeOps=\(activeOperationsAfter) activeConnections=\(activeConnectionsAfter) errors=\(errorsByType) \
-            reads=\(reads) readFailures=\(readFailures) degraded=\(degradedByStandby) by a standby, \
+            reads=\(reads) readFailures=\(readFailures) longestRead=\(ms(longestRead)) degraded=\(degradedByStandby) by a standby, \
             \(degradedFromCache) from the cache
             """
     }
@@ -387,6 +388,7 @@ final class FaultWorkload: Sendable {
             if operation == "read" {
                 state.report.reads += 1
                 if outcome != nil { state.report.readFailures += 1 }
+                state.report.longestRead = max(state.report.longestRead, elapsed)
             }
             state.report.longestCall = max(state.report.longestCall, elapsed)
             if elapsed - timeout > state.report.worstOverrun {

@@ -181,6 +181,9 @@ struct PatroniTests {
     /// The leader's node lost (its agent and postmaster killed): the replica is promoted when the
     /// leader key expires. Writes are back within 1 s of the promotion, and none is lost, also
     /// after the old leader rejoins as a replica (pg_rewind would drop writes made on it).
+    /// Following Patroni, reads go on at the replica meanwhile, also when the promotion takes
+    /// longer than the pool timeout (CI once saw 10.7 s: the writes waiting for it failed and
+    /// opened the primary's breaker, which then refused the reads).
     @Test(.serialized, .timeLimit(.minutes(3)), arguments: Source.allCases)
     func aLostLeaderNodeFailsOverAndLosesNothing(source: Source) async throws {
         let (leader, replica) = try await Self.roles()
@@ -204,6 +207,11 @@ struct PatroniTests {
         #expect(report.lostWrites.isEmpty && report.duplicatedWrites.isEmpty, "\(report)")
         #expect(report.committedAfterTimeout.isEmpty, "\(report)")
         #expect((report.writeRecovery ?? .seconds(99)) <= .seconds(1), "\(report)")
-        if source == .patroni { #expect(report.readFailures == 0, "\(report)") }
+        if source == .patroni {
+            #expect(report.readFailures == 0, "\(report)")
+            // The killed leader stays named until its key expires (ttl 10 s): reads must not wait
+            // for the promotion, they go to the replica once the leader is known down.
+            #expect(report.longestRead < .seconds(3), "\(report)")
+        }
     }
 }

@@ -13,11 +13,13 @@ extension PostgresBackend {
     /// The standby reads go to now.
     var standbyServer: PostgresURL.Endpoint? { standbyWalk?.currentServer }
 
-    /// With `standby_reads=true`: the standby is not known down (its last connect failed and no
-    /// connection is open) nor known to be further behind than `max_standby_lag` (a lag not
-    /// measured yet counts as within it: the read measures it).
+    /// With `standby_reads=true`, or following Patroni while it names no leader or the leader is
+    /// known down: the standby is not known down (its last connect failed and no connection is
+    /// open) nor known to be further behind than `max_standby_lag` (a lag not measured yet counts
+    /// as within it: the read measures it).
     public var readsGoToStandby: Bool {
-        guard url.standbyReads, let readPool, !Self.knownDown(readPool.reachability) else { return false }
+        guard url.standbyReads || primaryGoneFollowingPatroni else { return false }
+        guard let readPool, !Self.knownDown(readPool.reachability) else { return false }
         guard let known = standbyLag.withLock({ $0 }) else { return true }
         return known.lag.map { $0 <= url.maxStandbyLag } ?? false
     }
@@ -26,6 +28,12 @@ extension PostgresBackend {
     public var standbyAnswers: Bool {
         guard let reachability = readPool?.reachability else { return false }
         return !reachability.connectFailed && reachability.openConnections > 0
+    }
+
+    /// Following Patroni, no primary to read from now: Patroni names no leader, or the leader it
+    /// names is known down (a killed node stays named until its leader key expires, `ttl`).
+    var primaryGoneFollowingPatroni: Bool {
+        patroni != nil && (patroniBetweenLeaders || Self.knownDown(pool.reachability))
     }
 
     /// The last connect failed and no connection is open.
@@ -88,15 +96,16 @@ extension PostgresBackend {
         return (try await lease(within: attempt), pool)
     }
 
-    /// Following Patroni, a read goes to a replica (within `max_standby_lag`) while Patroni names
-    /// no leader or when no server took a primary connection; only when no replica answers does it
-    /// wait for a leader as a write does.
+    /// Following Patroni, a read goes to a replica (within `max_standby_lag`) while there is no
+    /// primary (``primaryGoneFollowingPatroni``) or when no server took a primary connection; only
+    /// when no replica answers does it wait for a leader as a write does. Such reads are counted by
+    /// the standby's breaker (``readsGoToStandby``), so writes failing meanwhile do not stop them.
     private func leaseReadFollowingPatroni(
         _ readPool: PostgresPool,
         scope: ReadScope?,
         within attempt: AttemptContext
     ) async throws -> (PooledPostgresConnection, PostgresPool) {
-        if !patroniBetweenLeaders {
+        if !primaryGoneFollowingPatroni {
             do {
                 return (try await lease(from: pool, within: attempt, wait: poolTimeout), pool)
             } catch is PostgresUnavailableError {
