@@ -236,12 +236,30 @@ struct PgBouncerTests {
                 for try await _ in try await connection.execute(Doubled(value: value), logger: logger) {}
             }
         }
-        let failedByName = named.metrics().queries.operations["by-name"]?.failures ?? 0
-        #expect(failedByName > 0, "statements prepared by name fail behind the pooler")
-        print(
-            "fault report: pgbouncer prepared statements: unnamed 400 of 400 ok; by name \(failedByName) of 400 failed"
-        )
+        let failedInLoad = named.metrics().queries.operations["by-name"]?.failures ?? 0
         try await named.shutdown()
+        // Four clients may each keep landing on one server connection, so the load alone can pass
+        // by name (CI saw it once). Two clients taking turns cannot: PgBouncer hands the server
+        // connection one just released to the other, which prepares the same name there (42P05)
+        // or finds it missing on another one (26000).
+        let first = try await Observer.connect(try Self.bouncerURL(pgbouncer: false))
+        let second = try await Observer.connect(try Self.bouncerURL(pgbouncer: false))
+        var failedInTurns = 0
+        for turn in 0..<20 {
+            let client = turn.isMultiple(of: 2) ? first.connection : second.connection
+            do {
+                for try await _ in try await client.execute(Doubled(value: turn), logger: logger) {}
+            } catch {
+                failedInTurns += 1
+            }
+        }
+        try await first.connection.close()
+        try await second.connection.close()
+        #expect(failedInTurns > 0, "statements prepared by name fail behind the pooler")
+        print(
+            "fault report: pgbouncer prepared statements: unnamed 400 of 400 ok; by name \(failedInLoad) of 400"
+                + " failed under load, \(failedInTurns) of 20 taking turns"
+        )
 
         let direct = try ReliableDatabase(backend: try PostgresBackend(url: try FaultServers.url()))
         #expect(try await direct.run(.read("doubled"), Doubled(value: 21)) == [42])
