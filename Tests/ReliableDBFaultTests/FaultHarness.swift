@@ -513,16 +513,3 @@ final class FaultWorkload: Sendable {
         }
     }
 }
-
-/// A value behind a lock that closures can capture (a `Mutex` itself cannot be captured).
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-
-    init(_ value: Value) {
-        mutex = Mutex(value)
-    }
-
-    func withLock<R>(_ body: (inout Value) -> R) -> R {
-        mutex.withLock { body(&$0) }
-    }
-}
