@@ -10,6 +10,9 @@ import ReliableDBClock
 package struct PoolConfiguration: Sendable, Equatable {
     /// The most connections in any state at once, connecting and closing included. At least 1.
     package var maximumConnections: Int
+    /// Idle connections the pool keeps open while the server is reachable (HikariCP's
+    /// `minimumIdle`), opened ``warmUpConcurrency`` at a time: 0...``maximumConnections``.
+    package var minimumIdle: Int
     /// How long a connection may sit idle before it is closed; `nil` keeps idle connections forever.
     package var idleTimeout: Duration?
     /// How long an idle connection goes unchecked before a keep-alive probe; `nil` (or zero) turns
@@ -27,8 +30,12 @@ package struct PoolConfiguration: Sendable, Equatable {
     /// The cap on the doubling connect backoff.
     package var connectBackoffMaximum: Duration
 
+    /// The most connects warming the pool at once: a new instance's warm-up is not a burst.
+    package static let warmUpConcurrency = 2
+
     package init(
         maximumConnections: Int = 10,
+        minimumIdle: Int = 0,
         idleTimeout: Duration? = nil,
         keepAliveAfter: Duration? = nil,
         keepAliveTimeout: Duration = .seconds(10),
@@ -38,6 +45,7 @@ package struct PoolConfiguration: Sendable, Equatable {
         connectBackoffMaximum: Duration = .seconds(2)
     ) {
         self.maximumConnections = maximumConnections
+        self.minimumIdle = minimumIdle
         self.idleTimeout = idleTimeout
         self.keepAliveAfter = keepAliveAfter
         self.keepAliveTimeout = keepAliveTimeout
@@ -47,13 +55,15 @@ package struct PoolConfiguration: Sendable, Equatable {
         self.connectBackoffMaximum = connectBackoffMaximum
     }
 
-    /// The settings clamped into working ranges: at least one connection, no negative durations, a
+    /// The settings clamped into working ranges: at least one connection, a minimum idle count
+    /// within 0...maximum, no negative durations, a
     /// keep-alive timeout of at least one nanosecond (so a probe is never already overdue when it
     /// starts), keep-alives off when `keepAliveAfter` is zero or less (probing continuously would
     /// spin), a jitter fraction in 0...1 and a backoff cap no smaller than the initial backoff.
     package var normalized: PoolConfiguration {
         var result = self
         result.maximumConnections = Swift.max(1, maximumConnections)
+        result.minimumIdle = Swift.min(Swift.max(0, minimumIdle), result.maximumConnections)
         result.idleTimeout = idleTimeout.map { Swift.max(.zero, $0) }
         result.keepAliveAfter = keepAliveAfter.flatMap { $0 > .zero ? $0 : nil }
         result.keepAliveTimeout = Swift.max(.nanoseconds(1), keepAliveTimeout)

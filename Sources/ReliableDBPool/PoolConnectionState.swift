@@ -47,12 +47,13 @@ struct PoolConnection: Sendable {
     var retirement: PoolCloseReason { evicted ? .evicted : .lifetime }
 
     /// The timer that is due at `now`, if any. When several are, retiring beats idling out, which
-    /// beats probing: there is no point probing a connection that is about to be closed.
-    func dueTimer(at now: PoolInstant, _ timing: PoolTiming) -> PoolConnectionTimer? {
+    /// beats probing: there is no point probing a connection that is about to be closed. Without
+    /// `idleOut` (the pool holds no more idle connections than its minimum) it never idles out.
+    func dueTimer(at now: PoolInstant, _ timing: PoolTiming, idleOut: Bool = true) -> PoolConnectionTimer? {
         switch state {
         case .idle(let since, let lastChecked):
             if isExpired(at: now) { return .close(retirement) }
-            if let idleTimeout = timing.idleTimeout, since.advanced(byNanoseconds: idleTimeout) <= now {
+            if idleOut, let idleTimeout = timing.idleTimeout, since.advanced(byNanoseconds: idleTimeout) <= now {
                 return .close(.idle)
             }
             if let keepAliveAfter = timing.keepAliveAfter, lastChecked.advanced(byNanoseconds: keepAliveAfter) <= now {
@@ -68,11 +69,11 @@ struct PoolConnection: Sendable {
 
     /// The earliest instant one of its timers is due. Leased connections have none: their lifetime
     /// is checked on release. Connecting ones have none: the shell bounds its own connect attempt.
-    func nextDue(_ timing: PoolTiming) -> PoolInstant? {
+    func nextDue(_ timing: PoolTiming, idleOut: Bool = true) -> PoolInstant? {
         switch state {
         case .idle(let since, let lastChecked):
             var next = expiresAt
-            if let idleTimeout = timing.idleTimeout {
+            if idleOut, let idleTimeout = timing.idleTimeout {
                 next = earliest(next, since.advanced(byNanoseconds: idleTimeout))
             }
             if let keepAliveAfter = timing.keepAliveAfter {

@@ -101,6 +101,8 @@ package final class PoolShell: Sendable {
         let alarm = clock.makeAlarm { [self] in alarmFired() }
         state.withLock { $0.alarm.hold(alarm) }
         if prewarm > 0 { event { machine, now in machine.prewarm(count: prewarm, now: now) } }
+        // A minimum idle is opened from the start, a couple of connects at a time.
+        if machine.configuration.minimumIdle > 0 { event { machine, now in machine.tick(now: now) } }
     }
 
     /// Disarms the alarm and lets go of it, which ends the cycle through its action. No timer

@@ -71,6 +71,18 @@ extension PoolStateMachine {
             return (connecting, all.count)
         }
 
+        /// Connections free to lease now or after their probe: idle, or being probed.
+        func idleCount() -> Int {
+            var idle = 0
+            for connection in all {
+                switch connection.state {
+                case .idle, .keepAlive: idle += 1
+                case .connecting, .leased, .closing: break
+                }
+            }
+            return idle
+        }
+
         /// Established connections in service: idle, leased, or being probed.
         func openCount() -> Int {
             var open = 0

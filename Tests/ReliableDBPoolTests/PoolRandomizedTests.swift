@@ -32,6 +32,7 @@ struct PoolRandomizedTests {
         #expect(coverage.timeouts > 100 && coverage.deadlines > 100)
         #expect(coverage.cancels > 100 && coverage.failFast > 10)
         #expect(coverage.keepAlives > 10 && coverage.shutdowns > 10 && coverage.fullPool > 100)
+        #expect(coverage.warmUps > 100, "minimum idle connections opened: \(coverage.warmUps)")
         #expect(PoolCloseReason.allCases.allSatisfy { coverage.closes[$0, default: 0] > 0 }, "\(coverage.closes)")
     }
 
@@ -58,5 +59,6 @@ extension PoolSimulation.Coverage {
         closes.merge(other.closes, uniquingKeysWith: +)
         maxWaiting = Swift.max(maxWaiting, other.maxWaiting)
         fullPool += other.fullPool
+        warmUps += other.warmUps
     }
 }

@@ -46,6 +46,16 @@ extension PoolSimulation {
             expect(trial || machine.backoff.retryAt <= now, "connect before the backoff \(machine.backoff.retryAt)")
         }
         for close in actions.closes { applyClose(close, for: event, before: before, hasNow: hasNow) }
+        let minimumIdle = machine.configuration.minimumIdle
+        if minimumIdle > 0 {
+            // Idling out never takes the idle connections below the minimum.
+            let idleAfter = machine.statistics.idle + machine.statistics.keepAlive
+            let idledOut = actions.closes.filter { $0.reason == .idle }.count
+            expect(
+                idledOut == 0 || idleAfter >= minimumIdle,
+                "\(idledOut) idled out, \(idleAfter) left of \(minimumIdle)"
+            )
+        }
         for connection in actions.keepAlives {
             coverage.keepAlives += 1
             expect(hasNow, "keep-alive from an event without time")
@@ -232,6 +242,23 @@ extension PoolSimulation {
 
         if hasNow { checkTimers(statistics) }
         checkCounters(statistics, states: states)
+        if hasNow { checkWarmUp(statistics) }
+    }
+
+    /// With a minimum idle, while connects succeed and nobody waits: the missing idle connections
+    /// are being opened, as many at once as the warm-up allows and the limit leaves room for.
+    private mutating func checkWarmUp(_ statistics: PoolCounters) {
+        let configuration = machine.configuration
+        guard configuration.minimumIdle > 0, !shutdownCalled, machine.consecutiveConnectFailures == 0 else { return }
+        guard statistics.waiting == 0 else { return }
+        let missing = configuration.minimumIdle - statistics.idle - statistics.keepAlive
+        let room = configuration.maximumConnections - statistics.total + statistics.connecting
+        let expected = Swift.max(0, Swift.min(missing, PoolConfiguration.warmUpConcurrency, room))
+        if missing > 0 && statistics.connecting > 0 { coverage.warmUps += 1 }
+        expect(
+            statistics.connecting >= expected,
+            "\(missing) idle missing, \(statistics.connecting) connecting (expected \(expected)): \(statistics)"
+        )
     }
 
     private mutating func checkTimers(_ statistics: PoolCounters) {
@@ -242,10 +269,11 @@ extension PoolSimulation {
                 due = earliest(due, end)
             }
         }
+        let idleOut = machine.idleTimeoutApplies
         for connection in machine.connections.all {
-            let timer = connection.dueTimer(at: now, machine.timing)
+            let timer = connection.dueTimer(at: now, machine.timing, idleOut: idleOut)
             expect(timer == nil, "connection \(connection.id) has an overdue timer \(String(describing: timer))")
-            due = earliest(due, connection.nextDue(machine.timing))
+            due = earliest(due, connection.nextDue(machine.timing, idleOut: idleOut))
         }
         if let wakeAt { expect(wakeAt > now, "wakeAt \(wakeAt) is not after now") }
         // Liveness: waiters with room for a connection and none coming must have a retry scheduled.

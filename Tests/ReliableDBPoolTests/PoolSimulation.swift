@@ -39,6 +39,8 @@ struct PoolSimulation {
         var closes: [PoolCloseReason: Int] = [:]
         var maxWaiting = 0
         var fullPool = 0
+        /// Checks made while a minimum idle was being opened.
+        var warmUps = 0
     }
 
     let seed: UInt64
@@ -112,6 +114,7 @@ struct PoolSimulation {
         let initial: Duration = [.zero, .milliseconds(100), milliseconds(1...50)].randomElement(using: &rng)!
         return PoolConfiguration(
             maximumConnections: [1, 1, 2, 3, 4, 8, 64].randomElement(using: &rng)!,
+            minimumIdle: [0, 0, 0, 1, 2, 5, 100].randomElement(using: &rng)!,
             idleTimeout: idle,
             keepAliveAfter: keepAlive,
             keepAliveTimeout: milliseconds(1...300),
