@@ -1,6 +1,7 @@
 import Foundation
 import ReliableDB
 import ReliableDBPrometheus
+import Synchronization
 
 /// The four health endpoints as framework-neutral producers.
 ///
@@ -24,6 +25,8 @@ public final class HealthEndpoints: Sendable {
     private let snapshot: @Sendable () -> MetricsSnapshot
     private let breakerRejectsCalls: @Sendable () -> Bool
     private let standbyServesReads: @Sendable () -> Bool
+    /// With `DB_READY_AFTER_WARM_UP`: whether the pool has held its minimum idle connections yet.
+    private let warmedUp: @Sendable () -> Bool
     private let authToken: Secret<String>?
 
     /// - Parameter authToken: when set (`DB_HEALTH_AUTH_TOKEN`), `/api/health` shows its details
@@ -45,6 +48,26 @@ public final class HealthEndpoints: Sendable {
         snapshot = { database.metrics() }
         breakerRejectsCalls = { database.circuitBreaker.isRejectingCalls }
         standbyServesReads = { database.standbyServesReads }
+        warmedUp = Self.warmUp(of: database)
+    }
+
+    /// True from the first time the pool holds `DB_MIN_IDLE_CONNECTIONS` open connections, when
+    /// `DB_READY_AFTER_WARM_UP` asks readiness to wait for that; always true otherwise. Once warm,
+    /// an instance stays ready by this rule: later dips are the breaker's and the probe's business.
+    private static func warmUp<Backend: DatabaseBackend>(of database: ReliableDatabase<Backend>) -> @Sendable () -> Bool
+    {
+        guard let configuration = database.environmentConfiguration, configuration.readyAfterWarmUp,
+            configuration.minIdleConnections > 0
+        else { return { true } }
+        let target = configuration.minIdleConnections
+        let warm = Atomic<Bool>(false)
+        return {
+            if warm.load(ordering: .relaxed) { return true }
+            let pool = database.raw.poolStatistics()
+            guard pool.idle + pool.active >= target else { return false }
+            warm.store(true, ordering: .relaxed)
+            return true
+        }
     }
 
     /// `GET /api/health`: 200 for healthy and degraded, 503 for unhealthy.
@@ -77,7 +100,8 @@ public final class HealthEndpoints: Sendable {
     }
 
     /// `GET /api/health/ready`: 503 while draining, while the database is unreachable (or not
-    /// checked yet), and while the circuit breaker rejects calls (open, until its timeout has
+    /// checked yet), with `DB_READY_AFTER_WARM_UP` until the pool first holds its minimum idle
+    /// connections, and while the circuit breaker rejects calls (open, until its timeout has
     /// elapsed: then traffic must come back for a call to close it), unless a standby serves reads
     /// meanwhile (``ReliableDB/ReliableDatabase/standbyServesReads``). A request that gets here
     /// proves the server is up, so a readiness still `starting` is marked serving: an app need not
@@ -94,7 +118,7 @@ public final class HealthEndpoints: Sendable {
 
     /// Whether traffic should be sent here now.
     public var isReady: Bool {
-        guard readiness.phase == .serving, monitor.hasChecked else { return false }
+        guard readiness.phase == .serving, monitor.hasChecked, warmedUp() else { return false }
         if monitor.status.checks.connectivity, !breakerRejectsCalls() { return true }
         // The primary is gone, but a standby answers reads: the service still serves them.
         return standbyServesReads()

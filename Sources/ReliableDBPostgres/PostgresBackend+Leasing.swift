@@ -36,7 +36,8 @@ extension PostgresBackend {
                 throw DatabasePoolTimeoutError(
                     waited: waited,
                     statistics: pool.statistics(),
-                    lastConnectError: pool.lastConnectError.map(describeConnectError)
+                    lastConnectError: pool.lastConnectError.map(describeConnectError),
+                    holders: leases.holders(at: clock.now)
                 )
             case .cancelled:
                 throw CancellationError()

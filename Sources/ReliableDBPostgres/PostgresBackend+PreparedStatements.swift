@@ -45,9 +45,13 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// Mark reads `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
     public func run<Statement: PostgresPreparedStatement>(
         _ options: OperationOptions,
-        _ statement: Statement
+        _ statement: Statement,
+        file: StaticString = #fileID,
+        line: UInt = #line
     ) async throws -> [Statement.Row] where Statement.Row: Sendable {
         let backend = raw
-        return try await query(options) { connection in try await backend.run(statement, on: connection) }
+        return try await query(options, file: file, line: line) { connection in
+            try await backend.run(statement, on: connection)
+        }
     }
 }

@@ -140,7 +140,7 @@ extension PostgresBackend {
         }
         do {
             let connection = try await PostgresConnection.connect(
-                configuration: configuration,
+                configuration: try await authenticating(configuration),
                 id: -1,
                 logger: logger
             )

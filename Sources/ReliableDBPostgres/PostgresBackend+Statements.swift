@@ -14,12 +14,17 @@ extension PostgresBackend {
     ///
     /// With `readOnly` and `standby_reads=true`, `body` runs on a standby no further behind than
     /// `max_standby_lag`, and on the primary when no such standby answers (Sources/ReliableDBPostgres/Documentation.docc/Failover.md).
+    ///
+    /// `holder` names the lease in leak warnings and pool timeouts (``LeaseHolder``).
     public func withConnection<R: Sendable>(
         within attempt: AttemptContext = .unbounded,
         readOnly: Bool = false,
+        holder: LeaseHolder? = nil,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
         let (connection, pool) = try await lease(within: attempt, readOnly: readOnly)
+        let leaseNumber = holder.map { leases.leased(by: $0, at: clock.now) }
+        defer { if let leaseNumber { leases.returned(leaseNumber) } }
         // A write of a read-your-writes session learns its position on the same connection.
         let session = pool === self.pool && !readOnly ? ConsistencySession.current : nil
         let body: @Sendable (PostgresConnection) async throws -> R =

@@ -20,6 +20,10 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     /// closing its connection: the latest a caller returns is its deadline plus this.
     public let cancelGrace: Duration
     let connectionConfiguration: PostgresConnection.Configuration
+    /// Where new connections get their password when a provider was given (Wire/Credentials.swift).
+    let credentials: CredentialCache?
+    /// Who holds each leased connection, and the leak detection on it (Leases.swift).
+    let leases: LeaseRegistry
     /// The connect over the URL's servers that the pool uses.
     let hostWalk: HostWalk
     /// The server-side `statement_timeout` and when a statement or transaction needs its own.
@@ -61,6 +65,9 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     /// - Parameters:
     ///   - url: the server or servers to connect to, and how (TLS, `target_session_attrs`, PgBouncer).
     ///   - connectionLimit: the most connections (`DB_CONNECTION_LIMIT`).
+    ///   - minimumIdleConnections: connections opened from the start, two at a time, and kept
+    ///     idle while the server is reachable (`DB_MIN_IDLE_CONNECTIONS`), so a new instance's first
+    ///     requests do not pay for connect, TLS and authentication; idle ones within it never idle out.
     ///   - poolTimeout: the longest wait for a connection (`DB_POOL_TIMEOUT`).
     ///   - maxLifetime: connections are retired after this, minus up to 5% jitter so they do not
     ///     all reconnect at once.
@@ -78,11 +85,17 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     ///     1 s after its first failure, doubling.
     ///   - patroni: a Patroni cluster's REST APIs (`DB_PATRONI_URLS`), read for the leader and the
     ///     replicas of the URL's servers; nil to learn them from connections alone.
+    ///   - credentials: where every new connection gets its password (`DB_PASSWORD_FILE`, a
+    ///     token signer), instead of the URL's; asked again once when the server refuses it.
+    ///   - leakDetectionThreshold: a lease held this long logs one warning naming its operation
+    ///     and call site, and counts in `db_connection_leaks_total` (`DB_LEAK_DETECTION_THRESHOLD`);
+    ///   nil turns it off. Pool timeouts name the holders either way.
     ///   - clock: the clock deadlines, pool timers and the ejection backoff are measured on.
     ///   - logger: where connection and server changes are logged.
     public init(
         url: PostgresURL,
         connectionLimit: Int = 10,
+        minimumIdleConnections: Int = 0,
         poolTimeout: Duration = .seconds(10),
         maxLifetime: Duration = .seconds(1800),
         idleTimeout: Duration = .seconds(60),
@@ -91,6 +104,8 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         cancelGrace: Duration = .milliseconds(50),
         maxServerEjection: Duration = .seconds(30),
         patroni: PatroniConfiguration? = nil,
+        credentials: PostgresCredentialsProvider? = nil,
+        leakDetectionThreshold: Duration? = nil,
         clock: any ReliabilityClock = SystemClock(),
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
@@ -103,13 +118,14 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         self.backstop = backstop
         self.clock = clock
         self.logger = logger
+        let credentialCache = credentials.map { CredentialCache(provider: $0, clock: clock) }
+        self.credentials = credentialCache
+        leases = LeaseRegistry(threshold: leakDetectionThreshold, clock: clock, logger: logger)
         // One configuration per server of the URL; the walk picks among them (HostWalk.swift).
         var configurations: [PostgresConnection.Configuration] = []
         for endpoint in url.endpoints {
             var configuration = try Self.connectionConfiguration(for: url, endpoint: endpoint)
-            if let parameter = backstop.startupParameter {
-                configuration.options.additionalStartupParameters.append(parameter)
-            }
+            configuration.options.additionalStartupParameters += backstop.startupParameters
             configurations.append(configuration)
         }
         connectionConfiguration = configurations[0]
@@ -122,7 +138,12 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
                 configuration.options.connectTimeout,
                 TimeAmount(max(poolTimeout, .milliseconds(100)))
             )
-            let connector = Connector(configuration: poolConnectConfiguration, pooler: pooler, logger: logger)
+            let connector = Connector(
+                configuration: poolConnectConfiguration,
+                pooler: pooler,
+                credentials: credentialCache,
+                logger: logger
+            )
             let connect: HostWalk.Connect = { id, eventLoop in connector.connect(id: id, on: eventLoop) }
             return (endpoint, connect)
         }
@@ -143,7 +164,10 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
             maxLifetime: maxLifetime,
             lifetimeJitterFraction: 0.05
         )
-        pool = PostgresPool(configuration: poolConfiguration, clock: clock, logger: logger) { id, eventLoop in
+        // Only the primary pool is kept warm: standby connections open when reads need them.
+        var primaryConfiguration = poolConfiguration
+        primaryConfiguration.minimumIdle = minimumIdleConnections
+        pool = PostgresPool(configuration: primaryConfiguration, clock: clock, logger: logger) { id, eventLoop in
             walk.connect(id: id, on: eventLoop)
         }
         standbyReads = Self.standbyReads(for: url)
@@ -183,6 +207,7 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         // The pools' alarms hold their pools (PostgresPool.detachAlarm): without a shutdown, this ends them.
         pool.detachAlarm()
         readPool?.detachAlarm()
+        leases.stop()
     }
 
     /// Reads go to a standby always with `standby_reads=true`, and on a fallback with several
@@ -221,6 +246,21 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         if url.sslMode != .disable, endpoint.host.isHostName {
             configuration.options.tlsServerName = endpoint.host
         }
+        return configuration
+    }
+
+    /// `configuration` with the provider's credentials, for a connection outside the pools (a
+    /// probe's diagnosis, the topology report).
+    func authenticating(
+        _ configuration: PostgresConnection.Configuration
+    ) async throws
+        -> PostgresConnection.Configuration
+    {
+        guard let credentials else { return configuration }
+        let answer = try await credentials.current(refresh: false)
+        var configuration = configuration
+        configuration.username = answer.username ?? configuration.username
+        configuration.password = answer.password.value
         return configuration
     }
 
@@ -278,12 +318,17 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
 
     public func attach(_ instruments: ReliabilityInstruments) {
         self.instruments.withLock { $0 = instruments }
+        leases.instruments.withLock { $0 = instruments }
         hasInstruments.store(true, ordering: .releasing)
     }
+
+    /// Connects of the primary pool in flight now: a warm-up opens at most two at a time.
+    package var connecting: Int { pool.connecting }
 
     /// Closes every connection; in-flight statements fail.
     public func shutdown() async throws {
         patroni?.stop()
+        leases.stop()
         await pool.shutdown()
         await readPool?.shutdown()
     }

@@ -131,6 +131,9 @@ final class PostgresPool: Sendable {
         shell.reachability
     }
 
+    /// Connects in flight now.
+    var connecting: Int { shell.statistics.connecting }
+
     func statistics() -> PoolStatistics {
         let machine = shell.statistics
         let closes = machine.closes

@@ -5,7 +5,8 @@ import Tracing
 
 extension ReliableDatabase where Backend == PostgresBackend {
     /// Opens a pool for the PostgreSQL server the configuration names, with the configured
-    /// pipeline. No connection is made until the first operation. `tracer` receives a span per
+    /// pipeline. No connection is made until the first operation, unless `DB_MIN_IDLE_CONNECTIONS`
+    /// asks for a warm pool. `tracer` receives a span per
     /// operation (the bootstrapped tracer when nil). `reliability` replaces the pipeline settings the
     /// environment gives (`configuration.reliability`), for settings no variable names, such as
     /// per-kind timeouts.
@@ -24,9 +25,12 @@ extension ReliableDatabase where Backend == PostgresBackend {
         let backend = try PostgresBackend(
             url: url,
             connectionLimit: configuration.connectionLimit,
+            minimumIdleConnections: configuration.minIdleConnections,
             poolTimeout: configuration.poolTimeout,
             statementTimeout: ServerBackstop.duration(for: reliability.timeouts),
             patroni: configuration.patroniURLs.isEmpty ? nil : PatroniConfiguration(urls: configuration.patroniURLs),
+            credentials: configuration.passwordFile.map(PostgresCredentialsProvider.passwordFile),
+            leakDetectionThreshold: configuration.leakDetectionThreshold,
             clock: clock,
             logger: logger
         )
@@ -44,13 +48,17 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// `idempotent` (or use `.read(...)`) so they are retried after a lost connection.
     ///
     /// `body` runs in a task of its own, so that its caller can be released at the deadline even
-    /// when the driver never answers (Sources/ReliableDB/Documentation.docc/Deadlines.md).
+    /// when the driver never answers (Sources/ReliableDB/Documentation.docc/Deadlines.md). `file`
+    /// and `line` name the call in leak warnings and pool timeouts (``LeaseHolder``).
     public func query<T: Sendable>(
         _ options: OperationOptions,
+        file: StaticString = #fileID,
+        line: UInt = #line,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        try await execute(options) { attempt in
-            try await raw.withConnection(within: attempt, readOnly: options.readOnly, body)
+        let holder = LeaseHolder(operation: options.name, file: file, line: line)
+        return try await execute(options) { attempt in
+            try await raw.withConnection(within: attempt, readOnly: options.readOnly, holder: holder, body)
         }
     }
 
@@ -59,20 +67,29 @@ extension ReliableDatabase where Backend == PostgresBackend {
     /// (``PostgresBackend/transactionBackstop(within:)``).
     package func session<T: Sendable>(
         _ options: OperationOptions,
+        file: StaticString = #fileID,
+        line: UInt = #line,
         _ body: @escaping @Sendable (PostgresConnection, AttemptContext) async throws -> T
     ) async throws -> T {
-        try await execute(options) { attempt in
-            try await raw.withConnection(within: attempt, readOnly: options.readOnly) { try await body($0, attempt) }
+        let holder = LeaseHolder(operation: options.name, file: file, line: line)
+        return try await execute(options) { attempt in
+            try await raw.withConnection(within: attempt, readOnly: options.readOnly, holder: holder) {
+                try await body($0, attempt)
+            }
         }
     }
 
     /// Runs `body` in one transaction through the pipeline: committed when it returns, rolled back
     /// when it throws or the deadline cancels it, and retried as a whole after a serialization
-    /// failure or deadlock (40001, 40P01).
+    /// failure or deadlock (40001, 40P01). `file` and `line` name the call in leak warnings and
+    /// pool timeouts (``LeaseHolder``).
     public func transaction<T: Sendable>(
         _ options: OperationOptions,
+        file: StaticString = #fileID,
+        line: UInt = #line,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
+        let holder = LeaseHolder(operation: options.name, file: file, line: line)
         var options = options
         if options.kind == .query { options.kind = .transaction }
         // A transaction runs on the primary, and is counted by its breaker.
@@ -81,7 +98,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
         return try await execute(options) { attempt in
             let commit = CommitTracker()
             do {
-                return try await backend.withConnection(within: attempt) { connection in
+                return try await backend.withConnection(within: attempt, holder: holder) { connection in
                     try await backend.transaction(on: connection, within: attempt, commit: commit, body)
                 }
             } catch  where commit.isInFlight {

@@ -26,6 +26,8 @@ struct DocumentedMetricsFactory: MetricsFactory {
         "db_consistency_reads_total":
             "Reads of read-your-writes sessions, by route: a standby that had replayed the session's position, the primary (none had in time), or the primary for a position of another history.",
         "db_consistency_wait_seconds": "Time reads of read-your-writes sessions waited for a standby's replay.",
+        "db_connection_leaks_total":
+            "Connection leases held past DB_LEAK_DETECTION_THRESHOLD (a leak, or slow work inside the operation), each counted once.",
         "db_alerts_sent_total": "Alert notifications the webhook receiver accepted.",
         "db_alerts_failed_total": "Alert notifications given up on after retries or a permanent error.",
         "db_alerts_dropped_total": "Alert notifications dropped from the full queue (the oldest first).",

@@ -5,7 +5,7 @@ import Testing
 @testable import ReliableDBPostgres
 
 /// The server-side backstop's one rule, over the whole range of settings and deadlines.
-@Suite("Server-side statement_timeout backstop")
+@Suite("Server-side statement_timeout and idle_in_transaction_session_timeout backstop")
 struct ServerBackstopTests {
     @Test func theDefaultsGiveTheLongestDefaultTimeoutPlusFiveSeconds() {
         #expect(ServerBackstop.duration(for: TimeoutConfiguration()) == .seconds(305))
@@ -31,7 +31,7 @@ struct ServerBackstopTests {
             let local = backstop.setLocal(within: attempt, now: clock.now)
             guard let connectionDefault else {
                 // No backstop configured: nothing is ever set.
-                #expect(needed == nil && session == nil && local == nil && backstop.startupParameter == nil)
+                #expect(needed == nil && session == nil && local == nil && backstop.startupParameters.isEmpty)
                 continue
             }
             // What a statement gets: the connection's setting or the raised one.
@@ -40,12 +40,15 @@ struct ServerBackstopTests {
             if let remaining { #expect(effective >= remaining + ServerBackstop.margin) }
             if perTransactionOnly {
                 // A session setting would stay on a server connection other clients share.
-                #expect(session == nil && backstop.startupParameter == nil)
+                #expect(session == nil && backstop.startupParameters.isEmpty)
                 #expect(local != nil)
             } else {
                 #expect(local == nil, "the lease's setting covers its transactions")
                 #expect((session != nil) == (needed != nil))
-                #expect(backstop.startupParameter?.0 == "statement_timeout")
+                #expect(
+                    backstop.startupParameters.map(\.0) == ["statement_timeout", "idle_in_transaction_session_timeout"]
+                )
+                #expect(backstop.startupParameters.allSatisfy { $0.1 == backstop.startupParameters[0].1 })
             }
         }
     }
@@ -53,6 +56,6 @@ struct ServerBackstopTests {
     @Test func aZeroOrSubMillisecondBackstopNeverDisablesTheServersTimeout() {
         // statement_timeout = 0 means "no timeout" to PostgreSQL.
         let backstop = ServerBackstop(connectionDefault: .microseconds(10), perTransactionOnly: false)
-        #expect(backstop.startupParameter?.1 == "1")
+        #expect(backstop.startupParameters.map(\.1) == ["1", "1"])
     }
 }

@@ -109,6 +109,10 @@ struct ConfigurationTests {
         ("DB_LOAD_SHEDDING_ADAPTIVE", "yes please", "true or false"),
         ("DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "101", "from 0 to 100"),
         ("DB_PATRONI_URLS", "http://10.0.0.1:8008,10.0.0.2:8008", "comma-separated http:// or https:// URLs"),
+        ("DB_PASSWORD_FILE", "/nonexistent/secret", "the path of a readable file"),
+        ("DB_LEAK_DETECTION_THRESHOLD", "5s", "milliseconds"),
+        ("DB_MIN_IDLE_CONNECTIONS", "11", "whole number from 0 to 10"),
+        ("DB_READY_AFTER_WARM_UP", "when warm", "true or false"),
     ]
 
     @Test(arguments: malformed)
@@ -128,6 +132,25 @@ struct ConfigurationTests {
             #expect(found.map(\.variable) == ["DB_PATRONI_URLS"], "\(bad)")
             #expect(!"\(found)".contains("hunter2"))
         }
+    }
+
+    @Test func aPasswordFileIsAReadableFileNamedByPathNeverByContent() async throws {
+        #expect(try await load([:]).passwordFile == nil)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rdb-pw-\(UUID().uuidString)").path
+        try "s3cret\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try await load(["DB_PASSWORD_FILE": path]).passwordFile == path)
+        let directory = await problems(["DB_PASSWORD_FILE": FileManager.default.temporaryDirectory.path])
+        #expect(directory.map(\.variable) == ["DB_PASSWORD_FILE"], "a directory is not a password file")
+    }
+
+    @Test func leakDetectionIsOffUnlessAThresholdIsGiven() async throws {
+        #expect(try await load([:]).leakDetectionThreshold == nil)
+        #expect(try await load(["DB_LEAK_DETECTION_THRESHOLD": "0"]).leakDetectionThreshold == nil)
+        #expect(try await load(["DB_LEAK_DETECTION_THRESHOLD": "2000"]).leakDetectionThreshold == .seconds(2))
+        #expect(
+            await problems(["DB_LEAK_DETECTION_THRESHOLD": "-1"]).map(\.variable) == ["DB_LEAK_DETECTION_THRESHOLD"]
+        )
     }
 
     @Test func everyVariableIsCovered() {

@@ -65,6 +65,21 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// connections break (Sources/ReliableDBPostgres/Documentation.docc/Failover.md, "Patroni").
     /// Empty: no topology source.
     public var patroniURLs: [URL] = []
+    /// `DB_PASSWORD_FILE`: a file holding the database password (the containers' secret-file
+    /// convention), read again for every new connection so a rotated secret needs no restart;
+    /// it replaces the password in `DATABASE_URL` (Sources/ReliableDBPostgres/Documentation.docc/DayTwo.md).
+    public var passwordFile: String?
+    /// `DB_LEAK_DETECTION_THRESHOLD` (milliseconds, 0 or unset: off): a connection lease held
+    /// this long logs one warning naming the operation and its call site, and counts in
+    /// `db_connection_leaks_total` (Sources/ReliableDBPostgres/Documentation.docc/DayTwo.md, "Leaks").
+    public var leakDetectionThreshold: Duration?
+    /// `DB_MIN_IDLE_CONNECTIONS` (0 to `DB_CONNECTION_LIMIT`, default 0): connections the pool
+    /// opens from the start, two at a time, and keeps idle while the server is reachable
+    /// (Sources/ReliableDBPostgres/Documentation.docc/DayTwo.md, "A warm pool").
+    public var minIdleConnections = 0
+    /// `DB_READY_AFTER_WARM_UP` (default false): `/api/health/ready` answers 503 until the pool has
+    /// first held `DB_MIN_IDLE_CONNECTIONS` open connections, so a new instance takes traffic warm.
+    public var readyAfterWarmUp = false
 
     public init(
         database: DatabaseLocation = .sqlite(path: DatabaseLocation.defaultSQLitePath),
@@ -155,11 +170,13 @@ extension ReliableDBConfiguration {
     ]
 
     /// The variables read on top of `variableNames`: load shedding, alert timing, format and the
-    /// server connections threshold, health endpoint authentication, Patroni's REST APIs.
+    /// server connections threshold, health endpoint authentication, Patroni's REST APIs, the
+    /// password file, leak detection, the warm pool.
     public static let additionalVariableNames = [
         "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
         "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
-        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_PATRONI_URLS",
+        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_PATRONI_URLS", "DB_PASSWORD_FILE",
+        "DB_LEAK_DETECTION_THRESHOLD", "DB_MIN_IDLE_CONNECTIONS", "DB_READY_AFTER_WARM_UP",
     ]
 
     /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
@@ -292,6 +309,20 @@ extension ReliableDBConfiguration {
         )
 
         config.patroniURLs = reader.httpURLs("DB_PATRONI_URLS")
+        config.passwordFile = reader.readableFile("DB_PASSWORD_FILE")
+        let leakThreshold = reader.duration(
+            "DB_LEAK_DETECTION_THRESHOLD",
+            unit: .milliseconds,
+            in: 0...86_400_000,
+            default: .zero
+        )
+        config.leakDetectionThreshold = leakThreshold > .zero ? leakThreshold : nil
+        config.minIdleConnections = reader.integer(
+            "DB_MIN_IDLE_CONNECTIONS",
+            in: 0...config.connectionLimit,
+            default: 0
+        )
+        config.readyAfterWarmUp = reader.boolean("DB_READY_AFTER_WARM_UP", default: false)
 
         problems += reader.problems
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
@@ -422,6 +453,20 @@ package struct EnvironmentReader {
             urls.append(url)
         }
         return urls
+    }
+
+    /// A path to a regular file this process can read, checked once at start: a secret mounted
+    /// at the wrong path fails the start-up with the others, not every connect.
+    package mutating func readableFile(_ name: String) -> String? {
+        guard let path = string(name) else { return nil }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+            FileManager.default.isReadableFile(atPath: path)
+        else {
+            problems.append(.init(variable: name, value: path, expected: "the path of a readable file"))
+            return nil
+        }
+        return path
     }
 
     /// Keeps the scheme and host, hides the path and query (where webhook tokens live).

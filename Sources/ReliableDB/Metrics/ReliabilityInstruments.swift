@@ -33,6 +33,8 @@ public final class ReliabilityInstruments: Sendable {
     public let consistencyReads: [String: Counter]
     /// How long such reads waited for a standby's replay.
     public let consistencyWait: Timer
+    /// Leases held past `DB_LEAK_DETECTION_THRESHOLD`, each counted once.
+    let connectionLeaks: Counter
 
     public init(factory: any MetricsFactory, operationLabels: Set<String> = []) {
         self.operationLabels = operationLabels
@@ -114,6 +116,12 @@ public final class ReliabilityInstruments: Sendable {
         }
         consistencyReads = consistency
         consistencyWait = Timer(label: "db_consistency_wait_seconds", factory: factory)
+        connectionLeaks = Counter(label: "db_connection_leaks_total", factory: factory)
+    }
+
+    /// A backend found a lease held past its leak detection threshold.
+    public func recordConnectionLeak() {
+        connectionLeaks.increment()
     }
 
     func recordFinished(

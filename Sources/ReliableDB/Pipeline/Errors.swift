@@ -134,25 +134,38 @@ public struct DatabasePoolTimeoutError: Error, CustomStringConvertible, Sendable
     public var statistics: PoolStatistics
     /// Why the pool could not open a connection, when it tried and failed (e.g. wrong password).
     public var lastConnectError: String?
+    /// Who held the connections, the longest-held first, with for how long
+    /// (`orders.export (App/Orders.swift:42) for 12.3 s`): bounded, operation names and call sites
+    /// only, so the log line explains the outage without showing a value.
+    public var holders: [String]
 
-    public init(waited: Duration, statistics: PoolStatistics, lastConnectError: String? = nil) {
+    public init(
+        waited: Duration,
+        statistics: PoolStatistics,
+        lastConnectError: String? = nil,
+        holders: [String] = []
+    ) {
         self.waited = waited
         self.statistics = statistics
         self.lastConnectError = lastConnectError
+        self.holders = holders
     }
 
     public var description: String {
+        let heldBy = holders.isEmpty ? "" : "; held by \(holders.joined(separator: ", "))"
         if let lastConnectError {
             return
                 "No database connection within \(formatDuration(waited)) (pool: \(statistics)); connecting fails: \(lastConnectError)"
+                + heldBy
         }
         let prefix = "No database connection within \(formatDuration(waited)) (pool: \(statistics)); "
         if statistics.total < statistics.max && statistics.idle == 0 {
             return prefix + "new connections did not open in time: the server is slow to accept them or unreachable"
+                + heldBy
         }
         return prefix
             + "the connections were in use by statements still running (a slow or unreachable server holds them too); "
-            + "if the server answers quickly, raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT"
+            + "if the server answers quickly, raise DB_CONNECTION_LIMIT or DB_POOL_TIMEOUT" + heldBy
     }
 }
 
@@ -164,7 +177,7 @@ package func plainDescription(of error: any Error) -> String {
     return text.contains("file: \"") ? "\(type(of: error))" : text
 }
 
-func formatDuration(_ duration: Duration) -> String {
+package func formatDuration(_ duration: Duration) -> String {
     let ms = duration.milliseconds
     if ms >= 10_000 { return String(format: "%.1f s", ms / 1000) }
     if ms >= 1 { return String(format: "%.0f ms", ms) }

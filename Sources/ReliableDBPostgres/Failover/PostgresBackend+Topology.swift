@@ -52,7 +52,7 @@ extension PostgresBackend {
                 )
                 configuration.options.connectTimeout = TimeAmount(connectTimeout)
                 let connection = try await PostgresConnection.connect(
-                    configuration: configuration,
+                    configuration: try await authenticating(configuration),
                     id: -2,
                     logger: logger
                 )
