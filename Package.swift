@@ -42,7 +42,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.2.0"),
-        .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0"),
+        // Reloading: ReloadingFileProvider, which `serve` watches its .env file with (live settings).
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0", traits: ["JSON", "Reloading"]),
         .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
         .package(url: "https://github.com/vapor/fluent-kit", from: "1.57.0"),
         .package(url: "https://github.com/vapor/fluent", from: "4.13.0"),

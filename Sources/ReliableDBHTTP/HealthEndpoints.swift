@@ -204,6 +204,23 @@ enum IETFHealth {
                     )
                 ],
                 "database:circuitBreaker": [Check(status: verdict(status.checks.circuitBreakerState), time: time)],
+                // The live settings in force (Sources/ReliableDB/Documentation.docc/LiveSettings.md).
+                "database:connectionLimit": [
+                    Check(
+                        status: "pass",
+                        observedValue: Double(status.metrics.pool.max),
+                        observedUnit: "connections",
+                        time: time
+                    )
+                ],
+                "database:circuitBreakerFailureThreshold": [
+                    Check(
+                        status: "pass",
+                        observedValue: Double(status.metrics.circuitBreaker.failureThreshold),
+                        observedUnit: "failures",
+                        time: time
+                    )
+                ],
             ]
         )
         return HealthEndpoints.encode(body)

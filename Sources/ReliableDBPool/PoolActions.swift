@@ -117,4 +117,7 @@ package enum PoolCloseReason: Sendable, Hashable, CaseIterable {
     /// Retired by ``PoolStateMachine/evictAll(refused:now:)``: the server it reaches is no longer
     /// the one it was opened for (a demoted primary).
     case evicted
+    /// Beyond a maximum lowered by ``PoolStateMachine/resize(maximumConnections:now:)``: idle ones at
+    /// once, the others when they come back.
+    case resized
 }

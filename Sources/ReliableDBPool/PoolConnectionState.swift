@@ -38,13 +38,16 @@ struct PoolConnection: Sendable {
     /// Retired by `evictAll(refused:now:)`: closed as soon as it is back from its holder or its
     /// keep-alive.
     var evicted = false
+    /// Beyond a lowered maximum (`resize(maximumConnections:now:)`): closed when it is back from its
+    /// holder, its keep-alive or its connect.
+    var beyondMaximum = false
 
     func isExpired(at now: PoolInstant) -> Bool {
-        evicted || (expiresAt.map { $0 <= now } ?? false)
+        evicted || beyondMaximum || (expiresAt.map { $0 <= now } ?? false)
     }
 
     /// Why an expired connection closes.
-    var retirement: PoolCloseReason { evicted ? .evicted : .lifetime }
+    var retirement: PoolCloseReason { evicted ? .evicted : beyondMaximum ? .resized : .lifetime }
 
     /// The timer that is due at `now`, if any. When several are, retiring beats idling out, which
     /// beats probing: there is no point probing a connection that is about to be closed. Without

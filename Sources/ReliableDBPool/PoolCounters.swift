@@ -81,10 +81,11 @@ package struct PoolCloseCounts: Sendable, Equatable {
     package var keepAliveFailed = 0
     package var shutdown = 0
     package var evicted = 0
+    package var resized = 0
 
     package init() {}
 
-    package var total: Int { idle + lifetime + broken + keepAliveFailed + shutdown + evicted }
+    package var total: Int { idle + lifetime + broken + keepAliveFailed + shutdown + evicted + resized }
 
     package subscript(reason: PoolCloseReason) -> Int {
         get {
@@ -95,6 +96,7 @@ package struct PoolCloseCounts: Sendable, Equatable {
             case .keepAliveFailed: keepAliveFailed
             case .shutdown: shutdown
             case .evicted: evicted
+            case .resized: resized
             }
         }
         set {
@@ -105,6 +107,7 @@ package struct PoolCloseCounts: Sendable, Equatable {
             case .keepAliveFailed: keepAliveFailed = newValue
             case .shutdown: shutdown = newValue
             case .evicted: evicted = newValue
+            case .resized: resized = newValue
             }
         }
     }

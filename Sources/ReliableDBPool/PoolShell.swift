@@ -79,7 +79,9 @@ package final class PoolShell: Sendable {
     @usableFromInline let disarmsWhenIdle: Bool
     package let driver: any PoolDriver
     /// The most connections at once, as the machine clamped it.
-    package let limit: Int
+    /// The most connections now (``resize(maximumConnections:)`` changes it).
+    package var limit: Int { limitNow.load(ordering: .relaxed) }
+    private let limitNow: Atomic<Int>
 
     /// - Parameters:
     ///   - prewarm: connections opened at once and left idle (``PoolStateMachine/prewarm(count:now:)``).
@@ -93,7 +95,7 @@ package final class PoolShell: Sendable {
         disarmsWhenIdle: Bool = false
     ) {
         let machine = PoolStateMachine(configuration: configuration)
-        limit = machine.configuration.maximumConnections
+        limitNow = Atomic(machine.configuration.maximumConnections)
         state = Mutex(State(machine: machine))
         self.clock = clock
         self.driver = driver
@@ -290,6 +292,16 @@ package final class PoolShell: Sendable {
             return handle(body(&state.machine, now), own: nil, now: now, in: &state)
         }
         carryOut(work)
+    }
+
+    /// A new most connections (live settings): see
+    /// ``PoolStateMachine/resize(maximumConnections:now:)``.
+    package func resize(maximumConnections: Int) {
+        event { machine, now in
+            let actions = machine.resize(maximumConnections: maximumConnections, now: now)
+            limitNow.store(machine.configuration.maximumConnections, ordering: .relaxed)
+            return actions
+        }
     }
 
     private func alarmFired() {

@@ -71,6 +71,15 @@ extension PoolStateMachine {
             return (connecting, all.count)
         }
 
+        /// Connections on their way out: their close was asked for.
+        func closingCount() -> Int {
+            var closing = 0
+            for connection in all {
+                if case .closing = connection.state { closing += 1 }
+            }
+            return closing
+        }
+
         /// Connections free to lease now or after their probe: idle, or being probed.
         func idleCount() -> Int {
             var idle = 0

@@ -159,6 +159,39 @@ extension PoolStateMachine {
         return actions
     }
 
+    /// A new maximum (live settings). Raised, it lets waiters get connects at once. Lowered, the
+    /// connections beyond it leave without interrupting anyone: idle ones close now, then
+    /// connects in flight, probed and leased ones are marked to close when they come back (the
+    /// most recently leased last). Nothing is opened while more than the maximum are open.
+    package mutating func resize(maximumConnections: Int, now: PoolInstant) -> PoolActions {
+        var actions = PoolActions()
+        failOverdueWaiters(now: now, into: &actions)
+        var resized = configuration
+        resized.maximumConnections = maximumConnections
+        configuration = resized.normalized
+        for index in connections.indices { connections[index].beyondMaximum = false }
+        var excess = connections.count - connections.closingCount() - configuration.maximumConnections
+        for index in connections.indices where excess > 0 {
+            if case .idle = connections[index].state {
+                beginClose(at: index, reason: .resized, into: &actions)
+                excess -= 1
+            }
+        }
+        let order: [(PoolConnectionState) -> Bool] = [
+            { $0 == .connecting },
+            { if case .keepAlive = $0 { true } else { false } },
+            { if case .leased = $0 { true } else { false } },
+        ]
+        for matches in order {
+            for index in connections.indices.reversed() where excess > 0 && matches(connections[index].state) {
+                connections[index].beyondMaximum = true
+                excess -= 1
+            }
+        }
+        finishEvent(now: now, into: &actions)
+        return actions
+    }
+
     /// The server was just reached another way (a health probe's own connection): connects are
     /// no longer failing, so a caller waiting for the backed-off retry gets a connect now instead
     /// of up to ``PoolConfiguration/connectBackoffMaximum`` after the server came back.

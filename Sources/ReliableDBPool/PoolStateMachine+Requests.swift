@@ -144,7 +144,7 @@ extension PoolStateMachine {
     ) {
         if lifecycle != .running {
             beginClose(at: index, reason: .shutdown, into: &actions)
-        } else if enforceLifetime && connections[index].isExpired(at: now) {
+        } else if connections[index].beyondMaximum || enforceLifetime && connections[index].isExpired(at: now) {
             beginClose(at: index, reason: connections[index].retirement, into: &actions)
         } else if let waiter = waiters.popFirst() {
             precondition(actions.grant == nil, "an event frees at most one connection")

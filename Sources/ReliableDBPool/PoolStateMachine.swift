@@ -15,7 +15,8 @@ import ReliableDBClock
 /// state), with deadlines, fail-fast and loop preference added and multiplexing left out.
 ///
 /// Guarantees the tests check after every event:
-/// - never more than ``PoolConfiguration/maximumConnections`` connections in any state;
+/// - never more than ``PoolConfiguration/maximumConnections`` connections in any state, but after
+///   a lowered maximum, when the ones beyond it are leaving (and none is opened meanwhile);
 /// - every request is answered exactly once (granted, or failed with a ``PoolFailureReason``), and
 ///   never granted at or after the end of its wait (its pool timeout or its operation's deadline,
 ///   whichever is earlier); events that take `now` fail the overdue ones first, and each failure is
@@ -60,8 +61,9 @@ package struct PoolStateMachine: Sendable {
         var maxAcquireWaitNanoseconds: Int64 = 0
     }
 
-    /// The settings in force, already ``PoolConfiguration/normalized``.
-    package let configuration: PoolConfiguration
+    /// The settings in force, already ``PoolConfiguration/normalized``; only the maximum changes
+    /// (``resize(maximumConnections:now:)``).
+    package internal(set) var configuration: PoolConfiguration
     let timing: PoolTiming
     var connections = ConnectionGroup()
     var waiters = RequestQueue()

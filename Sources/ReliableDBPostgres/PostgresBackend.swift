@@ -14,7 +14,8 @@ import Synchronization
 /// (Sources/ReliableDB/Documentation.docc/Deadlines.md).
 public final class PostgresBackend: DatabaseBackend, StandbyRouting {
     public let url: PostgresURL
-    public let connectionLimit: Int
+    /// The most connections of each pool now (`DB_CONNECTION_LIMIT`, live: ``resizePool(maximumConnections:)``).
+    public var connectionLimit: Int { pool.limit }
     public let poolTimeout: Duration
     /// How long after its deadline a statement that a CancelRequest did not stop is cut off by
     /// closing its connection: the latest a caller returns is its deadline plus this.
@@ -110,7 +111,6 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         logger: Logger = Logger(label: "reliabledb.postgres")
     ) throws {
         self.url = url
-        self.connectionLimit = connectionLimit
         self.poolTimeout = poolTimeout
         self.cancelGrace = cancelGrace
         let pooler = PoolerDetection(declared: url.pgbouncer, logger: logger)
@@ -320,6 +320,14 @@ public final class PostgresBackend: DatabaseBackend, StandbyRouting {
         self.instruments.withLock { $0 = instruments }
         leases.instruments.withLock { $0 = instruments }
         hasInstruments.store(true, ordering: .releasing)
+    }
+
+    /// Both pools take the new maximum: idle connections beyond it close now, leased ones when
+    /// they come back.
+    public func resizePool(maximumConnections: Int) -> Bool {
+        pool.shell.resize(maximumConnections: maximumConnections)
+        readPool?.shell.resize(maximumConnections: maximumConnections)
+        return true
     }
 
     /// Connects of the primary pool in flight now: a warm-up opens at most two at a time.

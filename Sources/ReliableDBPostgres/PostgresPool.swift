@@ -152,6 +152,7 @@ final class PostgresPool: Sendable {
             closesByReason: [
                 "idle": closes.idle, "lifetime": closes.lifetime, "broken": closes.broken,
                 "keepalive": closes.keepAliveFailed, "shutdown": closes.shutdown, "evicted": closes.evicted,
+                "resized": closes.resized,
             ]
         )
     }

@@ -62,7 +62,7 @@ extension ReliableDatabase where Backend == PostgresBackend {
         }
     }
 
-    /// As ``query(_:_:)``, and `body` also gets the attempt it runs in: for a caller that opens
+    /// As ``query(_:file:line:_:)``, and `body` also gets the attempt it runs in: for a caller that opens
     /// transactions on the connection itself and must give them their server-side backstop
     /// (``PostgresBackend/transactionBackstop(within:)``).
     package func session<T: Sendable>(

@@ -34,7 +34,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds to keep answering with ready=503 after SIGTERM before the server stops.")
     var drainSeconds: Double = 2
 
-    @Option(name: .long, help: "Read variables from this .env file when it exists.")
+    @Option(
+        name: .long,
+        help:
+            "Read variables from this .env file when it exists; it is watched, and live settings change without a restart."
+    )
     var envFile = ".env"
 
     @Option(help: "Alert webhook body: slack or alertmanager (default: DB_ALERT_WEBHOOK_FORMAT or slack).")
@@ -179,9 +183,17 @@ struct ServeCommand: AsyncParsableCommand {
             alertSinks: webhook.map { [WebhookSinkService($0)] } ?? [],
             drainFor: .milliseconds(Int64(drainSeconds * 1000))
         )
+        // Live settings: the .env file is watched, and what may change without a restart does.
+        let (_, watching) = try await LiveSettings.watchingEnvironmentFile(
+            envFile,
+            environment: ProcessInfo.processInfo.environment,
+            database: db,
+            monitor: monitor,
+            logger: Logger(label: "reliabledb.settings")
+        )
         let group = ServiceGroup(
             configuration: .init(
-                services: services.map { .init(service: $0) },
+                services: (services + watching).map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

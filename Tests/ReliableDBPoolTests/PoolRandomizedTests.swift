@@ -33,6 +33,7 @@ struct PoolRandomizedTests {
         #expect(coverage.cancels > 100 && coverage.failFast > 10)
         #expect(coverage.keepAlives > 10 && coverage.shutdowns > 10 && coverage.fullPool > 100)
         #expect(coverage.warmUps > 100, "minimum idle connections opened: \(coverage.warmUps)")
+        #expect(coverage.shrinks > 10, "maximums lowered below the open connections: \(coverage.shrinks)")
         #expect(PoolCloseReason.allCases.allSatisfy { coverage.closes[$0, default: 0] > 0 }, "\(coverage.closes)")
     }
 
@@ -60,5 +61,6 @@ extension PoolSimulation.Coverage {
         maxWaiting = Swift.max(maxWaiting, other.maxWaiting)
         fullPool += other.fullPool
         warmUps += other.warmUps
+        shrinks += other.shrinks
     }
 }

@@ -18,7 +18,7 @@ extension PoolSimulation {
             holders[connection] = nil
         case .keepAliveDone(let connection, _):
             pendingKeepAlives.remove(connection)
-        case .lease, .prewarm, .cancel, .tick, .serverReachable, .evictAll, .shutdown:
+        case .lease, .prewarm, .cancel, .tick, .serverReachable, .evictAll, .resize, .shutdown:
             break
         }
         if let grant = actions.grant { applyGrant(grant, for: event, before: before) }
@@ -38,6 +38,10 @@ extension PoolSimulation {
             expect(knownConnections.insert(connect.connection).inserted, "connection id \(connect.connection) reused")
             expect(machine.state(of: connect.connection) == .connecting, "connect \(connect.connection) not connecting")
             pendingConnects.insert(connect.connection)
+        }
+        if !actions.connects.isEmpty {
+            let total = machine.connectionStates.count
+            expect(total <= machine.configuration.maximumConnections, "connects while \(total) exceed the maximum")
         }
         if !actions.connects.isEmpty && machine.consecutiveConnectFailures > 0 {
             let connecting = machine.connectionStates.values.filter { $0 == .connecting }.count
@@ -180,9 +184,20 @@ extension PoolSimulation {
         case .idle, .lifetime, .keepAliveFailed: expect(hasNow, "timer close without time")
         case .evicted:
             expect(evicted.contains(close.connection), "evicted close of \(close.connection), never evicted")
+        case .resized:
+            // Idle ones when the maximum is lowered; the others only as they come back.
+            switch event {
+            case .resize: expect(isIdle(prior), "resized \(String(describing: prior)) at once")
+            case .release, .keepAliveDone, .connected: break
+            default: expect(false, "resized close on \(event)")
+            }
         }
         holders[close.connection] = nil
         expect(pendingCloses.insert(close.connection).inserted, "closed \(close.connection) twice")
+    }
+
+    private func isIdle(_ state: PoolConnectionState?) -> Bool {
+        if case .idle? = state { true } else { false }
     }
 
     /// Checks the machine against the model and against its own promises.
@@ -219,7 +234,15 @@ extension PoolSimulation {
             "statistics \(statistics) differ from a recount \(recount)"
         )
         expect(statistics.total == states.count, "total \(statistics.total) != \(states.count)")
-        expect(statistics.total <= machine.configuration.maximumConnections, "\(statistics.total) connections")
+        // Beyond the maximum only right after it was lowered, and never growing until it is met.
+        let maximum = machine.configuration.maximumConnections
+        if case .resize = event {
+            allowedTotal = Swift.max(maximum, statistics.total)
+            if statistics.total > maximum { coverage.shrinks += 1 }
+        }
+        let allowed = Swift.max(maximum, Swift.min(allowedTotal ?? maximum, statistics.total))
+        expect(statistics.total <= (allowedTotal ?? maximum), "\(statistics.total) connections, \(maximum) allowed")
+        allowedTotal = allowed
         if statistics.total == machine.configuration.maximumConnections { coverage.fullPool += 1 }
         expect(pendingConnects.allSatisfy { states[$0] == .connecting }, "a pending connect is not connecting")
         expect(

@@ -22,6 +22,7 @@ struct PoolSimulation {
         case tick
         case serverReachable
         case evictAll(refused: Int)
+        case resize(Int)
         case shutdown
     }
 
@@ -41,6 +42,8 @@ struct PoolSimulation {
         var fullPool = 0
         /// Checks made while a minimum idle was being opened.
         var warmUps = 0
+        /// Maximums lowered below the connections open.
+        var shrinks = 0
     }
 
     let seed: UInt64
@@ -97,6 +100,9 @@ struct PoolSimulation {
     /// The model's own `evictedBelow`: a refusal by a connection older than the last eviction
     /// retires nothing.
     var modelEvictedBelow = 0
+    /// The most connections that may exist: the maximum, or more right after it was lowered,
+    /// falling to it as the ones beyond leave (never rising but by a resize).
+    var allowedTotal: Int?
 
     init(seed: UInt64) {
         self.seed = seed
@@ -208,6 +214,9 @@ struct PoolSimulation {
             } else if chance(0.1) {
                 let count = Int.random(in: 0...3, using: &rng)
                 perform(.prewarm(count)) { $0.prewarm(count: count, now: $1) }
+            } else if chance(0.25) {
+                let maximum = [1, 2, 3, 4, 8, 64].randomElement(using: &rng)!
+                perform(.resize(maximum)) { $0.resize(maximumConnections: maximum, now: $1) }
             } else if chance(0.5) {
                 perform(.serverReachable) { $0.serverReachable(now: $1) }
             } else if chance(0.4) {

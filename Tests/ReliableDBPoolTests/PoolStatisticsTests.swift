@@ -33,7 +33,8 @@ struct PoolStatisticsTests {
         var counts = PoolCloseCounts()
         for (offset, reason) in PoolCloseReason.allCases.enumerated() { counts[reason] += offset + 1 }
         #expect(counts.idle == 1 && counts.lifetime == 2 && counts.broken == 3)
-        #expect(counts.keepAliveFailed == 4 && counts.shutdown == 5 && counts.evicted == 6 && counts.total == 21)
+        #expect(counts.keepAliveFailed == 4 && counts.shutdown == 5 && counts.evicted == 6 && counts.resized == 7)
+        #expect(counts.total == 28)
     }
 
     @Test func actionListsHoldOneElementInlineAndGrowPastIt() {

@@ -7,7 +7,8 @@ import Synchronization
 /// or is rejected before any `await`, so a herd of callers cannot slip through a half-open breaker
 /// between a check and a suspension point.
 public final class CircuitBreaker: Sendable {
-    public let configuration: CircuitBreakerConfiguration
+    /// The settings in force (``reconfigure(_:)`` changes them).
+    public var configuration: CircuitBreakerConfiguration { machine.withLock { $0.configuration } }
     private let machine: Mutex<CircuitBreakerStateMachine>
     private let clock: any ReliabilityClock
     private let wallClockAnchor: (wall: Date, monotonic: MonotonicTime)
@@ -33,13 +34,18 @@ public final class CircuitBreaker: Sendable {
         instruments: ReliabilityInstruments? = nil,
         currentServer: (@Sendable () -> String?)? = nil
     ) {
-        self.configuration = configuration
         self.clock = clock
         self.instruments = instruments
         self.currentServer = currentServer
         observer = Mutex(nil)
         machine = Mutex(CircuitBreakerStateMachine(configuration: configuration))
         wallClockAnchor = (Date(), clock.now)
+    }
+
+    /// Puts new thresholds, windows and open timeout in force without losing the state
+    /// (`CircuitBreakerStateMachine.reconfigure(_:)`): live settings.
+    public func reconfigure(_ configuration: CircuitBreakerConfiguration) {
+        machine.withLock { $0.reconfigure(configuration) }
     }
 
     /// Sets what runs after each transition.
@@ -206,7 +212,9 @@ public final class CircuitBreaker: Sendable {
                 server: machine.server,
                 lastStateChange: machine.lastTransitionAt.map(wallTime(for:)),
                 nextAttempt: machine.openUntil.map(wallTime(for:)),
-                nextAttemptIn: machine.openUntil.map { max(.zero, $0 - now) }
+                nextAttemptIn: machine.openUntil.map { max(.zero, $0 - now) },
+                failureThreshold: machine.configuration.failureThreshold,
+                openTimeout: machine.configuration.timeout
             )
         }
     }
@@ -244,4 +252,8 @@ public struct CircuitBreakerMetrics: Sendable, Equatable {
     /// When an open breaker will admit probes.
     public var nextAttempt: Date?
     public var nextAttemptIn: Duration?
+    /// The failures in the window that open it (`DB_CB_FAILURE_THRESHOLD`), in force now.
+    public var failureThreshold: Int = 0
+    /// The longest it stays open without evidence (`DB_CB_TIMEOUT`), in force now.
+    public var openTimeout: Duration = .zero
 }

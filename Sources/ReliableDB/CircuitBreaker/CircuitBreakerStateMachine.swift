@@ -24,7 +24,7 @@ package struct CircuitBreakerStateMachine: Sendable {
     package typealias Permit = CircuitBreakerPermit
     package typealias Decision = CircuitBreakerDecision
 
-    public let configuration: CircuitBreakerConfiguration
+    public private(set) var configuration: CircuitBreakerConfiguration
     public private(set) var state: CircuitState = .closed
     public private(set) var generation: UInt64 = 0
     public private(set) var openUntil: MonotonicTime?
@@ -38,7 +38,7 @@ package struct CircuitBreakerStateMachine: Sendable {
     private var halfOpenSuccesses = 0
     /// Whether a success can open the breaker: it can raise a rate (by completing the minimum
     /// number of calls) but never a count, so count mode skips the window on successes.
-    private let evaluatesEveryCall: Bool
+    private var evaluatesEveryCall: Bool
     private var window: SlidingWindow
     private(set) var counters = Counters()
 
@@ -57,6 +57,18 @@ package struct CircuitBreakerStateMachine: Sendable {
         self.configuration = configuration
         window = SlidingWindow(configuration.slidingWindow ?? .time(configuration.monitorWindow))
         evaluatesEveryCall = configuration.failureRateThreshold != nil || configuration.slowCallDurationThreshold != nil
+    }
+
+    /// Puts `new` in force for what comes next: the state, its counts and an open breaker's
+    /// deadline stay; the window keeps its calls when its kind and size are the same, and starts
+    /// empty otherwise. The next evaluation (a failure, a half-open trial, an open timeout taken
+    /// from now on) uses the new thresholds.
+    public mutating func reconfigure(_ new: CircuitBreakerConfiguration) {
+        let oldWindow = configuration.slidingWindow ?? .time(configuration.monitorWindow)
+        let newWindow = new.slidingWindow ?? .time(new.monitorWindow)
+        if oldWindow != newWindow { window = SlidingWindow(newWindow) }
+        configuration = new
+        evaluatesEveryCall = new.failureRateThreshold != nil || new.slowCallDurationThreshold != nil
     }
 
     /// Asks to make a call. In the closed state this is a couple of comparisons.

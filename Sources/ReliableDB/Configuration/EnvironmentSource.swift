@@ -46,6 +46,19 @@ package struct EnvironmentSource: Sendable {
         return EnvironmentSource(config: ConfigReader(providers: providers), problems: problems, misread: misread)
     }
 
+    /// The problems of the `.env` file at `dotEnvPath`'s lines, as
+    /// ``open(_:dotEnvPath:names:secretNames:)`` finds them: for a file read again.
+    package static func fileProblems(
+        dotEnvPath: String,
+        names: [String]
+    ) -> [ConfigurationError.Problem] {
+        guard FileManager.default.fileExists(atPath: dotEnvPath) else { return [] }
+        guard let contents = try? String(contentsOfFile: dotEnvPath, encoding: .utf8) else {
+            return [.init(variable: dotEnvPath, value: "", expected: "a readable UTF-8 file")]
+        }
+        return EnvironmentFileCheck.problems(in: contents, path: dotEnvPath, names: Set(names)).problems
+    }
+
     /// `error` without the value problems of variables whose line was already reported.
     package func dropMisread(_ error: ConfigurationError) -> ConfigurationError {
         ConfigurationError(problems: error.problems.filter { !misread.contains($0.variable) })

@@ -77,6 +77,13 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
     /// opens from the start, two at a time, and keeps idle while the server is reachable
     /// (Sources/ReliableDBPostgres/Documentation.docc/DayTwo.md, "A warm pool").
     public var minIdleConnections = 0
+    /// `DB_TIMEOUT_QUERY`, `DB_TIMEOUT_TRANSACTION`, ... (milliseconds, one per
+    /// ``OperationKind``, see ``timeoutVariable(for:)``): each kind's deadline; `DB_TIMEOUTS`
+    /// switches them all off. Unset: the defaults of ``TimeoutConfiguration``.
+    public var timeouts = TimeoutConfiguration()
+    /// `DB_RETRY_ATTEMPTS` (attempts in all, 1: no retry), `DB_RETRY_INITIAL_DELAY` and
+    /// `DB_RETRY_MAX_DELAY` (milliseconds): the retries' full-jitter backoff.
+    public var retry = RetryConfiguration()
     /// `DB_READY_AFTER_WARM_UP` (default false): `/api/health/ready` answers 503 until the pool has
     /// first held `DB_MIN_IDLE_CONNECTIONS` open connections, so a new instance takes traffic warm.
     public var readyAfterWarmUp = false
@@ -114,11 +121,12 @@ public struct ReliableDBConfiguration: Sendable, Equatable {
         var breaker = CircuitBreakerConfiguration()
         breaker.failureThreshold = circuitBreakerFailureThreshold
         breaker.timeout = circuitBreakerTimeout
-        var timeouts = TimeoutConfiguration()
+        var timeouts = self.timeouts
         timeouts.enabled = timeoutsEnabled
         var reliability = ReliabilityConfiguration(
             circuitBreakerEnabled: circuitBreakerEnabled,
             circuitBreaker: breaker,
+            retry: retry,
             timeouts: timeouts,
             slowQueryThreshold: alertThresholds.queryTime
         )
@@ -171,13 +179,37 @@ extension ReliableDBConfiguration {
 
     /// The variables read on top of `variableNames`: load shedding, alert timing, format and the
     /// server connections threshold, health endpoint authentication, Patroni's REST APIs, the
-    /// password file, leak detection, the warm pool.
-    public static let additionalVariableNames = [
-        "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
-        "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
-        "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_PATRONI_URLS", "DB_PASSWORD_FILE",
-        "DB_LEAK_DETECTION_THRESHOLD", "DB_MIN_IDLE_CONNECTIONS", "DB_READY_AFTER_WARM_UP",
-    ]
+    /// password file, leak detection, the warm pool, per-kind timeouts and retries.
+    public static let additionalVariableNames =
+        [
+            "DB_HEALTH_AUTH_TOKEN", "DB_ALERT_WEBHOOK_FORMAT", "DB_LOAD_SHEDDING", "DB_MAX_CONCURRENT_OPERATIONS",
+            "DB_LOAD_SHEDDING_ADAPTIVE", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
+            "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_PATRONI_URLS", "DB_PASSWORD_FILE",
+            "DB_LEAK_DETECTION_THRESHOLD", "DB_MIN_IDLE_CONNECTIONS", "DB_READY_AFTER_WARM_UP",
+            "DB_RETRY_ATTEMPTS", "DB_RETRY_INITIAL_DELAY", "DB_RETRY_MAX_DELAY",
+        ] + OperationKind.allCases.map(timeoutVariable(for:))
+
+    /// The variable of `kind`'s timeout: `DB_TIMEOUT_BATCH_INSERT` for `.batchInsert`.
+    public static func timeoutVariable(for kind: OperationKind) -> String {
+        var name = "DB_TIMEOUT_"
+        for character in kind.rawValue {
+            if character.isUppercase { name.append("_") }
+            name.append(character.uppercased())
+        }
+        return name
+    }
+
+    /// The variables that change without a restart when a watched file is rewritten
+    /// (``LiveSettings``); the others take effect at the next start.
+    public static let liveVariableNames: Set<String> = Set(
+        [
+            "DB_CONNECTION_LIMIT", "DB_CB_FAILURE_THRESHOLD", "DB_CB_TIMEOUT", "DB_HEALTH_CHECK_INTERVAL",
+            "DB_ALERT_HEALTH_SCORE_THRESHOLD", "DB_ALERT_POOL_UTILIZATION_THRESHOLD",
+            "DB_ALERT_QUERY_TIME_THRESHOLD", "DB_ALERT_ERROR_RATE_THRESHOLD",
+            "DB_ALERT_SERVER_CONNECTIONS_THRESHOLD", "DB_ALERT_FOR", "DB_ALERT_KEEP_FIRING_FOR",
+            "DB_RETRY_ATTEMPTS", "DB_RETRY_INITIAL_DELAY", "DB_RETRY_MAX_DELAY",
+        ] + OperationKind.allCases.map(timeoutVariable(for:))
+    )
 
     /// Reads the configuration from `environment`, with the `.env` file at `dotEnvPath` (when it
     /// exists) filling in variables the environment does not set. Empty values count as unset.
@@ -323,6 +355,36 @@ extension ReliableDBConfiguration {
             default: 0
         )
         config.readyAfterWarmUp = reader.boolean("DB_READY_AFTER_WARM_UP", default: false)
+        for kind in OperationKind.allCases {
+            config.timeouts[kind] = reader.duration(
+                timeoutVariable(for: kind),
+                unit: .milliseconds,
+                in: 1...86_400_000,
+                default: config.timeouts[kind]
+            )
+        }
+        config.retry.attempts = reader.integer("DB_RETRY_ATTEMPTS", in: 1...100, default: config.retry.attempts)
+        config.retry.initialDelay = reader.duration(
+            "DB_RETRY_INITIAL_DELAY",
+            unit: .milliseconds,
+            in: 0...3_600_000,
+            default: config.retry.initialDelay
+        )
+        config.retry.maxDelay = reader.duration(
+            "DB_RETRY_MAX_DELAY",
+            unit: .milliseconds,
+            in: 0...3_600_000,
+            default: config.retry.maxDelay
+        )
+        if config.retry.maxDelay < config.retry.initialDelay {
+            reader.problems.append(
+                .init(
+                    variable: "DB_RETRY_MAX_DELAY",
+                    value: reader.string("DB_RETRY_MAX_DELAY") ?? "\(Int64(config.retry.maxDelay.milliseconds))",
+                    expected: "at least DB_RETRY_INITIAL_DELAY (\(Int64(config.retry.initialDelay.milliseconds)) ms)"
+                )
+            )
+        }
 
         problems += reader.problems
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }

@@ -175,8 +175,13 @@ package struct AlertEngine: Sendable {
         case firing(notification: AlertNotification, lastSent: MonotonicTime, absentSince: MonotonicTime?)
     }
 
-    public let configuration: Configuration
+    public private(set) var configuration: Configuration
     private var phases: [AlertKind: Phase] = [:]
+
+    /// New timings for the alerts from now on (live settings); pending and firing alerts stay.
+    public mutating func reconfigure(_ configuration: Configuration) {
+        self.configuration = configuration
+    }
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration

@@ -73,7 +73,9 @@ public final class HealthMonitor: Service, Sendable {
         }
     }
 
-    public let configuration: Configuration
+    /// The settings in force (``reconfigure(_:)`` changes them).
+    public var configuration: Configuration { settings.withLock { $0 } }
+    private let settings: Mutex<Configuration>
     private let probe: @Sendable () async -> Result<ProbeResult, any Error>
     private let snapshot: @Sendable () -> MetricsSnapshot
     /// Tells the breaker that a probe completed a round trip (an open breaker turns HALF_OPEN).
@@ -116,7 +118,7 @@ public final class HealthMonitor: Service, Sendable {
         if let needed = sinks.compactMap(\.repeatInterval).min(), needed < configuration.alerts.repeatInterval {
             configuration.alerts.repeatInterval = needed
         }
-        self.configuration = configuration
+        settings = Mutex(configuration)
         probe = { await database.probe().mapError { DescribedError(database.raw.describe($0)) } }
         snapshot = { database.metrics() }
         serverAnswered = { database.serverAnswered() }
@@ -140,6 +142,21 @@ public final class HealthMonitor: Service, Sendable {
             lastError: "no health check has run yet"
         )
         state = Mutex(State(status: initial, engine: AlertEngine(configuration: configuration.alerts)))
+    }
+
+    // MARK: - Live settings
+
+    /// Puts a new interval, new thresholds and alert timings in force without a restart: the
+    /// thresholds from the next evaluation, the interval from the next wait (so within one
+    /// interval). Whether monitoring runs, the alert labels and the repeat interval stay.
+    public func reconfigure(_ new: Configuration) {
+        let alerts: AlertConfiguration = settings.withLock { current in
+            current.interval = new.interval
+            current.thresholds = new.thresholds
+            current.alerts.timings = new.alerts.timings
+            return current.alerts
+        }
+        state.withLock { $0.engine.reconfigure(alerts) }
     }
 
     // MARK: - Status, read from memory

@@ -34,6 +34,11 @@ public protocol DatabaseBackend: ErrorClassifier {
     /// Hands the backend the instruments to record pool metrics (acquire time) into.
     func attach(_ instruments: ReliabilityInstruments)
 
+    /// Sets the most connections without a restart (live `DB_CONNECTION_LIMIT`): a lower maximum
+    /// closes idle connections first and never interrupts a lease. Returns false when the backend
+    /// cannot (then the value takes effect at the next start); by default it cannot.
+    func resizePool(maximumConnections: Int) -> Bool
+
     /// The error in plain words that name its real cause, for logs, alerts and `/api/health`
     /// (a driver's own description may hide it). Never contains a secret.
     func describe(_ error: any Error) -> String
@@ -51,6 +56,8 @@ public protocol DatabaseBackend: ErrorClassifier {
 
 extension DatabaseBackend {
     public func attach(_ instruments: ReliabilityInstruments) {}
+
+    public func resizePool(maximumConnections: Int) -> Bool { false }
 
     public func probeServer(within attempt: AttemptContext) async throws {
         _ = try await probe(within: attempt)

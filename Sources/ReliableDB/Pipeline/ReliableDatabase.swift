@@ -15,7 +15,13 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     /// The backend as a ``StandbyRouting`` one, when it adopts that capability and can send reads
     /// to a standby; nil otherwise.
     let standbyRouting: (any StandbyRouting)?
-    public let configuration: ReliabilityConfiguration
+    /// The settings in force: those given at construction, with the timeouts, retries and
+    /// slow-query threshold of the last ``reconfigure(_:)``.
+    public var configuration: ReliabilityConfiguration { live.configuration }
+    /// What every operation reads of the configuration, without a lock.
+    let live: LivePipelineSettings
+    /// `DB_CIRCUIT_BREAKER`: fixed at start.
+    let circuitBreakerEnabled: Bool
     /// The environment's configuration this database was built from (`.postgres(configuration:)`,
     /// `.sqlite(configuration:)`), kept so the health monitor and the Vapor and Hummingbird
     /// integrations apply the same interval, thresholds and alert settings without being told
@@ -75,12 +81,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         tracer: (any Tracer)? = nil,
         environmentConfiguration: ReliableDBConfiguration? = nil
     ) throws(ConfigurationError) {
-        let problems = configuration.validationProblems
-        guard problems.isEmpty else {
-            throw ConfigurationError(
-                problems: problems.map { .init(variable: "ReliabilityConfiguration", value: "", expected: $0) }
-            )
-        }
+        try Self.validate(configuration)
         raw = backend
         let standbyRouting = (backend as? any StandbyRouting).flatMap { $0.standbyReads == .unavailable ? nil : $0 }
         self.standbyRouting = standbyRouting
@@ -88,7 +89,8 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         let chosen = tracer ?? InstrumentationSystem.tracer
         self.tracer = chosen is NoOpTracer ? nil : chosen
         spanTarget = backend.spanTarget
-        self.configuration = configuration
+        live = LivePipelineSettings(configuration)
+        circuitBreakerEnabled = configuration.circuitBreakerEnabled
         self.clock = clock
         self.instruments = instruments
         circuitBreaker = CircuitBreaker(
@@ -254,11 +256,11 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
     ) async throws -> R {
         let start = clock.now
         operationMetrics.operationStarted()
-        let timeout = configuration.timeouts.timeout(for: options)
+        let timeout = live.timeout(for: options)
         let deadline = timeout.map { start + $0 }
-        let useBreaker = options.useCircuitBreaker && configuration.circuitBreakerEnabled
+        let useBreaker = options.useCircuitBreaker && circuitBreakerEnabled
         let circuitBreaker = breaker(for: options)
-        let maxAttempts = options.retries ? configuration.retry.attempts : 1
+        let maxAttempts = options.retries ? live.retryAttempts : 1
         if maxAttempts > 1 {
             retryBudget.withLock { $0.recordRequest(at: start) }
         }
@@ -378,6 +380,33 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
+    // MARK: - Live settings
+
+    /// The problems of `configuration`, as construction reports them.
+    static func validate(_ configuration: ReliabilityConfiguration) throws(ConfigurationError) {
+        let problems = configuration.validationProblems
+        guard problems.isEmpty else {
+            throw ConfigurationError(
+                problems: problems.map { .init(variable: "ReliabilityConfiguration", value: "", expected: $0) }
+            )
+        }
+    }
+
+    /// Puts new settings in force without a restart (Sources/ReliableDB/Documentation.docc/LiveSettings.md):
+    /// each kind's timeout, the retries and the slow-query threshold for operations that start
+    /// from now on, and the breakers' thresholds and open timeout (their state and counts stay).
+    /// The rest of `configuration` (breaker and timeouts on or off, load shedding, the retry
+    /// budget) needs a restart and is ignored.
+    ///
+    /// - Throws: ``ConfigurationError`` with the problems construction would report; then
+    ///   nothing changes.
+    public func reconfigure(_ configuration: ReliabilityConfiguration) throws(ConfigurationError) {
+        try Self.validate(configuration)
+        live.store(configuration)
+        circuitBreaker.reconfigure(configuration.circuitBreaker)
+        standbyCircuitBreaker?.reconfigure(configuration.circuitBreaker)
+    }
+
     // MARK: - Breaker routing and metrics
 
     /// The standby's breaker for a read the backend sends to a standby, else the primary's.
@@ -403,7 +432,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
             options.name,
             duration: duration,
             outcome: outcome,
-            slowThreshold: configuration.slowQueryThreshold
+            slowThreshold: live.slowQueryThreshold
         )
     }
 
@@ -441,7 +470,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         if breakerOpen { return .stop(.circuitOpened) }
         let delay =
             immediately
-            ? .zero : jitter.withLock { configuration.retry.delay(forRetry: attempt, using: &$0) }
+            ? .zero : jitter.withLock { [retry = live.retry] in retry.delay(forRetry: attempt, using: &$0) }
         if let deadline, now + delay >= deadline {
             return .stop(.deadlineReached)
         }
