@@ -108,7 +108,8 @@ struct LiveSettingsServeTests {
         #expect(failed.isEmpty, "\(failed.prefix(5))")
         #expect(ok > 50)
         #expect(health.contains(#""total":"#))
-        print(server.standardError.split(separator: "\n").filter { $0.contains("reliabledb.settings") }.joined(separator: "\n"))
+        let settingsLog = server.standardError.split(separator: "\n").filter { $0.contains("reliabledb.settings") }
+        print(settingsLog.joined(separator: "\n"))
         #expect(
             server.standardError.contains("take effect at the next start: DB_POOL_TIMEOUT"),
             "\(server.standardError.suffix(2000))"
