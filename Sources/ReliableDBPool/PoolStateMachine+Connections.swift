@@ -161,13 +161,15 @@ extension PoolStateMachine {
 
     /// A new maximum (live settings). Raised, it lets waiters get connects at once. Lowered, the
     /// connections beyond it leave without interrupting anyone: idle ones close now, then
-    /// connects in flight, probed and leased ones are marked to close when they come back (the
-    /// most recently leased last). Nothing is opened while more than the maximum are open.
+    /// connects in flight, probed and leased ones are marked to close when they come back (in
+    /// that order). Nothing is opened while more than the maximum are open. The minimum idle
+    /// asked for is capped by the maximum, and comes back when the maximum does.
     package mutating func resize(maximumConnections: Int, now: PoolInstant) -> PoolActions {
         var actions = PoolActions()
         failOverdueWaiters(now: now, into: &actions)
         var resized = configuration
         resized.maximumConnections = maximumConnections
+        resized.minimumIdle = configuredMinimumIdle
         configuration = resized.normalized
         for index in connections.indices { connections[index].beyondMaximum = false }
         var excess = connections.count - connections.closingCount() - configuration.maximumConnections

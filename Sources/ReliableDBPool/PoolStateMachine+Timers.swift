@@ -46,9 +46,14 @@ extension PoolStateMachine {
         for index in connections.indices {
             switch connections[index].dueTimer(at: now, timing, idleOut: idleOut) {
             case .close(let reason):
-                if case .idle = connections[index].state, configuration.minimumIdle > 0 {
-                    idle -= 1
-                    idleOut = idle > configuration.minimumIdle
+                if configuration.minimumIdle > 0 {
+                    switch connections[index].state {
+                    case .idle, .keepAlive:
+                        idle -= 1
+                        idleOut = idle > configuration.minimumIdle
+                    case .connecting, .leased, .closing:
+                        break
+                    }
                 }
                 beginClose(at: index, reason: reason, into: &actions)
             case .keepAlive:

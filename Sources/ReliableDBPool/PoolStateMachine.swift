@@ -64,6 +64,8 @@ package struct PoolStateMachine: Sendable {
     /// The settings in force, already ``PoolConfiguration/normalized``; only the maximum changes
     /// (``resize(maximumConnections:now:)``).
     package internal(set) var configuration: PoolConfiguration
+    /// The minimum idle asked for, which a lowered maximum caps but never forgets.
+    let configuredMinimumIdle: Int
     let timing: PoolTiming
     var connections = ConnectionGroup()
     var waiters = RequestQueue()
@@ -76,6 +78,7 @@ package struct PoolStateMachine: Sendable {
 
     package init(configuration: PoolConfiguration) {
         self.configuration = configuration.normalized
+        configuredMinimumIdle = Swift.max(0, configuration.minimumIdle)
         timing = PoolTiming(self.configuration)
     }
 

@@ -110,7 +110,8 @@ extension PostgresBackend {
     }
 
     /// What a transaction opened on a leased connection of `attempt` sends right after BEGIN: its
-    /// server-side backstop behind PgBouncer (`SET LOCAL statement_timeout`), nil elsewhere, where
+    /// server-side backstop behind PgBouncer (`SET LOCAL` of `statement_timeout` and
+    /// `idle_in_transaction_session_timeout`), nil elsewhere, where
     /// the lease's setting covers it. For callers that send BEGIN themselves (Fluent's nested
     /// transactions).
     package func transactionBackstop(within attempt: AttemptContext) -> PostgresQuery? {

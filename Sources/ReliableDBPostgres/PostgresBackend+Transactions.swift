@@ -12,7 +12,7 @@ extension PostgresBackend {
     /// was sent and answered, so a connection lost in between is reported as
     /// ``CommitOutcomeUnknownError``. When the connection's server-side backstop does not cover the
     /// attempt (behind PgBouncer, or a deadline later than it), the transaction sets its own with
-    /// `SET LOCAL statement_timeout`, which ends with it.
+    /// `SET LOCAL` of the backstop's settings, which ends with it.
     package func transaction<R: Sendable>(
         on connection: PostgresConnection,
         within attempt: AttemptContext,

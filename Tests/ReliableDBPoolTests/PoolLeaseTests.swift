@@ -206,6 +206,33 @@ struct PoolLeaseTests {
         #expect(statistics.averageAcquireWait == .milliseconds(15))
     }
 
+    /// A lowered maximum caps the minimum idle; raised again, the minimum asked for comes back.
+    /// Idle connections beyond the new maximum close at once; a leased one only when it is back.
+    @Test func aResizeKeepsTheMinimumIdleAskedForAndNeverClosesALease() {
+        var machine = PoolStateMachine(configuration: PoolConfiguration(maximumConnections: 10, minimumIdle: 5))
+        let warm = machine.tick(now: t0)
+        #expect(warm.connectIDs == [0, 1], "two at a time")
+        for id in [0, 1] { _ = machine.connected(connection: id, now: t0) }
+        let lease = machine.lease(request: 1, timeoutAt: nil, now: t0)
+        #expect(lease.grant != nil)
+        let shrink = machine.resize(maximumConnections: 1, now: t0)
+        #expect(machine.configuration.maximumConnections == 1 && machine.configuration.minimumIdle == 1)
+        #expect(shrink.closes.map(\.reason) == [.resized], "the idle one closes, not the lease")
+        let leased = lease.grant!.connection
+        #expect(machine.state(of: leased) == .leased(request: 1, since: t0))
+        // The connects in flight were chosen to leave (they served nobody yet): they close as
+        // they open, and the lease goes on, then back to idle.
+        let connecting = machine.connectionStates.filter { $0.value == .connecting }.keys.sorted()
+        #expect(connecting.count == 2)
+        for id in connecting {
+            #expect(machine.connected(connection: id, now: t0 + 5).closes.map(\.reason) == [.resized])
+        }
+        #expect(machine.release(connection: leased, now: t0 + 10).closes.isEmpty)
+        #expect(machine.statistics.idle == 1 && machine.statistics.active == 0)
+        _ = machine.resize(maximumConnections: 10, now: t0 + 20)
+        #expect(machine.configuration.minimumIdle == 5, "the minimum asked for is back")
+    }
+
     @Test func prewarmOpensIdleConnectionsWithoutARequest() {
         var machine = makeMachine(maximumConnections: 2)
         let prewarm = machine.prewarm(count: 5, now: t0)

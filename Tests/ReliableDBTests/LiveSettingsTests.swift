@@ -150,6 +150,21 @@ struct LiveSettingsTests {
         #expect(db.live.timeout(for: OperationOptions("q")) == .milliseconds(2500))
     }
 
+    /// Monitor settings made in code stay unless the file changes their own variable.
+    @Test func onlyTheMonitorSettingsThatChangedAreTakenFromTheFile() throws {
+        let clock = ManualClock()
+        let (db, _) = try database(clock)
+        var configured = HealthMonitor.Configuration()
+        configured.thresholds.healthScore = 50
+        let monitor = HealthMonitor(database: db, configuration: configured)
+        let live = LiveSettings(database: db, monitor: monitor, startedWith: [:], logger: CapturedLogs().logger())
+        #expect(live.apply(["DB_HEALTH_CHECK_INTERVAL": "1000"]).live == ["DB_HEALTH_CHECK_INTERVAL"])
+        #expect(monitor.configuration.interval == .seconds(1))
+        #expect(monitor.configuration.thresholds.healthScore == 50, "not the file's default 70")
+        _ = live.apply(["DB_HEALTH_CHECK_INTERVAL": "1000", "DB_ALERT_HEALTH_SCORE_THRESHOLD": "60"])
+        #expect(monitor.configuration.thresholds.healthScore == 60)
+    }
+
     /// The timeout variables: one per kind, named after it, over their whole range.
     @Test func eachKindHasATimeoutVariable() throws {
         #expect(ReliableDBConfiguration.timeoutVariable(for: .batchInsert) == "DB_TIMEOUT_BATCH_INSERT")

@@ -86,8 +86,8 @@ public final class LiveSettings<Backend: DatabaseBackend>: Sendable {
         {
             atNextStart.append("DB_CONNECTION_LIMIT")
         }
-        if live.contains(where: { $0 == "DB_HEALTH_CHECK_INTERVAL" || $0.hasPrefix("DB_ALERT_") }) {
-            monitor?.reconfigure(HealthMonitor.Configuration(configuration))
+        if let monitor, live.contains(where: { $0 == "DB_HEALTH_CHECK_INTERVAL" || $0.hasPrefix("DB_ALERT_") }) {
+            monitor.reconfigure(Self.overlay(live, of: configuration, on: monitor.configuration))
         }
         inForce.withLock { $0 = values }
         applied.add(1, ordering: .relaxed)
@@ -126,6 +126,35 @@ extension LiveSettings {
         if changed.contains("DB_RETRY_MAX_DELAY") { result.retry.maxDelay = new.retry.maxDelay }
         if changed.contains("DB_ALERT_QUERY_TIME_THRESHOLD") {
             result.slowQueryThreshold = new.alertThresholds.queryTime
+        }
+        return result
+    }
+}
+
+extension LiveSettings {
+    /// The monitor's `current` settings with those of the `changed` variables taken from `new`.
+    static func overlay(
+        _ changed: [String],
+        of new: ReliableDBConfiguration,
+        on current: HealthMonitor.Configuration
+    ) -> HealthMonitor.Configuration {
+        var result = current
+        let changed = Set(changed)
+        let thresholds = new.alertThresholds
+        if changed.contains("DB_HEALTH_CHECK_INTERVAL") { result.interval = new.healthCheckInterval }
+        if changed.contains("DB_ALERT_HEALTH_SCORE_THRESHOLD") {
+            result.thresholds.healthScore = thresholds.healthScore
+        }
+        if changed.contains("DB_ALERT_POOL_UTILIZATION_THRESHOLD") {
+            result.thresholds.poolUtilization = thresholds.poolUtilization
+        }
+        if changed.contains("DB_ALERT_QUERY_TIME_THRESHOLD") { result.thresholds.queryTime = thresholds.queryTime }
+        if changed.contains("DB_ALERT_ERROR_RATE_THRESHOLD") { result.thresholds.errorRate = thresholds.errorRate }
+        if changed.contains("DB_ALERT_SERVER_CONNECTIONS_THRESHOLD") {
+            result.thresholds.serverConnections = thresholds.serverConnections
+        }
+        if changed.contains("DB_ALERT_FOR") || changed.contains("DB_ALERT_KEEP_FIRING_FOR") {
+            result.alerts.timings = HealthMonitor.Configuration(new).alerts.timings
         }
         return result
     }

@@ -219,6 +219,8 @@ final class HostWalk: Sendable {
                 return .moveOn(outcome, error)
             }
         }.recover { error -> StepResult in
+            // The credentials provider failed: a local problem, not this server's (Wire/Credentials.swift).
+            if error is PostgresCredentialsError { return .stop(error) }
             if let state = sqlState(of: error), state.hasPrefix("28") {
                 // A wrong password or user is wrong on every server: libpq stops here too.
                 self.ejection.withLock { $0.reached(order[position], role: nil, outcome: "refused the credentials") }

@@ -71,7 +71,7 @@ final class Connector: Sendable {
             self.configuration.withLock { configuration in
                 configuration.options.additionalStartupParameters.removeAll { backstop.contains($0.0) }
             }
-            self.pooler.found("the server refused the statement_timeout startup parameter")
+            self.pooler.found("the server refused the backstop's startup parameters (statement_timeout)")
             return self.connect(id: id, on: eventLoop, with: answer, askedAgain: askedAgain)
         }
     }

@@ -38,7 +38,7 @@ public struct PostgresCredentialsProvider: Sendable {
     }
 
     /// The containers' secret-file convention (`DB_PASSWORD_FILE`): the file holds the password
-    /// (one trailing newline ignored) and is read again for every new connection, so a rewritten
+    /// (one trailing line ending, `\n` or `\r\n`, ignored) and is read again for every new connection, so a rewritten
     /// Kubernetes secret is used without a restart.
     public static func passwordFile(_ path: String) -> PostgresCredentialsProvider {
         let name = "DB_PASSWORD_FILE \(path)"
@@ -58,7 +58,8 @@ public struct PostgresCredentialsProvider: Sendable {
         guard var text = String(data: data, encoding: .utf8) else {
             throw PostgresCredentialsError(source: "DB_PASSWORD_FILE \(path)", reason: "the file is not UTF-8 text")
         }
-        if text.hasSuffix("\r\n") { text.removeLast(2) } else if text.hasSuffix("\n") { text.removeLast() }
+        // One line ending: "\r\n" is a single Character, as is "\n".
+        if text.hasSuffix("\r\n") || text.hasSuffix("\n") { text.removeLast() }
         guard !text.isEmpty else {
             throw PostgresCredentialsError(source: "DB_PASSWORD_FILE \(path)", reason: "the file is empty")
         }
