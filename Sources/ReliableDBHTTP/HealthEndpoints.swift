@@ -204,7 +204,7 @@ enum IETFHealth {
                     )
                 ],
                 "database:circuitBreaker": [Check(status: verdict(status.checks.circuitBreakerState), time: time)],
-                // The live settings in force (Sources/ReliableDB/Documentation.docc/LiveSettings.md).
+                // The live settings in force (Sources/ReliableDB/Documentation.docc/SettingsWithoutARestart.md).
                 "database:connectionLimit": [
                     Check(
                         status: "pass",

@@ -4,7 +4,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Settings changed without a restart (Sources/ReliableDB/Documentation.docc/LiveSettings.md).
+/// Settings changed without a restart (Sources/ReliableDB/Documentation.docc/SettingsWithoutARestart.md).
 ///
 /// Watches a swift-configuration reader whose providers reload (`ReloadingFileProvider`: `serve`
 /// watches its `.env` this way) and puts each new value of

@@ -392,7 +392,7 @@ public final class ReliableDatabase<Backend: DatabaseBackend>: Sendable {
         }
     }
 
-    /// Puts new settings in force without a restart (Sources/ReliableDB/Documentation.docc/LiveSettings.md):
+    /// Puts new settings in force without a restart (Sources/ReliableDB/Documentation.docc/SettingsWithoutARestart.md):
     /// each kind's timeout, the retries and the slow-query threshold for operations that start
     /// from now on, and the breakers' thresholds and open timeout (their state and counts stay).
     /// The rest of `configuration` (breaker and timeouts on or off, load shedding, the retry

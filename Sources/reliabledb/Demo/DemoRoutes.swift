@@ -99,7 +99,8 @@ struct DemoRoutes: Sendable {
         default:
             switch classify(error) {
             case .connection, .overload:
-                return Self.json(503, ["error": "the database is unavailable; try again"])
+                // The error's type (never its text, which may name a server) says which path failed.
+                return Self.json(503, ["error": "the database is unavailable; try again (\(type(of: error)))"])
             default:
                 return Self.json(500, ["error": "database error"])
             }
