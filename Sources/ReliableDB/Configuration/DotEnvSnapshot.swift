@@ -8,7 +8,7 @@ import Foundation
 /// Lines are read by the rules of swift-configuration's `EnvironmentVariablesProvider` for its
 /// `environmentFilePath` (`NAME=value`, blank lines and `#` comments skipped, the last of a name
 /// wins), and the values are served by that provider, so a key reads the same here as at start.
-/// The lines that provider would misread are reported by ``EnvironmentFileCheck`` beside it.
+/// The lines that provider would misread are reported beside it, as at start.
 public struct DotEnvSnapshot: FileConfigSnapshot {
     public struct ParsingOptions: FileParsingOptions {
         /// The variables read as secrets (redacted in access logs).

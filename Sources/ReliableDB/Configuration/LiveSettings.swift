@@ -28,6 +28,7 @@ public final class LiveSettings<Backend: DatabaseBackend>: Sendable {
     ///   - monitor: whose interval, thresholds and alert timings do; nil when none runs.
     ///   - values: the raw values the database was started with (`ConfigReader.values(of:secrets:)`
     ///     of the same reader), so only what changes afterwards is applied.
+    ///   - logger: where applied and rejected reloads are logged (names only, never values).
     public init(
         database: ReliableDatabase<Backend>,
         monitor: HealthMonitor?,
