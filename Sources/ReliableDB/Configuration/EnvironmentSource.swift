@@ -69,12 +69,21 @@ extension ConfigReader {
     /// The raw text of each of `names` that is set (variable name to value), read under its
     /// dotted key (``ReliableDBConfiguration/configKey(for:)``); `secrets` are read as secrets.
     package func values(of names: [String], secrets: Set<String>) -> [String: String] {
+        ReliableDBConfiguration.rawValues(of: names, secrets: secrets) { string(forKey: $0, isSecret: $1) }
+    }
+}
+
+extension ReliableDBConfiguration {
+    /// The raw text of each of `names` that `read` finds under its dotted key (``configKey(for:)``),
+    /// `secrets` read as secrets: what a `ConfigReader` and one of its snapshots both answer.
+    package static func rawValues(
+        of names: [String],
+        secrets: Set<String>,
+        _ read: (ConfigKey, Bool) -> String?
+    ) -> [String: String] {
         var values: [String: String] = [:]
         for name in names {
-            let key = ReliableDBConfiguration.configKey(for: name)
-            if let value = string(forKey: key, isSecret: secrets.contains(name)) {
-                values[name] = value
-            }
+            if let value = read(configKey(for: name), secrets.contains(name)) { values[name] = value }
         }
         return values
     }

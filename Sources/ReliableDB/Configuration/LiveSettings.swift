@@ -164,14 +164,7 @@ extension LiveSettings {
 extension ConfigSnapshotReader {
     /// As `ConfigReader.values(of:secrets:)`, from one snapshot: every value from the same reload.
     package func values(of names: [String], secrets: Set<String>) -> [String: String] {
-        var values: [String: String] = [:]
-        for name in names {
-            let key = ReliableDBConfiguration.configKey(for: name)
-            if let value = string(forKey: key, isSecret: secrets.contains(name)) {
-                values[name] = value
-            }
-        }
-        return values
+        ReliableDBConfiguration.rawValues(of: names, secrets: secrets) { string(forKey: $0, isSecret: $1) }
     }
 }
 
